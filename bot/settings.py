@@ -1,0 +1,106 @@
+"""One typed settings object, read from the environment and a `.env` file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IdList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every knob of secbot; environment names are `SECBOT_<FIELD>` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="SECBOT_", env_file=".env", extra="ignore",
+                                      protected_namespaces=())
+
+    # Model
+    model: str = Field("tiny", description="Local model directory, or `tiny` for the reference "
+                       "model (built under the data dir on first use).")
+    adapter: Path | None = Field(None, description="Adapter directory served on top of the model.")
+    model_url: str | None = Field(None, description="OpenAI-compatible server to ask instead of "
+                                  "loading the model in-process.")
+    model_api_key: SecretStr | None = Field(None, description="Bearer token for the model server.")
+    trust_remote_code: bool = Field(False, description="Allow a model directory's own Python code "
+                                    "(ChatGLM-6B/2/3).")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
+    prompt_format: str = Field("auto", description="auto, chat_template, chatglm, chatglm2.")
+    assistant_name: str = Field("secbot", description="The identity the assistant keeps.")
+    system_prompt: str | None = Field(None, description="Overrides the default identity prompt.")
+    max_new_tokens: int = Field(512, ge=1)
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    top_p: float = Field(0.7, gt=0, le=1)
+    temperature: float = Field(0.95, gt=0)
+
+    # Storage
+    data_dir: Path = Field(Path("~/.local/share/secbot"), description="Database, models, runs.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data dir.")
+
+    # Slack (standard Slack names, no prefix)
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "slack_bot_token"))
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "slack_app_token"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "slack_signing_secret"))
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=AliasChoices(
+        "SLACK_API_URL", "slack_api_url"))
+    admins: IdList = Field(default_factory=list, description="Slack user ids, comma-separated.")
+    trusted_analysts: IdList = Field(default_factory=list, description="Slack user ids whose "
+                                     "corrections are approved without review.")
+    admin_channel: str | None = Field(None, description="Channel id for review and run reports.")
+
+    @field_validator("admins", "trusted_analysts", mode="before")
+    @classmethod
+    def _split_ids(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("data_dir", "adapter", mode="after")
+    @classmethod
+    def _expand(cls, value):
+        return value.expanduser() if value is not None else value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'secbot.db'}"
+
+    @property
+    def effective_system_prompt(self) -> str:
+        from model.prompting import DEFAULT_SYSTEM_PROMPT
+
+        return self.system_prompt or DEFAULT_SYSTEM_PROMPT.format(name=self.assistant_name)
+
+    def env_name(self, field: str) -> str:
+        alias = type(self).model_fields[field].validation_alias
+        return alias.choices[0] if isinstance(alias, AliasChoices) else f"SECBOT_{field.upper()}"
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(environment name, value) pairs with secrets masked, for `secbot config`."""
+        rows = []
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if isinstance(value, SecretStr):
+                shown = "****" + value.get_secret_value()[-4:] if len(value.get_secret_value()) > 12 \
+                    else "****"
+            elif isinstance(value, list):
+                shown = ",".join(value)
+            else:
+                shown = "" if value is None else str(value)
+            if field == "database_url" and value is None:
+                shown = f"{self.effective_database_url}  (default)"
+            elif field == "database_url":
+                shown = mask_url_password(shown)
+            rows.append((self.env_name(field), shown))
+        return rows
+
+
+def mask_url_password(url: str) -> str:
+    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)

@@ -1,0 +1,118 @@
+"""The inference engine: one base model, its adapters, prompt building and generation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from model.adapters import AdapterSet
+from model.generation import Sampling, StopWhenCancelled, TextDeltaStreamer
+from model.loading import LoadedModel, load_base
+from model.prompting import History, PromptBuilder, PromptFormat, detect_format
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Answers (query, history) pairs; generation and adapter switches are serialised.
+
+    A switch waits for the generation in flight, which therefore finishes on the adapter it
+    started with.
+    """
+
+    def __init__(self, loaded: LoadedModel, prompts: PromptBuilder, sampling: Sampling | None = None):
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.prompts = prompts
+        self.sampling = sampling or Sampling()
+        self.adapters = AdapterSet(loaded.model)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, adapter: str | Path | None = None, *, device: str = "auto",
+             dtype: str = "auto", trust_remote_code: bool = False,
+             prompt_format: str = "auto", system_prompt: str | None = None,
+             sampling: Sampling | None = None) -> "Engine":
+        loaded = load_base(model_dir, device=device, dtype=dtype,
+                           trust_remote_code=trust_remote_code)
+        fmt = (detect_format(loaded.tokenizer, loaded.path) if prompt_format == "auto"
+               else PromptFormat(prompt_format))
+        engine = cls(loaded, PromptBuilder(loaded.tokenizer, fmt, system_prompt), sampling)
+        if adapter:
+            engine.use_adapter(adapter)
+        return engine
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    @property
+    def adapter(self) -> Path | None:
+        return self.adapters.active
+
+    def use_adapter(self, path: str | Path | None) -> None:
+        """Serve with the adapter at `path` (loaded once, then cached), or the bare base model."""
+        with self._lock:
+            self.adapters.activate(path)
+
+    def context_length(self) -> int:
+        config = self.loaded.model.config
+        limits = [getattr(config, name, None) for name in ("max_position_embeddings", "seq_length")]
+        limits.append(getattr(self.tokenizer, "model_max_length", None))
+        return min(v for v in limits if isinstance(v, int) and 0 < v < 10**7)
+
+    def prompt_ids(self, query: str, history: History, sampling: Sampling) -> list[int]:
+        budget = self.context_length() - sampling.max_new_tokens
+        ids, dropped = self.prompts.fit(query, history, max(budget, 1))
+        if dropped:
+            log.info("dropped %d oldest turn(s) to fit the context window", dropped)
+        return ids
+
+    def _generate_ids(self, batch: list[list[int]], sampling: Sampling, **extra) -> list[list[int]]:
+        pad = self.tokenizer.pad_token_id
+        width = max(map(len, batch))
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch],
+                                 device=self.device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch],
+                            device=self.device)
+        with self._lock, torch.inference_mode():
+            out = self.adapters.model().generate(
+                input_ids=input_ids, attention_mask=mask, pad_token_id=pad,
+                **sampling.generate_kwargs(), **extra)
+        return out[:, width:].tolist()
+
+    def generate(self, query: str, history: History = (), sampling: Sampling | None = None) -> str:
+        """The whole answer at once."""
+        return self.generate_batch([(query, history)], sampling)[0]
+
+    def generate_batch(self, requests: Sequence[tuple[str, History]],
+                       sampling: Sampling | None = None) -> list[str]:
+        """Answers for several (query, history) pairs in one left-padded batch."""
+        sampling = sampling or self.sampling
+        batch = [self.prompt_ids(q, h, sampling) for q, h in requests]
+        return [self.tokenizer.decode(ids, skip_special_tokens=True)
+                for ids in self._generate_ids(batch, sampling)]
+
+    def stream(self, query: str, history: History = (), sampling: Sampling | None = None) -> Iterator[str]:
+        """Text deltas as they are generated; closing the iterator stops generation."""
+        sampling = sampling or self.sampling
+        ids = self.prompt_ids(query, history, sampling)
+        streamer = TextDeltaStreamer(self.tokenizer)
+
+        def run() -> None:
+            try:
+                self._generate_ids([ids], sampling, streamer=streamer,
+                                   stopping_criteria=[StopWhenCancelled(streamer.cancelled)])
+            except BaseException as exc:  # handed to the consumer, raised there
+                streamer.fail(exc)
+
+        worker = threading.Thread(target=run, name="secbot-generate", daemon=True)
+        worker.start()
+        try:
+            yield from streamer.deltas()
+        finally:
+            streamer.cancelled.set()

@@ -1,0 +1,27 @@
+"""Errors a user can meet in the model runtime, each saying what to do about it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ModelError(Exception):
+    """Base class for model-runtime errors with a user-facing message."""
+
+
+class ModelFilesError(ModelError):
+    """A model or adapter directory is missing or incomplete."""
+
+    def __init__(self, path: str | Path, missing: list[str], hint: str):
+        self.path = Path(path)
+        self.missing = missing  # empty: the directory itself does not exist
+        what = f"missing {', '.join(missing)}" if missing else "no such directory"
+        super().__init__(f"{self.path}: {what}. {hint}")
+
+
+class RemoteCodeRequired(ModelError):
+    """The model directory needs its own Python code, which the user has not allowed."""
+
+
+class AdapterMismatch(ModelError):
+    """An adapter was trained for a different base model or architecture."""

@@ -1,0 +1,83 @@
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bot.settings import Settings
+from bot.terminal_chat import run_chat
+from model.generation import Sampling
+
+
+def secbot(*args, env=None, cwd=None, stdin=""):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, text=True,
+                          capture_output=True, env=full_env, cwd=cwd, timeout=300)
+
+
+def test_chat_answers_piped_questions_and_exits(tiny_dir, tmp_path):
+    out = secbot("chat", "--model", str(tiny_dir), stdin="What is phishing?\nstop\nnever asked\n",
+                 env={"SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MAX_NEW_TOKENS": "12"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("secbot> ") == 1
+    assert len(out.stdout.split("secbot> ", 1)[1].strip()) > 0
+
+
+def test_chat_keeps_history_and_clear_resets_it(fresh_engine):
+    engine = fresh_engine
+    engine.sampling = Sampling(max_new_tokens=12)
+    stdout = io.StringIO()
+    run_chat(engine, io.StringIO("What is XSS?\nHow do I stop it?\nclear\nHow do I stop it?\n"), stdout)
+    answers = [line.removeprefix("secbot> ") for line in stdout.getvalue().splitlines()
+               if line.startswith("secbot> ")]
+    first = engine.generate("What is XSS?")
+    assert answers[0] == first
+    assert answers[1] == engine.generate("How do I stop it?", [("What is XSS?", first)])
+    assert answers[2] == engine.generate("How do I stop it?")
+    assert answers[1] != answers[2]
+
+
+def test_chat_reports_missing_model_clearly(tmp_path):
+    out = secbot("chat", "--model", str(tmp_path / "absent"), stdin="hi\n")
+    assert out.returncode == 2
+    assert str(tmp_path / "absent") in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tiny_model_command_writes_a_loadable_model(tmp_path):
+    out = secbot("tiny-model", str(tmp_path / "t"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "t" / "model.safetensors").is_file()
+    assert (tmp_path / "t" / "tokenizer.json").is_file()
+
+
+def test_config_masks_secrets_and_reads_dotenv(tmp_path):
+    (tmp_path / ".env").write_text("SECBOT_MODEL=/models/glm-4-9b-chat-hf\nSECBOT_ADMINS=U1, U2\n")
+    token = "xoxb-1111111111-2222222222-abcdefghijklmnop"
+    out = secbot("config", cwd=tmp_path, env={
+        "SLACK_BOT_TOKEN": token, "SECBOT_DATA_DIR": str(tmp_path),
+        "SECBOT_DATABASE_URL": "postgresql://secbot:hunter2@db/secbot"})
+    assert out.returncode == 0, out.stderr
+    assert token not in out.stdout and "hunter2" not in out.stdout
+    assert "SLACK_BOT_TOKEN=****mnop" in out.stdout
+    assert "SECBOT_MODEL=/models/glm-4-9b-chat-hf" in out.stdout
+    assert "SECBOT_ADMINS=U1,U2" in out.stdout
+
+
+def test_bad_config_names_the_variable(tmp_path):
+    out = secbot("config", cwd=tmp_path, env={"SECBOT_MAX_NEW_TOKENS": "lots"})
+    assert out.returncode == 2
+    assert "max_new_tokens" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_settings_defaults(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("SECBOT_", "SLACK_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SECBOT_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.model == "tiny" and settings.effective_database_url == f"sqlite:///{tmp_path}/secbot.db"
+    assert "secbot" in settings.effective_system_prompt
+    assert (settings.top_p, settings.temperature, settings.do_sample) == (0.7, 0.95, False)

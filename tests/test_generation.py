@@ -1,0 +1,73 @@
+import threading
+
+import torch
+
+from model.generation import Sampling
+
+QUERIES = [("What is phishing?", []),
+           ("怎么防御？", [["什么是XSS？", "跨站脚本攻击。"]]),
+           ("And ransomware?", [["q0", "a0"], ["What is MFA?", "A second factor."]])]
+
+
+def test_streaming_text_equals_greedy_text(engine):
+    sampling = Sampling(max_new_tokens=40)
+    for query, history in QUERIES:
+        deltas = list(engine.stream(query, history, sampling))
+        assert len(deltas) > 1
+        assert "".join(deltas) == engine.generate(query, history, sampling)
+
+
+def test_batch_equals_single_greedy(engine):
+    sampling = Sampling(max_new_tokens=24)
+    requests = QUERIES * 3  # prompts of different lengths, so left padding is exercised
+    batched = engine.generate_batch(requests, sampling)
+    assert batched == [engine.generate(q, h, sampling) for q, h in requests]
+
+
+def test_max_new_tokens_bounds_the_answer(engine):
+    [ids] = engine._generate_ids([engine.prompt_ids("hi", [], Sampling(max_new_tokens=7))],
+                                 Sampling(max_new_tokens=7))
+    assert len(ids) == 7
+
+
+def test_generation_stops_at_eos(fresh_engine):
+    eos = fresh_engine.tokenizer.convert_tokens_to_ids("<|user|>")
+    steps = []
+
+    def prefer_eos_after_three(module, args, logits):
+        steps.append(1)
+        if len(steps) > 3:
+            logits[..., eos] += 1e4
+        return logits
+
+    fresh_engine.loaded.model.lm_head.register_forward_hook(prefer_eos_after_three)
+    answer_ids = fresh_engine._generate_ids([fresh_engine.prompt_ids("hi", [], Sampling())],
+                                            Sampling(max_new_tokens=50))[0]
+    assert answer_ids[:4].count(eos) == 1 and answer_ids[3] == eos
+
+
+def test_sampling_is_reproducible_for_a_seed_and_differs_from_greedy(engine):
+    sampling = Sampling(max_new_tokens=30, do_sample=True, top_p=0.95, temperature=1.5)
+    torch.manual_seed(3)
+    first = engine.generate("What is phishing?", [], sampling)
+    torch.manual_seed(3)
+    assert engine.generate("What is phishing?", [], sampling) == first
+    assert first != engine.generate("What is phishing?", [], Sampling(max_new_tokens=30))
+
+
+def test_long_history_is_truncated_from_the_oldest_turn(engine):
+    sampling = Sampling(max_new_tokens=engine.context_length() - 60)
+    history = [[f"first question {'x ' * 30}", "first answer"], ["last question", "last answer"]]
+    text = engine.tokenizer.decode(engine.prompt_ids("now?", history, sampling))
+    assert "first question" not in text and "last question" in text
+    assert engine.generate("now?", history, Sampling(max_new_tokens=5)) is not None
+
+
+def test_closing_a_stream_stops_generation_and_frees_the_engine(engine):
+    stream = engine.stream("What is phishing?", [], Sampling(max_new_tokens=2000))
+    next(stream)
+    stream.close()
+    done = threading.Event()
+    threading.Thread(target=lambda: (engine.generate("hi", [], Sampling(max_new_tokens=2)),
+                                     done.set()), daemon=True).start()
+    assert done.wait(60), "a closed stream kept the engine busy"
