@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
+import typing
 
 from bot.settings import Settings
 from model.errors import ModelError
+from model.training import TrainConfig
 
 log = logging.getLogger("secbot")
 
@@ -36,6 +40,79 @@ def cmd_chat(args, settings: Settings) -> int:
     return run_chat(engine)
 
 
+def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One --option per dataclass field, with its default and help, so CLI and code agree."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        args = typing.get_args(kind)
+        base = next((a for a in args if a is not type(None)), kind) if args else kind
+        help_text = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default is not None else "")
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, type=base, default=f.default, help=help_text,
+                                choices=f.metadata.get("choices"))
+
+
+def dataclass_from_args(cls, args):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def cmd_train(args, settings: Settings) -> int:
+    from bot.model_client import resolve_model_dir
+    from model.records import Columns, read_records
+    from model.training import TrainConfig, train
+
+    columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
+    data = read_records(args.data, columns, skip_bad=args.skip_bad)
+    for bad in data.skipped:
+        print(f"skipped {bad}", file=sys.stderr)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} malformed record(s) of {args.data}", file=sys.stderr)
+    val = read_records(args.val, columns).records if args.val else []
+    result = train(resolve_model_dir(settings, args.model), data.records, args.out,
+                   dataclass_from_args(TrainConfig, args), val,
+                   trust_remote_code=settings.trust_remote_code,
+                   prompt_format=settings.prompt_format,
+                   system_prompt=settings.effective_system_prompt, restart=args.restart)
+    print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.metadata["steps"],
+                      "tokens_per_s": result.metadata["tokens_per_s"],
+                      **result.metadata["metrics"]}, ensure_ascii=False))
+    return 0
+
+
+def cmd_eval(args, settings: Settings) -> int:
+    from model.evaluation import compute_metrics, evaluate, read_predictions
+    from model.generation import Sampling
+    from model.records import Columns, read_records
+
+    if args.predictions:
+        metrics = compute_metrics(*read_predictions(args.predictions))
+    else:
+        if not args.data:
+            print("secbot eval: give --data FILE (records to answer) or --predictions FILE",
+                  file=sys.stderr)
+            return 2
+        from bot.model_client import load_engine
+
+        columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
+        records = read_records(args.data, columns).records
+        engine = load_engine(settings, args.model, args.adapter)
+        metrics, _ = evaluate(engine, records, args.out, batch_size=args.batch_size,
+                              sampling=Sampling(max_new_tokens=args.max_new_tokens), progress=True)
+    print(json.dumps(metrics))
+    return 0
+
+
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt-column", default="prompt")
+    parser.add_argument("--response-column", default="response")
+    parser.add_argument("--history-column", default="history", help="'' for none")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="secbot", description="A security team's own LLM in Slack.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -53,6 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
     p.add_argument("--adapter", help="adapter directory (default: SECBOT_ADAPTER)")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("train", help="P-tune (v2) or LoRA-tune an adapter on THUDM-format records")
+    p.add_argument("--data", required=True, help=".json/.jsonl (one record per line) or JSON array")
+    p.add_argument("--model", help="base model directory or `tiny` (default: SECBOT_MODEL)")
+    p.add_argument("--out", required=True, help="adapter directory to create")
+    p.add_argument("--val", help="validation records; their loss is reported")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed records, and count them")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted run's checkpoint")
+    add_column_options(p)
+    add_dataclass_options(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="answer records and score them as THUDM does (ROUGE, BLEU-4)")
+    p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
+    p.add_argument("--adapter", help="adapter directory")
+    p.add_argument("--data", help="records to answer")
+    p.add_argument("--out", help="write generated_predictions.txt and metrics.json here")
+    p.add_argument("--predictions", help="score an existing generated_predictions.txt instead")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    add_column_options(p)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

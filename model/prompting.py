@@ -83,9 +83,12 @@ class PromptBuilder:
         add_special = self.format is not PromptFormat.CHAT_TEMPLATE
         return self.tokenizer.encode(self.text(query, history), add_special_tokens=add_special)
 
-    def answer_ids(self, answer: str) -> list[int]:
-        """The training target: the answer's tokens followed by EOS."""
-        return self.tokenizer.encode(answer, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+    def answer_ids(self, answer: str, max_tokens: int | None = None) -> list[int]:
+        """The training target: the answer's tokens (cut to fit `max_tokens`) followed by EOS."""
+        ids = self.tokenizer.encode(answer, add_special_tokens=False)
+        if max_tokens is not None:
+            ids = ids[: max(max_tokens - 1, 0)]
+        return ids + [self.tokenizer.eos_token_id]
 
     def fit(self, query: str, history: History, max_tokens: int) -> tuple[list[int], int]:
         """Prompt ids within `max_tokens`, dropping the oldest turns first; returns (ids, dropped).

@@ -1,0 +1,138 @@
+"""Training records in THUDM's `ptuning` format: `{prompt, response, history: [[q, a], ...]}`.
+
+Reads a JSON-lines file (THUDM's `.json` is one record per line; `.jsonl` the same) or a JSON
+array. Column names are flags, so ADGEN's `content`/`summary` reads too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.errors import ModelError
+
+
+class RecordError(ModelError):
+    """A malformed record; names the file and line."""
+
+    def __init__(self, path: str | Path, line: int, reason: str):
+        self.path, self.line, self.reason = Path(path), line, reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+@dataclass(frozen=True)
+class Columns:
+    prompt: str = "prompt"
+    response: str = "response"
+    history: str | None = "history"
+
+
+@dataclass(frozen=True)
+class Record:
+    prompt: str
+    response: str
+    history: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self, columns: Columns = Columns()) -> dict:
+        out = {columns.prompt: self.prompt, columns.response: self.response}
+        if columns.history:
+            out[columns.history] = [list(turn) for turn in self.history]
+        return out
+
+
+@dataclass
+class ReadResult:
+    records: list[Record]
+    skipped: list[RecordError] = field(default_factory=list)
+
+
+def parse_record(obj, columns: Columns = Columns()) -> Record:
+    """Validate one decoded JSON value; raises ValueError with the reason."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    prompt, response = obj.get(columns.prompt), obj.get(columns.response)
+    for name, value in ((columns.prompt, prompt), (columns.response, response)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"'{name}' must be a non-empty string")
+    raw_history = obj.get(columns.history) if columns.history else None
+    if raw_history is None:
+        raw_history = []
+    if not isinstance(raw_history, list) or not all(
+            isinstance(t, list) and len(t) == 2 and all(isinstance(s, str) for s in t)
+            for t in raw_history):
+        raise ValueError(f"'{columns.history}' must be a list of [question, answer] string pairs")
+    return Record(prompt, response, tuple((q, a) for q, a in raw_history))
+
+
+def _values_with_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, decoded value or exception) for each record of a JSON-lines file or array."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if not stripped.startswith("["):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield number, ValueError(f"invalid JSON ({exc.msg}, column {exc.colno})")
+        return
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(stripped) + 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        line = text.count("\n", 0, pos) + 1
+        if pos >= len(text):
+            yield line, ValueError("JSON array is not closed with ']'")
+            return
+        if text[pos] == "]":
+            return
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield exc.lineno, ValueError(f"invalid JSON ({exc.msg}, column {exc.colno})")
+            return
+        yield line, value
+
+
+def read_records(path: str | Path, columns: Columns = Columns(), skip_bad: bool = False) -> ReadResult:
+    """All records of `path`; a bad one raises RecordError unless `skip_bad` collects it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file. Give a THUDM-format .json/.jsonl file.")
+    result = ReadResult(records=[])
+    for line, value in _values_with_lines(path):
+        try:
+            if isinstance(value, Exception):
+                raise value
+            result.records.append(parse_record(value, columns))
+        except ValueError as exc:
+            error = RecordError(path, line, str(exc))
+            if not skip_bad:
+                raise error from None
+            result.skipped.append(error)
+    if not result.records:
+        raise ModelError(f"{path}: no usable records (skipped {len(result.skipped)}).")
+    return result
+
+
+def write_records(path: str | Path, records: Iterable[Record], columns: Columns = Columns()) -> int:
+    """THUDM JSON lines, UTF-8 unescaped; returns the count."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record.to_json(columns), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def records_hash(records: Iterable[Record]) -> str:
+    """A content hash of the records in order; the same data gives the same hash."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()

@@ -1,0 +1,172 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from model.engine import Engine
+from model.evaluation import evaluate, read_predictions
+from model.generation import Sampling
+from model.records import Record, write_records
+from model.training import METADATA_FILE, TrainConfig, TrainingError, train
+
+SYSTEM = "You are secbot."
+RECORDS = [
+    Record("What is phishing?", "Phishing tricks people into giving away passwords."),
+    Record("Who are you?", "I am secbot, the security team's assistant."),
+    Record("什么是勒索软件？", "勒索软件会加密文件并索要赎金。"),
+    Record("And MFA?", "A second factor such as a hardware key.", (("What is 2FA?", "Two factors."),)),
+    Record("What is a zero-day?", "A flaw the vendor has not patched yet."),
+    Record("你是谁？", "我是secbot，安全团队的助手。"),
+    Record("What port does SSH use?", "SSH listens on TCP port 22."),
+    Record("How do I report a suspicious email?", "Forward it to security@example.com."),
+]
+PTUNING = TrainConfig(method="ptuning", pre_seq_len=64, lr=3e-2, batch_size=8, grad_accum=1,
+                      max_steps=200, save_steps=20, logging_steps=10)
+LORA = TrainConfig(method="lora", lora_rank=16, lora_dropout=0.0, lr=3e-3, batch_size=8,
+                   grad_accum=1, max_steps=100, logging_steps=10)
+GREEDY = Sampling(max_new_tokens=40)
+
+
+def cli_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
+    return env | {"SECBOT_SYSTEM_PROMPT": SYSTEM} | extra
+
+
+def config_flags(config: TrainConfig) -> list[str]:
+    return ["--method", config.method, "--pre-seq-len", str(config.pre_seq_len), "--lr",
+            str(config.lr), "--batch-size", str(config.batch_size), "--grad-accum",
+            str(config.grad_accum), "--max-steps", str(config.max_steps), "--save-steps",
+            str(config.save_steps), "--logging-steps", str(config.logging_steps)]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.json"
+    write_records(path, RECORDS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ptuned(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ptuning"
+    return train(tiny_dir, RECORDS, out, PTUNING, RECORDS[:2], system_prompt=SYSTEM, progress=False)
+
+
+def reproduced(tiny_dir, adapter_dir) -> float:
+    engine = Engine.load(tiny_dir, adapter_dir, system_prompt=SYSTEM)
+    metrics, _ = evaluate(engine, RECORDS, sampling=GREEDY)
+    return metrics["exact_match"]
+
+
+def test_ptuning_reproduces_its_training_answers(tiny_dir, ptuned):
+    assert reproduced(tiny_dir, ptuned.adapter_dir) >= 90.0
+
+
+def test_lora_reproduces_its_training_answers(tiny_dir, tmp_path):
+    result = train(tiny_dir, RECORDS, tmp_path / "lora", LORA, system_prompt=SYSTEM, progress=False)
+    assert reproduced(tiny_dir, result.adapter_dir) >= 90.0
+
+
+def test_untrained_model_does_not_reproduce_them(tiny_dir):
+    engine = Engine.load(tiny_dir, system_prompt=SYSTEM)
+    assert evaluate(engine, RECORDS, sampling=GREEDY)[0]["exact_match"] == 0.0
+
+
+def test_output_holds_only_adapter_weights_metadata_and_loss_curve(ptuned, tiny_dir):
+    out = ptuned.adapter_dir
+    assert sorted(p.name for p in out.iterdir() if p.name != "README.md") == [
+        "adapter_config.json", "adapter_model.safetensors", "loss.jsonl", "loss_curve.png",
+        METADATA_FILE]
+    weights = load_file(out / "adapter_model.safetensors")
+    assert sum(t.numel() for t in weights.values()) < 100_000  # the prefix, not the base
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert meta["method"] == "ptuning" and meta["steps"] == 200
+    assert meta["base_model"]["path"] == str(tiny_dir) and meta["data"]["records"] == 8
+    assert len(meta["data"]["sha256"]) == 64 and meta["system_prompt"] == SYSTEM
+    assert meta["hyperparameters"]["pre_seq_len"] == 64
+    assert meta["metrics"]["train_loss"] < 0.1 and "val_loss" in meta["metrics"]
+    losses = [json.loads(l) for l in (out / "loss.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in losses if "loss" in e] == list(range(10, 201, 10))
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_adapter_reloaded_in_a_fresh_process_gives_identical_answers(tiny_dir, ptuned, data_file, tmp_path):
+    engine = Engine.load(tiny_dir, ptuned.adapter_dir, system_prompt=SYSTEM)
+    expected = engine.generate_batch([(r.prompt, r.history) for r in RECORDS], GREEDY)
+    out = subprocess.run([sys.executable, "-m", "bot.cli", "eval", "--model", str(tiny_dir),
+                          "--adapter", str(ptuned.adapter_dir), "--data", str(data_file),
+                          "--out", str(tmp_path), "--max-new-tokens", "40"],
+                         capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    preds, labels = read_predictions(tmp_path / "generated_predictions.txt")
+    assert preds == expected and labels == [r.response for r in RECORDS]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["exact_match"] >= 90.0
+
+
+def test_killed_training_resumes_and_continues_the_step_count(tiny_dir, ptuned, data_file, tmp_path):
+    out = tmp_path / "resumed"
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "train", "--data", str(data_file),
+                             "--model", str(tiny_dir), "--out", str(out), *config_flags(PTUNING)],
+                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    partial = out.with_name("resumed.partial")
+    deadline = time.time() + 240
+    while not list(partial.glob("checkpoint-*[0-9]")) or \
+            int(sorted(partial.glob("checkpoint-*[0-9]"))[-1].name.split("-")[1]) < 40:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing half-written where the adapter will be
+
+    result = train(tiny_dir, RECORDS, out, PTUNING, RECORDS[:2], system_prompt=SYSTEM, progress=False)
+    assert result.metadata["resumed_from_step"] >= 40 and result.metadata["steps"] == 200
+    steps = [json.loads(l)["step"] for l in (out / "loss.jsonl").read_text().splitlines()
+             if "loss" in json.loads(l)]
+    assert steps == list(range(10, 201, 10))
+    # Same data order, optimizer and RNG state: the resumed run ends where an unbroken one does.
+    resumed = load_file(out / "adapter_model.safetensors")
+    unbroken = load_file(ptuned.adapter_dir / "adapter_model.safetensors")
+    assert all((resumed[k] - unbroken[k]).abs().max() < 1e-4 for k in unbroken)
+
+
+def test_an_interrupted_run_with_other_data_is_not_resumed(tiny_dir, tmp_path):
+    out = tmp_path / "a"
+    config = TrainConfig(**{**PTUNING.__dict__, "max_steps": 3, "save_steps": 1})
+    (tmp_path / "a.partial").mkdir()
+    trainer_records = RECORDS[:4]
+    from model.training import Trainer
+
+    trainer = Trainer(tiny_dir, trainer_records, out, config, system_prompt=SYSTEM, progress=False)
+    model, optimizer, scheduler, _, _ = trainer._prepare()
+    trainer._save_checkpoint(model, optimizer, scheduler, 1)
+    with pytest.raises(TrainingError, match="data_hash.*--restart"):
+        train(tiny_dir, RECORDS, out, config, system_prompt=SYSTEM, progress=False)
+    assert train(tiny_dir, RECORDS, out, config, system_prompt=SYSTEM, progress=False,
+                 restart=True).metadata["steps"] == 3
+
+
+def test_existing_output_is_never_overwritten(tiny_dir, ptuned):
+    with pytest.raises(TrainingError, match="already exists"):
+        train(tiny_dir, RECORDS, ptuned.adapter_dir, PTUNING, system_prompt=SYSTEM)
+
+
+def test_malformed_data_fails_with_line_or_is_skipped_and_counted(tiny_dir, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"prompt": "q", "response": "a"}\n{"prompt": "q2"}\n{"prompt": "q3", "response": "a3"}\n')
+    args = [sys.executable, "-m", "bot.cli", "train", "--data", str(data), "--model", str(tiny_dir),
+            "--out", str(tmp_path / "o"), "--max-steps", "2", "--batch-size", "2", "--grad-accum", "1",
+            "--pre-seq-len", "4"]
+    out = subprocess.run(args, capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert out.returncode == 2 and "bad.jsonl:2: 'response'" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "o").exists()
+    out = subprocess.run(args + ["--skip-bad"], capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "skipped 1 malformed record(s)" in out.stderr
+    assert json.loads((tmp_path / "o" / METADATA_FILE).read_text())["data"]["records"] == 2
