@@ -18,40 +18,23 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import random_glm4_9b, sync  # noqa: E402  (puts the repo on sys.path)
 
 from model.engine import Engine  # noqa: E402
 from model.generation import Sampling  # noqa: E402
-from model.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
 from model.prompting import PromptBuilder, PromptFormat  # noqa: E402
-from model.tiny import build_tiny_model, build_tokenizer  # noqa: E402
+from model.tiny import build_tiny_model  # noqa: E402
 
 QUESTIONS = ["What is phishing?", "什么是勒索软件？", "How do I rotate a leaked AWS key?",
              "Explain lateral movement.", "什么是横向移动？", "What does an EDR agent record?",
              "How should we triage a suspicious login?", "什么是零日漏洞？"]
 
 
-def random_glm4_9b(device: str, dtype: str) -> Engine:
-    from transformers import GlmConfig, GlmForCausalLM
-
-    dev = pick_device(device)
-    torch_dtype = pick_dtype(dev, dtype)
-    config = GlmConfig()  # the defaults are glm-4-9b-chat-hf's shape
-    with torch.device("meta"):
-        model = GlmForCausalLM(config)
-    model = model.to_empty(device=dev).to(torch_dtype)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.02)
-    model.eval()
-    tokenizer = build_tokenizer()
-    loaded = LoadedModel(model=model, tokenizer=tokenizer, path=Path("random:glm-4-9b"), device=dev)
-    return Engine(loaded, PromptBuilder(tokenizer, PromptFormat.CHAT_TEMPLATE, None))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def random_engine(device: str, dtype: str) -> Engine:
+    loaded = random_glm4_9b(device, dtype)
+    return Engine(loaded, PromptBuilder(loaded.tokenizer, PromptFormat.CHAT_TEMPLATE, None))
 
 
 def run(engine: Engine, batch: int, new_tokens: int) -> float:
@@ -77,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.random:
-        engine = random_glm4_9b(args.device, args.dtype)
+        engine = random_engine(args.device, args.dtype)
     else:
         model_dir = args.model or build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
         engine = Engine.load(model_dir, device=args.device, dtype=args.dtype)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from model.errors import ModelError
-from model.loading import load_base
+from model.loading import LoadedModel, load_base
 from model.prompting import PromptBuilder, PromptFormat, detect_format
 from model.records import Record, records_hash
 
@@ -193,7 +193,7 @@ def plot_loss(loss_log: Path, out_png: Path) -> None:
 class Trainer:
     """Trains one adapter from records; `run()` resumes from the work directory's checkpoint."""
 
-    def __init__(self, model_dir: str | Path, records: Sequence[Record], out_dir: str | Path,
+    def __init__(self, model_dir: str | Path | LoadedModel, records: Sequence[Record], out_dir: str | Path,
                  config: TrainConfig, val_records: Sequence[Record] = (), *,
                  trust_remote_code: bool = False, prompt_format: str = "auto",
                  system_prompt: str | None = None, restart: bool = False, progress: bool = True,
@@ -213,8 +213,8 @@ class Trainer:
         if restart and self.work.exists():
             shutil.rmtree(self.work)
         torch.manual_seed(config.seed)
-        self.loaded = load_base(model_dir, device=config.device, dtype=config.dtype,
-                                trust_remote_code=trust_remote_code)
+        self.loaded = model_dir if isinstance(model_dir, LoadedModel) else load_base(
+            model_dir, device=config.device, dtype=config.dtype, trust_remote_code=trust_remote_code)
         tok = self.loaded.tokenizer
         fmt = detect_format(tok, self.loaded.path) if prompt_format == "auto" else PromptFormat(prompt_format)
         self.builder = PromptBuilder(tok, fmt, system_prompt)
@@ -332,8 +332,8 @@ class Trainer:
                     with self._autocast():
                         loss = model(**batch).loss / cfg.grad_accum
                     loss.backward()
-                    window_loss += loss.item()
-                    n_tokens = int(batch["attention_mask"].sum())
+                    window_loss += loss.detach()  # read back only when logging: no GPU sync
+                    n_tokens = sum(len(encoded[i][0]) for i in idx)
                     window_tokens += n_tokens
                     run_tokens += n_tokens
                 optimizer.step()
@@ -344,7 +344,7 @@ class Trainer:
                 if step % cfg.logging_steps == 0 or step == total:
                     steps_in_window = (step - 1) % cfg.logging_steps + 1
                     now = time.perf_counter()
-                    entry = {"step": step, "loss": round(window_loss / steps_in_window, 6),
+                    entry = {"step": step, "loss": round(float(window_loss) / steps_in_window, 6),
                              "lr": scheduler.get_last_lr()[0],
                              "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9), 1),
                              "elapsed_s": round(now - started, 2)}

@@ -1,0 +1,34 @@
+"""Helpers shared by the benchmarks (not part of the product)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
+from model.tiny import build_tokenizer  # noqa: E402
+
+
+def random_glm4_9b(device: str = "cuda", dtype: str = "auto") -> LoadedModel:
+    """glm-4-9b-chat-hf's shape with random weights, built on the device; tiny tokenizer."""
+    from transformers import GlmConfig, GlmForCausalLM
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    with torch.device("meta"):
+        model = GlmForCausalLM(GlmConfig())  # GlmConfig's defaults are glm-4-9b's
+    model = model.to_empty(device=dev).to(torch_dtype)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.02)
+    tokenizer = build_tokenizer()
+    return LoadedModel(model=model.eval(), tokenizer=tokenizer, path=Path("random:glm-4-9b"), device=dev)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()

@@ -1,0 +1,167 @@
+"""Training throughput and peak memory: secbot's trainer vs a plain transformers Trainer + PEFT.
+
+    python bench/train.py                                   # tiny model, CPU
+    python bench/train.py --model DIR --device cuda --seq-len 512
+    python bench/train.py --random glm-4-9b --device cuda --seq-len 512 --batch-size 4
+
+Each (method, implementation) runs in its own process on the same encoded records (all of one
+length, so both see the same tokens), so peak memory is per run: GPU peak allocation on CUDA,
+peak resident set size on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import random_glm4_9b, sync  # noqa: E402
+
+from model.loading import load_base  # noqa: E402
+from model.records import Record  # noqa: E402
+from model.tiny import build_tiny_model, corpus_lines  # noqa: E402
+from model.training import TrainConfig, Trainer, encode, peft_config_for  # noqa: E402
+
+
+def make_records(tokenizer, seq_len: int, n: int) -> list[Record]:
+    """n records whose prompt and answer each fill about half of seq_len tokens."""
+    words = " ".join(corpus_lines()).split()
+    records = []
+    for i in range(n):
+        def text(offset, budget):
+            out, k = [], offset
+            while len(tokenizer.encode(" ".join(out), add_special_tokens=False)) < budget:
+                out.append(words[k % len(words)])
+                k += 7
+            return " ".join(out)
+        records.append(Record(text(i * 13, seq_len // 2 - 24), text(i * 29 + 5, seq_len // 2 - 2)))
+    return records
+
+
+def child(args) -> dict:
+    loaded = random_glm4_9b(args.device, args.dtype) if args.random else \
+        load_base(args.model, device=args.device, dtype=args.dtype)
+    config = TrainConfig(method=args.method, pre_seq_len=args.pre_seq_len, lr=1e-3,
+                         batch_size=args.batch_size, grad_accum=args.grad_accum,
+                         max_steps=args.steps, logging_steps=args.steps, save_steps=10**9,
+                         max_source_length=args.seq_len, max_target_length=args.seq_len)
+    records = make_records(loaded.tokenizer, args.seq_len, args.batch_size * args.grad_accum * 2)
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    out = Path(tempfile.mkdtemp()) / "adapter"
+    if args.impl == "secbot":
+        trainer = Trainer(loaded, records, out, config, progress=False)
+        tokens = len(encode(records[0], trainer.builder, config)[0])
+        elapsed = trainer.run().metadata["train_seconds"]  # the loop alone
+    else:
+        tokens, elapsed = hf_trainer(loaded, records, config, out)
+    peak = (torch.cuda.max_memory_allocated() if loaded.device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    total_tokens = tokens * args.batch_size * args.grad_accum * args.steps
+    return {"method": args.method, "impl": args.impl, "tokens_per_s": total_tokens / elapsed,
+            "peak_gib": peak / 2**30, "seq_len": tokens, "seconds": elapsed}
+
+
+def loop_clock_class():
+    from transformers import TrainerCallback
+
+    class LoopClock(TrainerCallback):
+        """Times the baseline's training loop alone, as secbot's metadata times its own."""
+
+        def __init__(self, device):
+            self.device = device
+
+        def on_train_begin(self, *args, **kwargs):
+            sync(self.device)
+            self.start = time.perf_counter()
+
+        def on_train_end(self, *args, **kwargs):
+            sync(self.device)
+            self.end = time.perf_counter()
+
+    return LoopClock
+
+
+def hf_trainer(loaded, records, config, out):
+    """The baseline: transformers.Trainer on a PEFT model, default settings otherwise."""
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer as HFTrainer, TrainingArguments
+
+    from model.prompting import PromptBuilder, PromptFormat, detect_format
+
+    fmt = detect_format(loaded.tokenizer) if loaded.tokenizer.chat_template else PromptFormat.CHATGLM2
+    builder = PromptBuilder(loaded.tokenizer, fmt, None)
+    rows = []
+    for record in records:
+        ids, labels = encode(record, builder, config)
+        rows.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
+    model = get_peft_model(loaded.model, peft_config_for(config, loaded.model))
+    LoopClock = loop_clock_class()
+    cuda = loaded.device.type == "cuda"
+    targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=config.batch_size,
+                              gradient_accumulation_steps=config.grad_accum, max_steps=config.max_steps,
+                              learning_rate=config.learning_rate(), logging_steps=config.max_steps,
+                              save_strategy="no", report_to=[], bf16=cuda, use_cpu=not cuda,
+                              remove_unused_columns=False, disable_tqdm=True)
+    collator = DataCollatorForSeq2Seq(loaded.tokenizer, padding=True, label_pad_token_id=-100)
+    clock = LoopClock(loaded.device)
+    trainer = HFTrainer(model=model, args=targs, train_dataset=rows, data_collator=collator,
+                        callbacks=[clock])
+    trainer.train()
+    return len(rows[0]["input_ids"]), clock.end - clock.start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model")
+    parser.add_argument("--random", choices=["glm-4-9b"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--pre-seq-len", type=int, default=128)
+    parser.add_argument("--methods", default="ptuning,lora")
+    parser.add_argument("--child", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        args.method, args.impl = args.child
+        print("RESULT " + json.dumps(child(args)))
+        return
+    if not args.model and not args.random:
+        args.model = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
+    base = [a for a in sys.argv[1:]]
+    if args.model and "--model" not in base:
+        base += ["--model", args.model]
+    print(f"model {args.model or args.random}  device {args.device}  seq {args.seq_len}  "
+          f"batch {args.batch_size}x{args.grad_accum}  steps {args.steps}")
+    for method in args.methods.split(","):
+        results = {}
+        for impl in ("hf", "secbot"):
+            proc = subprocess.run([sys.executable, __file__, *base, "--child", method, impl],
+                                  capture_output=True, text=True)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                print(f"{method}/{impl} failed:\n{proc.stderr[-2000:]}")
+                continue
+            results[impl] = r = json.loads(line[7:])
+            print(f"{method:8} {impl:7} {r['tokens_per_s']:10.1f} tokens/s  peak {r['peak_gib']:.2f} GiB"
+                  f"  ({r['seconds']:.1f} s, {r['seq_len']} tokens/record)")
+        if len(results) == 2:
+            print(f"{method:8} secbot/baseline: {results['secbot']['tokens_per_s'] / results['hf']['tokens_per_s']:.2f}x "
+                  f"tokens/s, {results['secbot']['peak_gib'] / results['hf']['peak_gib']:.2f}x peak memory")
+
+
+if __name__ == "__main__":
+    main()
