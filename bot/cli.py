@@ -11,6 +11,7 @@ import typing
 
 from bot.settings import Settings
 from model.errors import ModelError
+from model.records import Columns
 from model.training import TrainConfig
 
 log = logging.getLogger("secbot")
@@ -63,8 +64,8 @@ def dataclass_from_args(cls, args):
 
 def cmd_train(args, settings: Settings) -> int:
     from bot.model_client import resolve_model_dir
-    from model.records import Columns, read_records
-    from model.training import TrainConfig, train
+    from model.records import read_records
+    from model.training import train
 
     columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
     data = read_records(args.data, columns, skip_bad=args.skip_bad)
@@ -87,7 +88,7 @@ def cmd_train(args, settings: Settings) -> int:
 def cmd_eval(args, settings: Settings) -> int:
     from model.evaluation import compute_metrics, evaluate, read_predictions
     from model.generation import Sampling
-    from model.records import Columns, read_records
+    from model.records import read_records
 
     if args.predictions:
         metrics = compute_metrics(*read_predictions(args.predictions))
@@ -104,6 +105,37 @@ def cmd_eval(args, settings: Settings) -> int:
         metrics, _ = evaluate(engine, records, args.out, batch_size=args.batch_size,
                               sampling=Sampling(max_new_tokens=args.max_new_tokens), progress=True)
     print(json.dumps(metrics))
+    return 0
+
+
+def cmd_db(args, settings: Settings) -> int:
+    from feedback.migrate import current_revision, upgrade
+    from bot.settings import mask_url_password
+
+    url = settings.effective_database_url
+    if args.action == "upgrade":
+        upgrade(url)
+    print(f"{mask_url_password(url)}: schema revision {current_revision(url) or 'none'}")
+    return 0
+
+
+def cmd_export(args, settings: Settings) -> int:
+    from bot.storage import open_store
+
+    status = None if args.status == "all" else args.status
+    count = open_store(settings).export_records(args.out, status)
+    print(f"exported {count} {args.status} record(s) to {args.out}")
+    return 0
+
+
+def cmd_import(args, settings: Settings) -> int:
+    from bot.storage import open_store
+
+    columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
+    result = open_store(settings).import_records(args.file, status=args.status, columns=columns,
+                                                 author=args.author)
+    print(f"imported {result.added} record(s) as {args.status}; {result.duplicates} already "
+          f"present; {result.redactions} secret(s) redacted")
     return 0
 
 
@@ -152,6 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     add_column_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("db", help="database schema: `upgrade` to the latest, `current` to show it")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("export", help="write training records as THUDM JSON lines")
+    p.add_argument("out")
+    p.add_argument("--status", default="approved", choices=["approved", "pending", "rejected", "all"])
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="add THUDM-format records (all or nothing)")
+    p.add_argument("file")
+    p.add_argument("--status", default="approved", choices=["approved", "pending"],
+                   help="approved (default: an admin is importing) or pending (review first)")
+    p.add_argument("--author", default="import", help="recorded as the records' author")
+    add_column_options(p)
+    p.set_defaults(func=cmd_import)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The feedback store and the retraining loop: what analysts said, and what the model learns."""

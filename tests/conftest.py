@@ -27,3 +27,35 @@ def engine(tiny_dir) -> Engine:
 def fresh_engine(tiny_dir) -> Engine:
     """An engine of its own, for tests that change adapters or weights."""
     return Engine.load(tiny_dir, system_prompt="You are secbot.")
+
+
+POSTGRES_URL = os.environ.get("SECBOT_TEST_POSTGRES_URL")
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """An empty database: a SQLite file, and PostgreSQL when SECBOT_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'secbot.db'}"
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests need SECBOT_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1/test)")
+    _reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def store(db_url):
+    from feedback.store import Store
+
+    s = Store(db_url, trusted_analysts={"UTRUSTED"})
+    yield s
+    s.close()

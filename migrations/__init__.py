@@ -1,0 +1,1 @@
+"""Alembic environment and versions for the feedback store (run with `secbot db upgrade`)."""

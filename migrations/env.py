@@ -1,0 +1,25 @@
+"""Alembic environment: the feedback models are the target; the scheduler's table is not ours."""
+
+from alembic import context
+
+from feedback.db import make_engine
+from feedback.migrate import include_object
+from feedback.models import Base
+
+
+def run_migrations(connection) -> None:
+    context.configure(connection=connection, target_metadata=Base.metadata,
+                      include_object=include_object, render_as_batch=True, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is not None:
+    run_migrations(connection)
+else:
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as conn:
+        run_migrations(conn)
+    engine.dispose()
