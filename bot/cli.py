@@ -139,6 +139,27 @@ def cmd_import(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args, settings: Settings) -> int:
+    from bot.app import SettingsError
+    from bot.runtime import build_runtime
+    from bot.serve import serve_http, serve_socket_mode
+
+    http = args.http or not settings.slack_app_token
+    try:
+        runtime = build_runtime(settings, http_mode=http)
+    except SettingsError as exc:
+        print(f"secbot: {exc}", file=sys.stderr)
+        return 2
+    if http:
+        print(f"secbot listening for Slack events on http://{args.host}:{args.port}/slack/events",
+              file=sys.stderr, flush=True)
+        serve_http(runtime.app, args.host, args.port)
+    else:
+        print("secbot connected to Slack in Socket Mode", file=sys.stderr, flush=True)
+        serve_socket_mode(runtime.app, settings.slack_app_token.get_secret_value())
+    return 0
+
+
 def add_column_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-column", default="prompt")
     parser.add_argument("--response-column", default="response")
@@ -184,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     add_column_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set)")
+    p.add_argument("--http", action="store_true", help="HTTP Events API instead of Socket Mode")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("db", help="database schema: `upgrade` to the latest, `current` to show it")
     p.add_argument("action", choices=["upgrade", "current"])

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     model_url: str | None = Field(None, description="OpenAI-compatible server to ask instead of "
                                   "loading the model in-process.")
     model_api_key: SecretStr | None = Field(None, description="Bearer token for the model server.")
+    model_name: str = Field("secbot", description="`model` sent to the server (a vLLM LoRA name).")
+    answer_timeout: float = Field(120.0, gt=0, description="Seconds before an answer is given up.")
     trust_remote_code: bool = Field(False, description="Allow a model directory's own Python code "
                                     "(ChatGLM-6B/2/3).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
@@ -54,6 +56,9 @@ class Settings(BaseSettings):
     trusted_analysts: IdList = Field(default_factory=list, description="Slack user ids whose "
                                      "corrections are approved without review.")
     admin_channel: str | None = Field(None, description="Channel id for review and run reports.")
+    answer_thread_replies: bool = Field(True, description="Answer replies in threads the bot is "
+                                        "already in, without a new mention.")
+    correction_reaction: str = Field("pencil2", description="Reaction that asks to correct an answer.")
 
     @field_validator("admins", "trusted_analysts", mode="before")
     @classmethod
