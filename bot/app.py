@@ -1,8 +1,8 @@
 """The Slack app: listeners registered in one place, each about its one event.
 
-Cross-cutting concerns live in middleware: Slack's retries are answered once (event ids are
-claimed in the database, so a restart does not answer them again). Events are acknowledged
-before their listener runs (bolt's default), so generation never sits on the ack path.
+Events are acknowledged before their listener runs (bolt's default), so neither generation nor
+the database sits on the ack path. Each event listener first claims the event id in the
+database, so Slack's retries are answered once, also across a restart or a second process.
 """
 
 from __future__ import annotations
@@ -82,14 +82,15 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
                         timeout=settings.answer_timeout, limit=split_at)
     admin = AdminCommands(store, settings.admins, loop)
 
-    # -- middleware ----------------------------------------------------------------------------
-    @app.middleware
-    def answer_each_event_once(body, next):
-        event_id = body.get("event_id") if isinstance(body, dict) else None
-        if event_id and body.get("type") == "event_callback" and not store.claim_event(event_id):
+    def first_delivery(body: dict) -> bool:
+        """Claim the event id in the database: Slack's retries and duplicates are answered once,
+        across processes and restarts. Done in the listener, after the ack, so the ack never
+        waits on the database."""
+        event_id = body.get("event_id")
+        if event_id and not store.claim_event(event_id):
             log.info("duplicate delivery of %s ignored", event_id)
-            return BoltResponse(status=200, body="")
-        next()
+            return False
+        return True
 
     @app.error
     def on_error(error, body):
@@ -116,14 +117,16 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
                                     text=FAILED.format(error_id=error_id))
 
     @app.event("app_mention")
-    def on_mention(event):
-        if not event.get("bot_id"):
+    def on_mention(event, body):
+        if not event.get("bot_id") and first_delivery(body):
             answer(event)
 
     @app.event("message")
-    def on_message(event, context):
+    def on_message(event, body, context):
         if event.get("subtype") or event.get("bot_id"):
             return  # edits (message_changed), joins, other bots, our own posts
+        if not first_delivery(body):
+            return
         if f"<@{context.bot_user_id}>" in event.get("text", ""):
             return  # app_mention answers it
         if event.get("channel_type") == "im":
@@ -139,9 +142,9 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
             store.add_approved_answer(turn_id, user)
 
     @app.event("reaction_added")
-    def on_reaction(event):
+    def on_reaction(event, body):
         item = event.get("item") or {}
-        if item.get("type") != "message":
+        if item.get("type") != "message" or not first_delivery(body):
             return
         turn = store.turn_for_message(item["channel"], item["ts"])
         if turn is None:

@@ -23,7 +23,7 @@ def asgi_app(app: SecbotApp):
 
     class Handler(SlackRequestHandler):
         async def dispatch(self, request):
-            body = (await request.get_raw_body()).decode("utf-8", errors="replace")
+            body = await request.get_raw_body()
             return self.app.handle_raw(body, request.get_headers(), request.query_string)
 
     return Handler(app, path="/slack/events")

@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from feedback.db import make_engine, make_sessionmaker
-from feedback.models import (DatasetSnapshot, FeedbackEvent, FeedbackKind, FeedbackSource,
-                             ModelVersion, RecordSource, RecordStatus, SlackEvent, SlackThread,
-                             TrainingRecord, Turn, VersionStatus, utcnow)
+from feedback.models import (DatasetSnapshot, FeedbackEvent, FeedbackKind, FeedbackSource, Lock,
+                             ModelVersion, RecordSource, RecordStatus, RunState, SlackEvent,
+                             SlackThread, TrainingRecord, TrainingRun, Turn, VersionStatus, utcnow)
 from feedback.redaction import Redactor
 from model.errors import ModelError
 from model.records import Columns, Record, read_records, records_hash, write_records
@@ -384,6 +384,10 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
 
+    def get_version(self, version_id: int) -> ModelVersion | None:
+        with self.session() as s:
+            return s.get(ModelVersion, version_id)
+
     def promote(self, version_id: int, by: str) -> ModelVersion:
         """Make `version_id` the active version, retiring the current one, in one transaction."""
         with self.session() as s:
@@ -398,3 +402,80 @@ class Store:
             version.promoted_at, version.promoted_by = utcnow(), by
             return version
 
+
+    # -- training runs -------------------------------------------------------------------------
+    def create_run(self, *, snapshot_id: int | None, method: str, hyperparameters: dict,
+                   requested_by: str | None, log_path: str | None = None) -> TrainingRun:
+        with self.session() as s:
+            run = TrainingRun(state=RunState.RUNNING, snapshot_id=snapshot_id, method=method,
+                              hyperparameters=hyperparameters, requested_by=requested_by,
+                              log_path=log_path, started_at=utcnow(), heartbeat_at=utcnow())
+            s.add(run)
+            s.flush()
+            return run
+
+    def update_run(self, run_id: int, **fields) -> TrainingRun:
+        with self.session() as s:
+            run = s.get(TrainingRun, run_id)
+            if run is None:
+                raise StoreError(f"no training run {run_id}")
+            for key, value in fields.items():
+                setattr(run, key, value)
+            if fields.get("state") in (RunState.FAILED, RunState.REJECTED, RunState.PROMOTED,
+                                       RunState.SUCCEEDED):
+                run.finished_at = utcnow()
+            return run
+
+    def get_run(self, run_id: int) -> TrainingRun | None:
+        with self.session() as s:
+            return s.get(TrainingRun, run_id)
+
+    def runs(self, limit: int = 20) -> list[TrainingRun]:
+        with self.session() as s:
+            return list(s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)))
+
+    def fail_stale_runs(self, older_than: timedelta) -> list[int]:
+        """Runs still marked running whose heartbeat stopped: their process died."""
+        with self.session() as s:
+            stale = list(s.scalars(select(TrainingRun).where(
+                TrainingRun.state == RunState.RUNNING, TrainingRun.heartbeat_at < utcnow() - older_than)))
+            for run in stale:
+                run.state, run.finished_at = RunState.FAILED, utcnow()
+                run.error = (f"no heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC: the process "
+                             "running it stopped (crash, restart or kill)")
+            return [run.id for run in stale]
+
+    def last_snapshot_ids(self) -> set[int]:
+        """Record ids the active version was trained on (empty when none was trained)."""
+        with self.session() as s:
+            active = s.scalar(select(ModelVersion).filter_by(status=VersionStatus.ACTIVE))
+            run = s.get(TrainingRun, active.run_id) if active and active.run_id else None
+            snapshot = s.get(DatasetSnapshot, run.snapshot_id) if run and run.snapshot_id else None
+            return set(snapshot.record_ids) if snapshot else set()
+
+    # -- locks ---------------------------------------------------------------------------------
+    def acquire_lock(self, name: str, owner: str, ttl: timedelta) -> bool:
+        """Take the named lease unless another owner holds an unexpired one."""
+        now = utcnow()
+        with self.session() as s:
+            lock = s.get(Lock, name, with_for_update=True)
+            if lock is None:
+                try:
+                    with s.begin_nested():
+                        s.add(Lock(name=name, owner=owner, expires_at=now + ttl))
+                    return True
+                except IntegrityError:
+                    return False
+            if lock.owner != owner and lock.expires_at > now:
+                return False
+            lock.owner, lock.expires_at = owner, now + ttl
+            return True
+
+    def release_lock(self, name: str, owner: str) -> None:
+        with self.session() as s:
+            s.execute(delete(Lock).where(Lock.name == name, Lock.owner == owner))
+
+    def lock_owner(self, name: str) -> str | None:
+        with self.session() as s:
+            lock = s.get(Lock, name)
+            return lock.owner if lock and lock.expires_at > utcnow() else None

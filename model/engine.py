@@ -116,3 +116,6 @@ class Engine:
             yield from streamer.deltas()
         finally:
             streamer.cancelled.set()
+            # Never leave generation running behind the caller: a thread still inside torch
+            # when the interpreter exits aborts the process.
+            worker.join()

@@ -1,0 +1,79 @@
+"""`secbot serve --http` in its own process: signed HTTP requests in, answers to the local Slack."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from bot.local_slack import LocalSlack, event_body, mention_event, signature_headers
+
+SECRET = "serve-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tiny_dir, tmp_path):
+    with LocalSlack() as slack:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
+        env |= {"SLACK_BOT_TOKEN": "xoxb-serve-test", "SLACK_SIGNING_SECRET": SECRET,
+                "SLACK_API_URL": slack.api_url, "SECBOT_MODEL": str(tiny_dir),
+                "SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MAX_NEW_TOKENS": "16"}
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--http", "--host",
+                                 "127.0.0.1", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}/slack/events"
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                httpx.post(url, content="")
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "server did not start"
+                time.sleep(0.2)
+        yield url, slack
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_http_mode_answers_signed_events_and_rejects_bad_ones(served):
+    url, slack = served
+    body = event_body(mention_event("What is phishing?", channel="C1", ts="1.1"))
+    started = time.perf_counter()
+    response = httpx.post(url, content=body, headers=signature_headers(body, SECRET))
+    assert response.status_code == 200 and time.perf_counter() - started < 3
+    slack.wait_for(lambda: [m for m in slack.thread_messages("C1", "1.1") if m.get("blocks")], timeout=120)
+    bad = httpx.post(url, content=body, headers=signature_headers(body, "not-the-secret"))
+    assert bad.status_code == 401
+    garbled = httpx.post(url, content="{not json", headers=signature_headers("{not json", SECRET))
+    assert garbled.status_code == 400
+
+
+def test_serve_without_tokens_says_what_to_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
+    env |= {"SECBOT_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "bot.cli", "serve", "--http"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "SLACK_BOT_TOKEN" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_manifest_declares_what_the_app_listens_to():
+    from pathlib import Path
+
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "manifest.yml").read_text())
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"app_mention", "message.im", "reaction_added", "app_home_opened"} <= events
+    assert manifest["features"]["shortcuts"][0]["callback_id"] == "correct_answer"
+    assert manifest["features"]["slash_commands"][0]["command"] == "/secbot"
+    assert {"chat:write", "commands", "reactions:read", "files:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])
