@@ -160,6 +160,13 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_demo(args, settings: Settings) -> int:
+    from bot.demo import run_demo
+
+    result = run_demo(args.data_dir)
+    return 0 if result.decision == "promoted" else 1
+
+
 def add_column_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-column", default="prompt")
     parser.add_argument("--response-column", default="response")
@@ -205,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     add_column_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="the whole loop offline: ask, correct, retrain, ask again")
+    p.add_argument("--data-dir", help="keep the demo's model, database and runs here "
+                   "(default: a new temporary directory)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set)")
     p.add_argument("--http", action="store_true", help="HTTP Events API instead of Socket Mode")

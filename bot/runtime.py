@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from slack_bolt import App
 
-from bot.admin import LoopControl
 from bot.app import create_app
 from bot.model_client import InProcessClient, ModelClient, client_from
 from bot.settings import Settings
@@ -34,9 +35,34 @@ def serve_active_version(store: Store, model: ModelClient) -> None:
     model.version_id = active.id if active else None
 
 
-def build_runtime(settings: Settings, *, http_mode: bool, loop: LoopControl | None = None) -> BotRuntime:
+def build_runtime(settings: Settings, *, http_mode: bool) -> BotRuntime:
+    """Store, model on the active version, learning loop (and its schedule), the Slack app."""
+    from bot.app import web_client
+    from bot.loop import SlackLoop
+
     store = open_store(settings)
     model = client_from(settings)
     serve_active_version(store, model)
+    loop = SlackLoop(settings, store, model, web_client(settings))
     app = create_app(settings, store, model, loop=loop, http_mode=http_mode)
+    if settings.scheduler:
+        loop.start_schedule()
+    watch_active_version(store, model)
     return BotRuntime(settings, store, model, app)
+
+
+def watch_active_version(store: Store, model: ModelClient, every: float = 15.0) -> threading.Thread:
+    """Follow promotions and rollbacks made by other processes (a scheduler elsewhere)."""
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                active = store.active_version()
+                if (active.id if active else None) != model.version_id:
+                    serve_active_version(store, model)
+            except Exception:
+                log.exception("could not check the active model version")
+
+    thread = threading.Thread(target=watch, name="secbot-version-watch", daemon=True)
+    thread.start()
+    return thread

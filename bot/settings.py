@@ -60,6 +60,28 @@ class Settings(BaseSettings):
                                         "already in, without a new mention.")
     correction_reaction: str = Field("pencil2", description="Reaction that asks to correct an answer.")
 
+    # The learning loop
+    retrain_cron: str = Field("0 2 * * *", description="When the nightly retraining runs (crontab).")
+    timezone: str = Field("UTC", description="Time zone of the retrain schedule.")
+    scheduler: bool = Field(True, description="Run the nightly schedule in this process (one only).")
+    retrain_min_new: int = Field(1, ge=0, description="New approved records needed for a run.")
+    retrain_timeout: float = Field(6 * 3600, gt=0, description="Seconds before a run is killed.")
+    retrain_method: str | None = Field(None, description="ptuning (default) or lora.")
+    retrain_max_steps: int | None = Field(None, ge=1)
+    retrain_lr: float | None = Field(None, gt=0)
+    retrain_pre_seq_len: int | None = Field(None, ge=1)
+    retrain_batch_size: int | None = Field(None, ge=1)
+    retrain_grad_accum: int | None = Field(None, ge=1)
+    gate_max_heldout_drop: float | None = Field(None, ge=0, description="Held-out ROUGE-L/BLEU-4 "
+                                                "points a candidate may lose (2; 5 for tiny).")
+    gate_min_correction_match: float = Field(80.0, ge=0, le=100, description="% of new "
+                                             "corrections a candidate must reproduce exactly.")
+    gate_min_identity: float = Field(100.0, ge=0, le=100, description="% of identity prompts "
+                                     "that must name the assistant.")
+    max_author_share: float = Field(0.5, gt=0, le=1, description="Most of a snapshot one author "
+                                    "may contribute.")
+    heldout_file: Path | None = Field(None, description="Extra held-out records (THUDM format).")
+
     @field_validator("admins", "trusted_analysts", mode="before")
     @classmethod
     def _split_ids(cls, value):

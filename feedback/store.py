@@ -403,6 +403,13 @@ class Store:
             return version
 
 
+    def retire_active(self) -> None:
+        """Leave no version active: the bare base model serves."""
+        with self.session() as s:
+            current = s.scalar(select(ModelVersion).filter_by(status=VersionStatus.ACTIVE))
+            if current is not None:
+                current.status = VersionStatus.RETIRED
+
     # -- training runs -------------------------------------------------------------------------
     def create_run(self, *, snapshot_id: int | None, method: str, hyperparameters: dict,
                    requested_by: str | None, log_path: str | None = None) -> TrainingRun:
