@@ -197,13 +197,21 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
 def watch_training(loop: SlackLoop, data_dir: Path, say) -> None:
     """Show the run's progress from its loss log until the run ends."""
     shown = 0
+
+    def show(log_file: Path) -> None:
+        nonlocal shown
+        entries = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+        for entry in entries[shown:]:
+            if "loss" in entry:
+                say(f"  step {entry['step']:>4}  loss {entry['loss']:.4f}  {entry['tokens_per_s']:.0f} tokens/s")
+        shown = max(shown, len(entries))
+
     while loop._thread and loop._thread.is_alive():
         logs = sorted(data_dir.glob("runs/run-*/adapter.partial/loss.jsonl"))
         if logs:
-            entries = [json.loads(line) for line in logs[-1].read_text().splitlines() if line.strip()]
-            for entry in entries[shown:]:
-                if "loss" in entry:
-                    say(f"  step {entry['step']:>4}  loss {entry['loss']:.4f}  {entry['tokens_per_s']:.0f} tokens/s")
-            shown = len(entries)
+            show(logs[-1])
         loop.wait(1.0)
+    finished = sorted(data_dir.glob("runs/run-*/adapter/loss.jsonl"))
+    if finished:  # the last entries land just before the adapter is moved into place
+        show(finished[-1])
     say("  training and evaluation finished")
