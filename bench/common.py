@@ -32,3 +32,11 @@ def random_glm4_9b(device: str = "cuda", dtype: str = "auto") -> LoadedModel:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def add_model_args(parser) -> None:
+    """--model / --random / --device / --dtype, the same for every benchmark."""
+    parser.add_argument("--model", help="model directory (default: a fresh tiny model)")
+    parser.add_argument("--random", choices=["glm-4-9b"], help="random weights of a real size")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")

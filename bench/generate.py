@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import random_glm4_9b, sync  # noqa: E402  (puts the repo on sys.path)
+from common import add_model_args, random_glm4_9b, sync  # noqa: E402  (puts the repo on sys.path)
 
 from model.engine import Engine  # noqa: E402
 from model.generation import Sampling  # noqa: E402
@@ -50,10 +50,7 @@ def run(engine: Engine, batch: int, new_tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model directory (default: a fresh tiny model)")
-    parser.add_argument("--random", choices=["glm-4-9b"], help="random weights of a real size")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    add_model_args(parser)
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--hbm-gbps", type=float, help="memory bandwidth, for the batch-1 bound")

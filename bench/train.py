@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import random_glm4_9b, sync  # noqa: E402
+from common import add_model_args, random_glm4_9b, sync  # noqa: E402
 
 from model.loading import load_base  # noqa: E402
 from model.records import Record  # noqa: E402
@@ -122,10 +122,7 @@ def hf_trainer(loaded, records, config, out):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model")
-    parser.add_argument("--random", choices=["glm-4-9b"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    add_model_args(parser)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--grad-accum", type=int, default=1)

@@ -160,6 +160,50 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve_model(args, settings: Settings) -> int:
+    from bot.model_client import load_engine
+    from model.server import serve_model
+
+    engine = load_engine(settings, args.model, args.adapter)
+    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    if not key:
+        print("secbot: warning: SECBOT_MODEL_API_KEY is not set; the server accepts anyone",
+              file=sys.stderr)
+    print(f"secbot model server on http://{args.host}:{args.port}/v1 ({engine.loaded.path} on "
+          f"{engine.device})", file=sys.stderr, flush=True)
+    serve_model(engine, args.host, args.port, api_key=key, model_name=settings.model_name,
+                max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000)
+    return 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from bot.app import web_client
+    from bot.loop import SlackLoop
+    from bot.model_client import client_from
+    from bot.runtime import serve_active_version
+    from bot.storage import open_store
+
+    store = open_store(settings)
+    # With SECBOT_MODEL_URL set, promotions switch the model server's adapter; the worker itself
+    # only loads the model to train and evaluate (in its subprocesses).
+    model = client_from(settings) if settings.model_url else _Versions()
+    serve_active_version(store, model)
+    loop = SlackLoop(settings, store, model, web_client(settings))
+    if settings.scheduler:
+        loop.start_schedule()
+    print("secbot training worker: waiting for queued runs" +
+          (f" and the schedule ({settings.retrain_cron} {settings.timezone})" if settings.scheduler else ""),
+          file=sys.stderr, flush=True)
+    loop.work()
+    return 0
+
+
+class _Versions:
+    """A model client stand-in that only tracks the active version id (no serving here)."""
+
+    version_id = None
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from bot.demo import run_demo
 
@@ -223,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("serve-model", help="OpenAI-compatible model server (batched, streaming)")
+    p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
+    p.add_argument("--adapter", help="adapter directory (default: SECBOT_ADAPTER)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=8, help="requests generated together")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long the first request waits for others to join its batch")
+    p.set_defaults(func=cmd_serve_model)
+
+    p = sub.add_parser("worker", help="training worker for the GPU host: queued runs and the schedule")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("db", help="database schema: `upgrade` to the latest, `current` to show it")
     p.add_argument("action", choices=["upgrade", "current"])

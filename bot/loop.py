@@ -9,7 +9,7 @@ from pathlib import Path
 
 from slack_sdk import WebClient
 
-from bot.model_client import InProcessClient, ModelClient, resolve_model_dir
+from bot.model_client import InProcessClient, ModelClient, OpenAIClient, resolve_model_dir
 from bot.settings import Settings
 from feedback.gate import GateConfig
 from feedback.models import ModelVersion
@@ -52,8 +52,11 @@ def loop_config_from(settings: Settings) -> LoopConfig:
 def follow_active_version(model: ModelClient) -> callable:
     """The callback that switches the served adapter when the active version changes."""
     def switch(version: ModelVersion | None) -> None:
+        path = version.adapter_path if version else None
         if isinstance(model, InProcessClient):
-            model.engine.use_adapter(version.adapter_path if version else None)
+            model.engine.use_adapter(path)
+        elif isinstance(model, OpenAIClient) and model.follows_versions:
+            model.activate_adapter(path)  # a secbot serve-model host sharing the runs volume
         model.version_id = version.id if version else None
         log.info("now serving version %s", version.id if version else "base")
     return switch
@@ -83,8 +86,8 @@ class SlackLoop:
                                          self.settings.timezone, lambda: self.run_and_report("scheduler"),
                                          on_error=self.report_error)
 
-    def run_and_report(self, requested_by: str) -> RunReport:
-        report = self.pipeline.run(requested_by)
+    def run_and_report(self, requested_by: str | None, queued_run: int | None = None) -> RunReport:
+        report = self.pipeline.run(requested_by, queued_run)
         if report.decision != "busy":
             self.post(report)
         return report
@@ -105,7 +108,24 @@ class SlackLoop:
                                          text=f":warning: The nightly retraining job failed: {exc}")
 
     # -- LoopControl -----------------------------------------------------------------------------
+    def work(self, poll_s: float = 5.0, stop: threading.Event | None = None) -> None:
+        """The training worker: run queued runs (and the schedule) until `stop` is set."""
+        stop = stop or threading.Event()
+        self.pipeline.recover()
+        while not stop.is_set():
+            queued = self.store.next_queued_run()
+            if queued is not None:
+                self.run_and_report(queued.requested_by, queued.id)
+            else:
+                stop.wait(poll_s)
+
     def retrain(self, requested_by: str) -> str:
+        if self.settings.training == "worker":
+            queued = self.store.enqueue_run(method=self.pipeline.config.train.method, requested_by=requested_by)
+            if queued is None:
+                return "A retraining run is already queued or in progress."
+            return (f"Retraining queued as run {queued.id}; the training worker starts it within seconds "
+                    "and reports to the admin channel.")
         if self.store.lock_owner("retrain") or (self._thread and self._thread.is_alive()):
             return "A retraining run is already in progress; its report will come to the admin channel."
         self._thread = threading.Thread(target=self.run_and_report, args=(requested_by,),

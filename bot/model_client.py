@@ -54,9 +54,10 @@ class OpenAIClient:
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str = "secbot",
                  sampling: Sampling | None = None, system_prompt: str | None = None,
-                 timeout: float = 120.0, version_id: int | None = None):
+                 timeout: float = 120.0, version_id: int | None = None, follows_versions: bool = False):
         import httpx
 
+        self.follows_versions = follows_versions  # switch the server's adapter on promotion
         self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1")
                                            else "/v1/chat/completions")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -71,6 +72,19 @@ class OpenAIClient:
         for q, a in history:
             out += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         return out + [{"role": "user", "content": question}]
+
+    def activate_adapter(self, path: str | None) -> None:
+        """Ask a `secbot serve-model` server to serve another adapter (same path on its host)."""
+        import httpx
+
+        admin = self.url.rsplit("/v1/", 1)[0] + "/admin/adapter"
+        try:
+            response = self.http.post(admin, json={"path": path})
+        except httpx.HTTPError as exc:
+            raise ModelUnavailable(f"model server at {admin} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise ModelUnavailable(f"model server refused the adapter switch ({response.status_code}): "
+                                   f"{response.text[:300]}")
 
     def stream(self, question, history, usage: Usage) -> Iterator[str]:
         import httpx
@@ -137,5 +151,6 @@ def client_from(settings: Settings) -> ModelClient:
         return OpenAIClient(settings.model_url, key, model=settings.model_name,
                             sampling=sampling_from(settings),
                             system_prompt=settings.effective_system_prompt,
-                            timeout=settings.answer_timeout)
+                            timeout=settings.answer_timeout,
+                            follows_versions=settings.model_server == "secbot")
     return InProcessClient(load_engine(settings))

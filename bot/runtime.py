@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from slack_bolt import App
 
 from bot.app import create_app
-from bot.model_client import InProcessClient, ModelClient, client_from
+from bot.model_client import InProcessClient, ModelClient, OpenAIClient, client_from
 from bot.settings import Settings
 from bot.storage import open_store
 from feedback.store import Store
@@ -32,6 +32,8 @@ def serve_active_version(store: Store, model: ModelClient) -> None:
     if isinstance(model, InProcessClient):
         model.engine.use_adapter(active.adapter_path if active and active.adapter_path else
                                  model.engine.adapter)
+    elif isinstance(model, OpenAIClient) and model.follows_versions and active:
+        model.activate_adapter(active.adapter_path)
     model.version_id = active.id if active else None
 
 

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
                                   "loading the model in-process.")
     model_api_key: SecretStr | None = Field(None, description="Bearer token for the model server.")
     model_name: str = Field("secbot", description="`model` sent to the server (a vLLM LoRA name).")
+    model_server: str = Field("secbot", description="secbot (serve-model: follows promotions) "
+                              "or vllm (adapters named by SECBOT_MODEL_NAME).")
     answer_timeout: float = Field(120.0, gt=0, description="Seconds before an answer is given up.")
     trust_remote_code: bool = Field(False, description="Allow a model directory's own Python code "
                                     "(ChatGLM-6B/2/3).")
@@ -64,6 +66,8 @@ class Settings(BaseSettings):
     retrain_cron: str = Field("0 2 * * *", description="When the nightly retraining runs (crontab).")
     timezone: str = Field("UTC", description="Time zone of the retrain schedule.")
     scheduler: bool = Field(True, description="Run the nightly schedule in this process (one only).")
+    training: str = Field("local", description="local (train in a subprocess of this process) or "
+                          "worker (queue runs for `secbot worker` on the GPU host).")
     retrain_min_new: int = Field(1, ge=0, description="New approved records needed for a run.")
     retrain_timeout: float = Field(6 * 3600, gt=0, description="Seconds before a run is killed.")
     retrain_method: str | None = Field(None, description="ptuning (default) or lora.")

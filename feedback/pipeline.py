@@ -94,19 +94,24 @@ class RetrainPipeline:
             log.warning("training run %s had no heartbeat and is marked failed", run_id)
         return failed
 
-    def run(self, requested_by: str | None = None) -> RunReport:
-        """One retraining run, start to finish; returns what happened and why."""
+    def run(self, requested_by: str | None = None, queued_run: int | None = None) -> RunReport:
+        """One retraining run, start to finish; returns what happened and why.
+
+        `queued_run` is a run a bot process queued for this (training worker) process."""
         self.recover()
         ttl = timedelta(seconds=self.config.stale_after_s)
         if not self.store.acquire_lock(LOCK, self.owner, ttl):
             return RunReport("busy", "A retraining run is already in progress.")
         try:
-            return self._run_locked(requested_by)
+            report = self._run_locked(requested_by, queued_run)
+            if queued_run is not None and report.decision == "skipped":
+                self.store.update_run(queued_run, state=RunState.FAILED, error=report.summary)
+            return report
         finally:
             self.store.release_lock(LOCK, self.owner)
 
     # -- the run -------------------------------------------------------------------------------
-    def _run_locked(self, requested_by: str | None) -> RunReport:
+    def _run_locked(self, requested_by: str | None, queued_run: int | None) -> RunReport:
         cfg = self.config
         heldout = heldout_set(cfg.heldout_file)
         identity = identity_records(cfg.assistant_name)
@@ -118,8 +123,15 @@ class RetrainPipeline:
             return RunReport("skipped", f"Skipped: {len(new)} new approved record(s) since the active "
                              f"model was trained; at least {cfg.min_new_records} needed.")
         active = self.store.active_version()
-        run = self.store.create_run(snapshot_id=snap.snapshot.id, method=cfg.train.method,
-                                    hyperparameters=asdict(cfg.train), requested_by=requested_by)
+        if queued_run is None:
+            run = self.store.create_run(snapshot_id=snap.snapshot.id, method=cfg.train.method,
+                                        hyperparameters=asdict(cfg.train), requested_by=requested_by)
+        else:
+            from feedback.models import utcnow
+
+            run = self.store.update_run(queued_run, state=RunState.RUNNING, snapshot_id=snap.snapshot.id,
+                                        method=cfg.train.method, hyperparameters=asdict(cfg.train),
+                                        started_at=utcnow(), heartbeat_at=utcnow())
         run_dir = cfg.runs_dir / f"run-{run.id}"
         run_dir.mkdir(parents=True, exist_ok=True)
         self.store.update_run(run.id, log_path=str(run_dir / "train.log"))

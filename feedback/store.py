@@ -421,6 +421,23 @@ class Store:
             s.flush()
             return run
 
+    def enqueue_run(self, *, method: str, requested_by: str | None) -> TrainingRun | None:
+        """Queue a run for the training worker; None when one is already queued or running."""
+        with self.session() as s:
+            busy = s.scalar(select(TrainingRun).where(TrainingRun.state.in_([RunState.QUEUED, RunState.RUNNING])))
+            if busy is not None:
+                return None
+            run = TrainingRun(state=RunState.QUEUED, method=method, hyperparameters={},
+                              requested_by=requested_by)
+            s.add(run)
+            s.flush()
+            return run
+
+    def next_queued_run(self) -> TrainingRun | None:
+        with self.session() as s:
+            return s.scalar(select(TrainingRun).where(TrainingRun.state == RunState.QUEUED)
+                            .order_by(TrainingRun.id))
+
     def update_run(self, run_id: int, **fields) -> TrainingRun:
         with self.session() as s:
             run = s.get(TrainingRun, run_id)

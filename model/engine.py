@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from model.adapters import AdapterSet
-from model.generation import Sampling, StopWhenCancelled, TextDeltaStreamer
+from model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, TextDeltaStreamer
 from model.loading import LoadedModel, load_base
 from model.prompting import History, PromptBuilder, PromptFormat, detect_format
 
@@ -96,6 +96,28 @@ class Engine:
         batch = [self.prompt_ids(q, h, sampling) for q, h in requests]
         return [self.tokenizer.decode(ids, skip_special_tokens=True)
                 for ids in self._generate_ids(batch, sampling)]
+
+    def eos_ids(self) -> set[int]:
+        eos = self.loaded.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        return ids | {self.tokenizer.eos_token_id}
+
+    def generate_streams(self, prompts: Sequence[list[int]], limits: Sequence[int],
+                         sampling: Sampling, queues=None, on_finish=None) -> BatchDeltaStreamer:
+        """Generate for prompt ids as one batch, each row streaming into its own queue.
+
+        Blocks until the batch is done; read the queues (`drain`) from other threads meanwhile.
+        """
+        streamer = BatchDeltaStreamer(self.tokenizer, self.eos_ids(), list(limits), queues, on_finish)
+        batch_sampling = Sampling(max_new_tokens=max(limits), do_sample=sampling.do_sample,
+                                  top_p=sampling.top_p, temperature=sampling.temperature)
+        try:
+            self._generate_ids(list(prompts), batch_sampling, streamer=streamer)
+        except BaseException as exc:
+            streamer.fail(exc)
+            raise
+        streamer.end()
+        return streamer
 
     def stream(self, query: str, history: History = (), sampling: Sampling | None = None) -> Iterator[str]:
         """Text deltas as they are generated; closing the iterator stops generation."""

@@ -8,13 +8,12 @@ import pytest
 from bot.settings import Settings
 from bot.terminal_chat import run_chat
 from model.generation import Sampling
+from servers import clean_env
 
 
 def secbot(*args, env=None, cwd=None, stdin=""):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
-    full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, text=True,
-                          capture_output=True, env=full_env, cwd=cwd, timeout=300)
+                          capture_output=True, env=clean_env(**(env or {})), cwd=cwd, timeout=300)
 
 
 def test_chat_answers_piped_questions_and_exits(tiny_dir, tmp_path):

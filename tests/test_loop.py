@@ -186,3 +186,30 @@ def test_the_gate_compares_candidate_and_active():
     assert not decide(forgetful, active, GateConfig()).passed
     lazy = good | {"corrections": {"exact_match": 50.0, "samples": 10}}
     assert not decide(lazy, active, GateConfig()).passed
+
+
+def test_retrain_requests_queue_for_the_training_worker(loop_env):
+    from bot.loop import SlackLoop
+
+    store, pipeline, model, settings = loop_env
+    settings = settings.model_copy(update={"training": "worker", "admin_channel": None})
+    loop = SlackLoop(settings, store, model, client=None)
+    loop.pipeline = pipeline
+    pipeline.config = replace(pipeline.config, train=replace(pipeline.config.train, max_steps=5),
+                              min_new_records=1000)
+    assert "queued as run" in loop.retrain("UADMIN")
+    assert "already queued" in loop.retrain("UADMIN")
+    queued = store.next_queued_run()
+    assert queued.state is RunState.QUEUED and queued.requested_by == "UADMIN"
+    stop = threading.Event()
+    worker = threading.Thread(target=loop.work, kwargs={"poll_s": 0.1, "stop": stop})
+    worker.start()
+    deadline = time.time() + 120
+    while store.get_run(queued.id).state is RunState.QUEUED:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    stop.set()
+    worker.join(60)
+    done = store.get_run(queued.id)
+    assert done.state is RunState.FAILED and "Skipped" in done.error  # nothing new: min 1000
+    assert store.next_queued_run() is None

@@ -1,7 +1,5 @@
 """`secbot serve --http` in its own process: signed HTTP requests in, answers to the local Slack."""
 
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,40 +9,21 @@ import pytest
 import yaml
 
 from bot.local_slack import LocalSlack, event_body, mention_event, signature_headers
+from servers import clean_env, free_port, secbot_server
 
 SECRET = "serve-test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def served(tiny_dir, tmp_path):
     with LocalSlack() as slack:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
-        env |= {"SLACK_BOT_TOKEN": "xoxb-serve-test", "SLACK_SIGNING_SECRET": SECRET,
-                "SLACK_API_URL": slack.api_url, "SECBOT_MODEL": str(tiny_dir),
-                "SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MAX_NEW_TOKENS": "16"}
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--http", "--host",
-                                 "127.0.0.1", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = clean_env(SLACK_BOT_TOKEN="xoxb-serve-test", SLACK_SIGNING_SECRET=SECRET,
+                        SLACK_API_URL=slack.api_url, SECBOT_MODEL=str(tiny_dir),
+                        SECBOT_DATA_DIR=str(tmp_path), SECBOT_MAX_NEW_TOKENS="16")
         url = f"http://127.0.0.1:{port}/slack/events"
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                httpx.post(url, content="")
-                break
-            except httpx.TransportError:
-                assert time.time() < deadline, "server did not start"
-                time.sleep(0.2)
-        yield url, slack
-        proc.terminate()
-        proc.wait(timeout=30)
+        with secbot_server(["serve", "--http", "--host", "127.0.0.1", "--port", str(port)], env, url):
+            yield url, slack
 
 
 def test_http_mode_answers_signed_events_and_rejects_bad_ones(served):
@@ -61,9 +40,8 @@ def test_http_mode_answers_signed_events_and_rejects_bad_ones(served):
 
 
 def test_serve_without_tokens_says_what_to_set(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
-    env |= {"SECBOT_DATA_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "bot.cli", "serve", "--http"], env=env,
+    out = subprocess.run([sys.executable, "-m", "bot.cli", "serve", "--http"],
+                         env=clean_env(SECBOT_DATA_DIR=str(tmp_path)),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "SLACK_BOT_TOKEN" in out.stderr and "Traceback" not in out.stderr
 

@@ -13,6 +13,7 @@ from model.evaluation import evaluate, read_predictions
 from model.generation import Sampling
 from model.records import Record, write_records
 from model.training import METADATA_FILE, TrainConfig, TrainingError, train
+from servers import clean_env
 
 SYSTEM = "You are secbot."
 RECORDS = [
@@ -33,8 +34,7 @@ GREEDY = Sampling(max_new_tokens=40)
 
 
 def cli_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECBOT_", "SLACK_"))}
-    return env | {"SECBOT_SYSTEM_PROMPT": SYSTEM} | extra
+    return clean_env(SECBOT_SYSTEM_PROMPT=SYSTEM, **extra)
 
 
 def config_flags(config: TrainConfig) -> list[str]:
