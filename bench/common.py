@@ -13,18 +13,21 @@ from model.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
 from model.tiny import build_tokenizer  # noqa: E402
 
 
-def random_glm4_9b(device: str = "cuda", dtype: str = "auto") -> LoadedModel:
+def random_glm4_9b(device: str = "cuda", dtype: str = "auto", config=None) -> LoadedModel:
     """glm-4-9b-chat-hf's shape with random weights, built on the device; tiny tokenizer."""
     from transformers import GlmConfig, GlmForCausalLM
 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
-    with torch.device("meta"):
-        model = GlmForCausalLM(GlmConfig())  # GlmConfig's defaults are glm-4-9b's
-    model = model.to_empty(device=dev).to(torch_dtype)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.02)
+    # Built on the device in the target dtype, so every buffer (the rotary frequencies too) is
+    # initialised by the model's own code; the weights are random and the shapes real.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype)
+    try:
+        with torch.device(dev):
+            model = GlmForCausalLM(config or GlmConfig())  # GlmConfig's defaults are glm-4-9b's
+    finally:
+        torch.set_default_dtype(previous)
     tokenizer = build_tokenizer()
     return LoadedModel(model=model.eval(), tokenizer=tokenizer, path=Path("random:glm-4-9b"), device=dev)
 

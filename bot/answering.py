@@ -77,11 +77,12 @@ class Answerer:
         except Exception:
             error_id = new_error_id()
             log.exception("answer failed (error id %s) in %s/%s", error_id, channel, thread_ts)
-            self.client.chat_update(channel=channel, ts=message_ts[0],
-                                    text=FAILED.format(error_id=error_id))
+            # Stored before it is shown, like an answer: whoever reads the id can find it.
             self.store.record_answer(turn_id, answer=None, answer_ts=message_ts[0], error_id=error_id,
                                      model_version_id=self.model.version_id,
                                      latency_ms=int((time.monotonic() - started) * 1000))
+            self.client.chat_update(channel=channel, ts=message_ts[0],
+                                    text=FAILED.format(error_id=error_id))
         return turn_id
 
     def _show(self, channel, message_ts: list[str], thread_ts, text, *, final, turn_id=None) -> None:
