@@ -83,8 +83,15 @@ class SlackLoop:
     def start_schedule(self) -> None:
         self.pipeline.recover()
         self.scheduler = start_scheduler(self.settings.effective_database_url, self.settings.retrain_cron,
-                                         self.settings.timezone, lambda: self.run_and_report("scheduler"),
-                                         on_error=self.report_error)
+                                         self.settings.timezone, self.scheduled_run, on_error=self.report_error)
+
+    def scheduled_run(self) -> None:
+        """The nightly job: train here, or queue the run for the worker (which may be this process)."""
+        if self.settings.training == "worker":
+            if self.store.enqueue_run(method=self.pipeline.config.train.method, requested_by="scheduler") is None:
+                log.info("nightly run not queued: one is already queued or running")
+        else:
+            self.run_and_report("scheduler")
 
     def run_and_report(self, requested_by: str | None, queued_run: int | None = None) -> RunReport:
         report = self.pipeline.run(requested_by, queued_run)

@@ -199,6 +199,8 @@ def test_retrain_requests_queue_for_the_training_worker(loop_env):
                               min_new_records=1000)
     assert "queued as run" in loop.retrain("UADMIN")
     assert "already queued" in loop.retrain("UADMIN")
+    loop.scheduled_run()  # the nightly job queues nothing while a run is queued
+    assert len([r for r in store.runs(limit=100) if r.state is RunState.QUEUED]) == 1
     queued = store.next_queued_run()
     assert queued.state is RunState.QUEUED and queued.requested_by == "UADMIN"
     stop = threading.Event()
