@@ -14,10 +14,10 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.app import create_app
+from bot.app import create_app, web_client
 from bot.local_slack import (LocalSlack, event_body, form_body, interactive_body, mention_event,
                              signature_headers)
-from bot.loop import SlackLoop, report_text
+from bot.loop import SlackLoop
 from bot.model_client import InProcessClient, load_engine
 from bot.settings import Settings
 from bot.storage import open_store
@@ -138,8 +138,6 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
         step(1, "Building the tiny GLM reference model and opening the store")
         model = InProcessClient(load_engine(settings))
         store = open_store(settings)
-        from bot.app import web_client
-
         loop = SlackLoop(settings, store, model, web_client(settings))
         app = create_app(settings, store, model, loop=loop, update_interval=0.25)
         workspace = DemoSlack(app, slack)

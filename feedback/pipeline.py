@@ -23,7 +23,7 @@ from pathlib import Path
 
 from feedback.evalsets import heldout_set, identity_records
 from feedback.gate import GateConfig, decide
-from feedback.models import ModelVersion, RunState, VersionStatus
+from feedback.models import ModelVersion, RunState, VersionStatus, utcnow
 from feedback.store import Store
 from model.adapters import check_adapter_dir
 from model.records import Record, write_records
@@ -127,8 +127,6 @@ class RetrainPipeline:
             run = self.store.create_run(snapshot_id=snap.snapshot.id, method=cfg.train.method,
                                         hyperparameters=asdict(cfg.train), requested_by=requested_by)
         else:
-            from feedback.models import utcnow
-
             run = self.store.update_run(queued_run, state=RunState.RUNNING, snapshot_id=snap.snapshot.id,
                                         method=cfg.train.method, hyperparameters=asdict(cfg.train),
                                         started_at=utcnow(), heartbeat_at=utcnow())
@@ -197,8 +195,6 @@ class RetrainPipeline:
                     proc.wait()
                     raise RuntimeError(f"training timed out after {cfg.timeout_s:.0f} s")
                 if now - last_beat >= cfg.heartbeat_s:
-                    from feedback.models import utcnow
-
                     self.store.update_run(run_id, heartbeat_at=utcnow())
                     self.store.acquire_lock(LOCK, self.owner, timedelta(seconds=cfg.stale_after_s))
                     last_beat = now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from model.adapters import AdapterSet
-from model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, TextDeltaStreamer
+from model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, drain
 from model.loading import LoadedModel, load_base
 from model.prompting import History, PromptBuilder, PromptFormat, detect_format
 
@@ -103,16 +104,19 @@ class Engine:
         return ids | {self.tokenizer.eos_token_id}
 
     def generate_streams(self, prompts: Sequence[list[int]], limits: Sequence[int],
-                         sampling: Sampling, queues=None, on_finish=None) -> BatchDeltaStreamer:
+                         sampling: Sampling, queues=None, on_finish=None,
+                         stop: threading.Event | None = None) -> BatchDeltaStreamer:
         """Generate for prompt ids as one batch, each row streaming into its own queue.
 
-        Blocks until the batch is done; read the queues (`drain`) from other threads meanwhile.
+        Blocks until the batch is done (or `stop` is set); read the queues (`drain`) from other
+        threads meanwhile.
         """
         streamer = BatchDeltaStreamer(self.tokenizer, self.eos_ids(), list(limits), queues, on_finish)
         batch_sampling = Sampling(max_new_tokens=max(limits), do_sample=sampling.do_sample,
                                   top_p=sampling.top_p, temperature=sampling.temperature)
+        extra = {"stopping_criteria": [StopWhenCancelled(stop)]} if stop is not None else {}
         try:
-            self._generate_ids(list(prompts), batch_sampling, streamer=streamer)
+            self._generate_ids(list(prompts), batch_sampling, streamer=streamer, **extra)
         except BaseException as exc:
             streamer.fail(exc)
             raise
@@ -123,21 +127,21 @@ class Engine:
         """Text deltas as they are generated; closing the iterator stops generation."""
         sampling = sampling or self.sampling
         ids = self.prompt_ids(query, history, sampling)
-        streamer = TextDeltaStreamer(self.tokenizer)
+        out: queue.Queue = queue.Queue()
+        stop = threading.Event()
 
         def run() -> None:
             try:
-                self._generate_ids([ids], sampling, streamer=streamer,
-                                   stopping_criteria=[StopWhenCancelled(streamer.cancelled)])
-            except BaseException as exc:  # handed to the consumer, raised there
-                streamer.fail(exc)
+                self.generate_streams([ids], [sampling.max_new_tokens], sampling, queues=[out], stop=stop)
+            except BaseException:  # already handed to the consumer through the queue
+                pass
 
         worker = threading.Thread(target=run, name="secbot-generate", daemon=True)
         worker.start()
         try:
-            yield from streamer.deltas()
+            yield from drain(out)
         finally:
-            streamer.cancelled.set()
+            stop.set()
             # Never leave generation running behind the caller: a thread still inside torch
             # when the interpreter exits aborts the process.
             worker.join()

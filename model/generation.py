@@ -31,52 +31,6 @@ class Sampling:
 _END = object()
 
 
-class TextDeltaStreamer(BaseStreamer):
-    """Receives token ids from `generate` (in its thread) and yields text deltas (in the caller's).
-
-    The whole answer is decoded each time so multi-byte characters split across tokens are
-    held back until complete; the concatenated deltas equal the non-streaming decode.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.queue: queue.Queue = queue.Queue()
-        self.cancelled = threading.Event()
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt
-            self._prompt_seen = True
-            return
-        self.queue.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.queue.put(_END)
-
-    def fail(self, exc: BaseException) -> None:
-        self.queue.put(exc)
-
-    def deltas(self):
-        ids: list[int] = []
-        sent = ""
-        while True:
-            item = self.queue.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            ids += item
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue
-            if len(text) > len(sent):
-                yield text[len(sent):]
-                sent = text
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if text != sent:
-            yield text[len(sent):]
-
-
 class StopWhenCancelled(StoppingCriteria):
     """Ends generation early once the consumer of a stream has gone away."""
 
@@ -91,7 +45,9 @@ class StopWhenCancelled(StoppingCriteria):
 
 
 class BatchDeltaStreamer(BaseStreamer):
-    """Routes each row of a batched `generate` to its own request as text deltas.
+    """Routes each row of a batched `generate` (one row for a single stream) to its own queue
+    as text deltas. Each row's answer is decoded whole each time, so multi-byte characters split
+    across tokens are held back until complete; the deltas add up to the non-streaming decode.
 
     A row ends at its first EOS token or at its own `max_new_tokens`, whichever comes first;
     what `generate` produces for it after that (padding) is dropped.
