@@ -172,7 +172,7 @@ def cmd_serve_model(args, settings: Settings) -> int:
     print(f"secbot model server on http://{args.host}:{args.port}/v1 ({engine.loaded.path} on "
           f"{engine.device})", file=sys.stderr, flush=True)
     serve_model(engine, args.host, args.port, api_key=key, model_name=settings.model_name,
-                max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000)
+                max_batch=args.max_batch, batching=args.batching)
     return 0
 
 
@@ -273,9 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="adapter directory (default: SECBOT_ADAPTER)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=8, help="requests generated together")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long the first request waits for others to join its batch")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
+    p.add_argument("--batching", choices=("continuous", "static"), default="continuous",
+                   help="continuous: requests join and leave the batch between tokens (native "
+                        "transformers models); static: queued requests run as one batch")
     p.set_defaults(func=cmd_serve_model)
 
     p = sub.add_parser("worker", help="training worker for the GPU host: queued runs and the schedule")

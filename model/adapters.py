@@ -86,6 +86,18 @@ class AdapterSet:
             return self.base
         return self.peft
 
+    def network(self) -> torch.nn.Module:
+        """The transformers model to call step by step: LoRA layers act inside it when active;
+        a P-tuning prefix does not (see `prefix`)."""
+        return self.base if self.peft is None else self.peft.get_base_model()
+
+    def prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The active P-tuning prefix as per-layer (key, value) tensors for one row, or None."""
+        if self.active is None or not self._prompt_learning:
+            return None
+        cache = self.peft.get_prompt(1)
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
     def _unload(self) -> None:
         if not self._prompt_learning:
             self.base = self.peft.unload()  # strips LoRA layers, restoring the original modules

@@ -32,6 +32,8 @@ class Engine:
         self.sampling = sampling or Sampling()
         self.adapters = AdapterSet(loaded.model)
         self._lock = threading.RLock()
+        self._switches = 0  # adapter switches waiting for the lock
+        self._switch_done = threading.Condition()
 
     @classmethod
     def load(cls, model_dir: str | Path, adapter: str | Path | None = None, *, device: str = "auto",
@@ -56,9 +58,32 @@ class Engine:
         return self.adapters.active
 
     def use_adapter(self, path: str | Path | None) -> None:
-        """Serve with the adapter at `path` (loaded once, then cached), or the bare base model."""
-        with self._lock:
-            self.adapters.activate(path)
+        """Serve with the adapter at `path` (loaded once, then cached), or the bare base model.
+
+        Waits for the generation in flight; a continuous batcher stops admitting new requests
+        meanwhile (`switch_pending`), so the wait ends once its running batch drains.
+        """
+        with self._switch_done:
+            self._switches += 1
+        try:
+            with self._lock:
+                self.adapters.activate(path)
+        finally:
+            with self._switch_done:
+                self._switches -= 1
+                self._switch_done.notify_all()
+
+    def switch_pending(self) -> bool:
+        return self._switches > 0
+
+    def wait_for_switches(self) -> None:
+        with self._switch_done:
+            self._switch_done.wait_for(lambda: self._switches == 0)
+
+    def steppable(self) -> bool:
+        """Whether the model runs under the step-by-step decoder of continuous batching: native
+        transformers models do; remote-code ChatGLM-6B/2/3 keep their own cache layout and do not."""
+        return type(self.loaded.model).__module__.startswith("transformers.models.")
 
     def context_length(self) -> int:
         config = self.loaded.model.config

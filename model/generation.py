@@ -44,66 +44,86 @@ class StopWhenCancelled(StoppingCriteria):
                           device=input_ids.device)
 
 
+class TextDeltas:
+    """One answer's token ids turned into text deltas on a queue.
+
+    The answer is decoded whole each time, so multi-byte characters split across tokens are held
+    back until complete; the deltas add up to the non-streaming decode. The answer ends at its
+    first EOS token or at `limit` tokens, whichever comes first.
+    """
+
+    def __init__(self, tokenizer, eos_ids: set[int], limit: int, out: queue.Queue | None = None,
+                 on_finish=None):
+        self.tokenizer, self.eos_ids, self.limit = tokenizer, eos_ids, limit
+        self.out = out if out is not None else queue.Queue()
+        self.on_finish = on_finish or (lambda tokens: None)
+        self.ids: list[int] = []
+        self.done = False
+        self._sent = ""
+
+    def add(self, token: int) -> bool:
+        """Take the next token; True once the answer is complete."""
+        if self.done:
+            return True
+        if token in self.eos_ids:
+            self.finish()
+            return True
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > len(self._sent):
+            self.out.put(text[len(self._sent):])
+            self._sent = text
+        if len(self.ids) >= self.limit:
+            self.finish()
+        return self.done
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text != self._sent and text.startswith(self._sent):
+            self.out.put(text[len(self._sent):])
+        self.done = True
+        self.on_finish(len(self.ids))  # before the end marker: readers see the count
+        self.out.put(_END)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self.out.put(exc)
+
+
 class BatchDeltaStreamer(BaseStreamer):
     """Routes each row of a batched `generate` (one row for a single stream) to its own queue
-    as text deltas. Each row's answer is decoded whole each time, so multi-byte characters split
-    across tokens are held back until complete; the deltas add up to the non-streaming decode.
-
-    A row ends at its first EOS token or at its own `max_new_tokens`, whichever comes first;
-    what `generate` produces for it after that (padding) is dropped.
+    as text deltas (`TextDeltas`); what `generate` produces for a row after it ends (padding)
+    is dropped.
     """
 
     def __init__(self, tokenizer, eos_ids: set[int], limits: list[int],
                  queues: list[queue.Queue] | None = None, on_finish=None):
-        self.on_finish = on_finish or (lambda row, tokens: None)
-        self.tokenizer = tokenizer
-        self.eos_ids = eos_ids
-        self.limits = limits
-        self.queues = queues or [queue.Queue() for _ in limits]
-        self._ids: list[list[int]] = [[] for _ in limits]
-        self._sent = [""] * len(limits)
-        self._done = [False] * len(limits)
+        on_finish = on_finish or (lambda row, tokens: None)
+        queues = queues or [None] * len(limits)
+        self.rows = [TextDeltas(tokenizer, eos_ids, limit, q, lambda n, row=row: on_finish(row, n))
+                     for row, (limit, q) in enumerate(zip(limits, queues))]
         self._prompt_seen = False
 
     def put(self, value) -> None:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
-        for row, token in enumerate(value.reshape(len(self.limits), -1)[:, -1].tolist()):
-            if self._done[row]:
-                continue
-            if token in self.eos_ids:
-                self._finish(row)
-                continue
-            self._ids[row].append(token)
-            text = self.tokenizer.decode(self._ids[row], skip_special_tokens=True)
-            if not text.endswith("\ufffd") and len(text) > len(self._sent[row]):
-                self.queues[row].put(text[len(self._sent[row]):])
-                self._sent[row] = text
-            if len(self._ids[row]) >= self.limits[row]:
-                self._finish(row)
-
-    def _finish(self, row: int) -> None:
-        text = self.tokenizer.decode(self._ids[row], skip_special_tokens=True)
-        if text != self._sent[row] and text.startswith(self._sent[row]):
-            self.queues[row].put(text[len(self._sent[row]):])
-        self._done[row] = True
-        self.on_finish(row, len(self._ids[row]))  # before the end marker: readers see the count
-        self.queues[row].put(_END)
+        for row, token in zip(self.rows, value.reshape(len(self.rows), -1)[:, -1].tolist()):
+            row.add(token)
 
     def end(self) -> None:
-        for row in range(len(self.limits)):
-            if not self._done[row]:
-                self._finish(row)
+        for row in self.rows:
+            row.finish()
 
     def fail(self, exc: BaseException) -> None:
-        for row in range(len(self.limits)):
-            if not self._done[row]:
-                self._done[row] = True
-                self.queues[row].put(exc)
+        for row in self.rows:
+            row.fail(exc)
 
     def tokens(self, row: int) -> int:
-        return len(self._ids[row])
+        return len(self.rows[row].ids)
 
 
 def drain(q: queue.Queue):

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from model.batching import BatchQueue, Job
+from model.batching import Job, make_batcher
 from model.engine import Engine
 from model.errors import ModelError
 from model.generation import Sampling, drain
@@ -80,22 +80,26 @@ class Metrics:
         self.tokens = Counter("secbot_generated_tokens", "Tokens generated", registry=self.registry)
         self.latency = Histogram("secbot_request_seconds", "Request latency", registry=self.registry,
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
-        self.batch = Histogram("secbot_batch_size", "Requests per batch", registry=self.registry,
+        self.batch = Histogram("secbot_batch_size", "Requests per generation step", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64))
-        self.rate = Gauge("secbot_tokens_per_second", "Tokens per second of the last batch",
+        self.rate = Gauge("secbot_tokens_per_second", "Tokens per second over the last busy second",
                           registry=self.registry)
+        self._window = [0, 0.0]  # tokens, seconds
 
-    def on_batch(self, jobs: list[Job], seconds: float) -> None:
-        generated = sum(j.tokens for j in jobs)
-        self.batch.observe(len(jobs))
-        self.tokens.inc(generated)
-        self.rate.set(generated / seconds if seconds > 0 else 0)
+    def on_step(self, rows: int, tokens: int, seconds: float) -> None:
+        self.batch.observe(rows)
+        self.tokens.inc(tokens)
+        self._window[0] += tokens
+        self._window[1] += seconds
+        if self._window[1] >= 1.0:
+            self.rate.set(self._window[0] / self._window[1])
+            self._window = [0, 0.0]
 
 
 def create_server(engine: Engine, *, api_key: str | None = None, model_name: str = "secbot",
-                  max_batch: int = 8, batch_wait_s: float = 0.005) -> Starlette:
+                  max_batch: int = 8, batching: str = "continuous") -> Starlette:
     metrics = Metrics()
-    batcher = BatchQueue(engine, max_batch=max_batch, wait_s=batch_wait_s, on_batch=metrics.on_batch)
+    batcher = make_batcher(engine, max_batch=max_batch, on_step=metrics.on_step, mode=batching)
 
     def authorised(request: Request) -> bool:
         if not api_key:
@@ -177,6 +181,8 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
                 metrics.requests.labels("500").inc()
                 yield f"data: {json.dumps({'error': {'message': 'generation failed', 'type': 'server_error'}})}\n\n"
                 return
+            finally:  # a client that went away frees its place in the batch
+                job.cancelled.set()
             yield chunk({}, finish_reason())
             if include_usage:
                 body = {"id": ident, "object": "chat.completion.chunk", "created": created,
