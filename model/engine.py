@@ -12,7 +12,7 @@ import torch
 
 from model.adapters import AdapterSet
 from model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, drain
-from model.loading import LoadedModel, load_base
+from model.loading import LoadedModel, is_native, load_base
 from model.prompting import History, PromptBuilder, PromptFormat, detect_format
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Engine:
     def steppable(self) -> bool:
         """Whether the model runs under the step-by-step decoder of continuous batching: native
         transformers models do; remote-code ChatGLM-6B/2/3 keep their own cache layout and do not."""
-        return type(self.loaded.model).__module__.startswith("transformers.models.")
+        return is_native(self.loaded.model)
 
     def context_length(self) -> int:
         config = self.loaded.model.config

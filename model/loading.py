@@ -66,6 +66,12 @@ class LoadedModel:
     device: torch.device
 
 
+def is_native(model) -> bool:
+    """Whether `model` is transformers' own implementation (GLM, GLM-4), not remote code
+    (ChatGLM-6B/2/3), and so takes its newer arguments (`logits_to_keep`, cache objects)."""
+    return type(model).__module__.startswith("transformers.models.")
+
+
 def load_base(path: str | Path, device: str = "auto", dtype: str = "auto",
               trust_remote_code: bool = False) -> LoadedModel:
     """Load model and tokenizer from `path`; remote code (ChatGLM-6B/2/3) only when allowed."""

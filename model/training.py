@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from model.errors import ModelError
-from model.loading import LoadedModel, load_base
+from model.loading import LoadedModel, is_native, load_base
 from model.prompting import PromptBuilder, PromptFormat, detect_format
 from model.records import Record, records_hash
 
@@ -138,6 +138,26 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int, device
             "attention_mask": torch.tensor(mask, device=device)}
 
 
+def answer_loss(model, batch: dict, native: bool) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens and EOS, as the model's own loss computes it.
+
+    On native transformers models the vocabulary projection is applied only from the first
+    position any row predicts an answer token: the prompt half of a batch never becomes logits
+    (on GLM-4's 151k vocabulary those are the largest activations of the step), and no KV cache
+    is built. Remote-code models get their own `labels` loss.
+    """
+    if not native:
+        return model(**batch).loss
+    targets = batch["labels"][:, 1:]
+    answered = (targets != -100).any(0).nonzero()
+    first = int(answered[0]) if len(answered) else 0
+    keep = torch.arange(first, targets.shape[1], device=targets.device)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   logits_to_keep=keep, use_cache=False).logits
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets[:, first:].flatten(),
+                                             ignore_index=-100)
+
+
 class DataOrder:
     """Micro-batch k of the run, reproducibly: epoch e is a seeded permutation of the records."""
 
@@ -215,6 +235,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.loaded = model_dir if isinstance(model_dir, LoadedModel) else load_base(
             model_dir, device=config.device, dtype=config.dtype, trust_remote_code=trust_remote_code)
+        self.native = is_native(self.loaded.model)
         tok = self.loaded.tokenizer
         fmt = detect_format(tok, self.loaded.path) if prompt_format == "auto" else PromptFormat(prompt_format)
         self.builder = PromptBuilder(tok, fmt, system_prompt)
@@ -292,7 +313,7 @@ class Trainer:
             for i in range(0, len(encoded), 8):
                 batch = collate(encoded[i:i + 8], self.loaded.tokenizer.pad_token_id, self.loaded.device)
                 n = int((batch["labels"][:, 1:] != -100).sum())
-                total += float(model(**batch).loss) * n
+                total += float(answer_loss(model, batch, self.native)) * n
                 tokens += n
         model.train(was_training)
         return total / max(tokens, 1)
@@ -330,7 +351,7 @@ class Trainer:
                     idx = order.batch(step * cfg.grad_accum + micro)
                     batch = collate([encoded[i] for i in idx], pad, self.loaded.device)
                     with self._autocast():
-                        loss = model(**batch).loss / cfg.grad_accum
+                        loss = answer_loss(model, batch, self.native) / cfg.grad_accum
                     loss.backward()
                     window_loss += loss.detach()  # read back only when logging: no GPU sync
                     n_tokens = sum(len(encoded[i][0]) for i in idx)

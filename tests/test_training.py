@@ -170,3 +170,26 @@ def test_malformed_data_fails_with_line_or_is_skipped_and_counted(tiny_dir, tmp_
     assert out.returncode == 0, out.stderr
     assert "skipped 1 malformed record(s)" in out.stderr
     assert json.loads((tmp_path / "o" / METADATA_FILE).read_text())["data"]["records"] == 2
+
+
+@pytest.mark.parametrize("config", [PTUNING, LORA], ids=["ptuning", "lora"])
+def test_answer_only_logits_give_the_models_own_loss(tiny_dir, config):
+    import torch
+    from peft import get_peft_model
+
+    from model.loading import load_base
+    from model.prompting import PromptBuilder, PromptFormat
+    from model.training import answer_loss, collate, encode, peft_config_for
+
+    loaded = load_base(tiny_dir)
+    torch.manual_seed(0)
+    model = get_peft_model(loaded.model, peft_config_for(config, loaded.model))
+    builder = PromptBuilder(loaded.tokenizer, PromptFormat.CHAT_TEMPLATE, SYSTEM)
+    batch = collate([encode(r, builder, config) for r in RECORDS], loaded.tokenizer.pad_token_id, loaded.device)
+    assert len({int(m.sum()) for m in batch["attention_mask"]}) > 1  # rows of different lengths
+    own = model(**batch).loss
+    ours = answer_loss(model, batch, native=True)
+    assert abs(ours.item() - own.item()) < 1e-5
+    ours.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
