@@ -14,6 +14,7 @@ from model.adapters import AdapterSet
 from model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, drain
 from model.loading import LoadedModel, is_native, load_base
 from model.prompting import History, PromptBuilder, PromptFormat, detect_format
+from model.stepping import Decoder, Row
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,11 @@ class Engine:
 
     def generate_batch(self, requests: Sequence[tuple[str, History]],
                        sampling: Sampling | None = None) -> list[str]:
-        """Answers for several (query, history) pairs in one left-padded batch."""
+        """Answers for several (query, history) pairs in one batch."""
         sampling = sampling or self.sampling
         batch = [self.prompt_ids(q, h, sampling) for q, h in requests]
-        return [self.tokenizer.decode(ids, skip_special_tokens=True)
-                for ids in self._generate_ids(batch, sampling)]
+        streamer = self.generate_streams(batch, [sampling.max_new_tokens] * len(batch), sampling)
+        return [self.tokenizer.decode(row.ids, skip_special_tokens=True) for row in streamer.rows]
 
     def eos_ids(self) -> set[int]:
         eos = self.loaded.model.generation_config.eos_token_id
@@ -134,9 +135,15 @@ class Engine:
         """Generate for prompt ids as one batch, each row streaming into its own queue.
 
         Blocks until the batch is done (or `stop` is set); read the queues (`drain`) from other
-        threads meanwhile.
+        threads meanwhile. Several rows on a native model run under `Decoder`, which drops each
+        row as it ends; one row, or a remote-code model, runs transformers' `generate`.
         """
         streamer = BatchDeltaStreamer(self.tokenizer, self.eos_ids(), list(limits), queues, on_finish)
+        if len(prompts) > 1 and self.steppable():
+            pending = [[Row(list(p), sampling, text) for p, text in zip(prompts, streamer.rows)]]
+            with self._lock:
+                Decoder(self).run(lambda running: pending.pop() if pending else [], stop=stop)
+            return streamer
         batch_sampling = Sampling(max_new_tokens=max(limits), do_sample=sampling.do_sample,
                                   top_p=sampling.top_p, temperature=sampling.temperature)
         extra = {"stopping_criteria": [StopWhenCancelled(stop)]} if stop is not None else {}
