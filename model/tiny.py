@@ -50,18 +50,27 @@ def build_tokenizer(vocab_size: int = 3000):
         clean_up_tokenization_spaces=False, padding_side="left", model_max_length=2048)
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write the tiny GLM model and its tokenizer to `out_dir` with `save_pretrained`."""
-    from transformers import GenerationConfig, GlmConfig, GlmForCausalLM
+def build_tiny_model(out_dir: str | Path, seed: int = 0, architecture: str = "glm") -> Path:
+    """Write the tiny GLM model and its tokenizer to `out_dir` with `save_pretrained`.
 
+    `architecture`: "glm" (glm-4-9b-chat-hf's `GlmForCausalLM`, the default) or "glm4"
+    (`Glm4ForCausalLM`, the GLM-4-0414 family's, with its extra norms).
+    """
+    import transformers
+    from transformers import GenerationConfig
+
+    names = {"glm": ("GlmConfig", "GlmForCausalLM"), "glm4": ("Glm4Config", "Glm4ForCausalLM")}
+    if architecture not in names:
+        raise ValueError(f"architecture must be one of {sorted(names)}, not {architecture!r}")
+    config_class, model_class = (getattr(transformers, name) for name in names[architecture])
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     eos = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|user|>", "<|observation|>"])
-    config = GlmConfig(vocab_size=len(tokenizer), pad_token_id=eos[0], eos_token_id=eos,
-                       tie_word_embeddings=False, **TINY_SIZES)
+    config = config_class(vocab_size=len(tokenizer), pad_token_id=eos[0], eos_token_id=eos,
+                          tie_word_embeddings=False, **TINY_SIZES)
     torch.manual_seed(seed)
-    model = GlmForCausalLM(config)
+    model = model_class(config)
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=eos[0],
                                                do_sample=False, max_new_tokens=64)
     model.save_pretrained(out, safe_serialization=True)

@@ -99,3 +99,19 @@ def test_an_adapter_switch_waits_for_running_rows(fresh_engine, adapters):
     assert late_answers == [expected(engine, q, 24) for q in QUESTIONS[4:8]]
     engine.use_adapter(None)
     assert early_answers == [expected(engine, q, 24) for q in QUESTIONS[:4]]
+
+
+def test_the_glm4_0414_architecture_decodes_the_same_way(tmp_path):
+    from model.engine import Engine
+    from model.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "glm4", seed=1, architecture="glm4")
+    engine = Engine.load(model_dir, system_prompt="You are secbot.")
+    assert type(engine.loaded.model).__name__ == "Glm4ForCausalLM" and engine.steppable()
+    prefix = make_adapter(model_dir, tmp_path / "glm4-prefix", PrefixTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=8), 13)
+    for adapter in (None, prefix):
+        engine.use_adapter(adapter)
+        sampling = Sampling(max_new_tokens=16)
+        assert engine.generate_batch([(q, []) for q in QUESTIONS[:6]], sampling) == \
+            [engine.generate(q, [], sampling) for q in QUESTIONS[:6]]
