@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ class Sampling:
 
 
 _END = object()
+log = logging.getLogger(__name__)
 
 
 class StopWhenCancelled(StoppingCriteria):
@@ -47,9 +50,12 @@ class StopWhenCancelled(StoppingCriteria):
 class TextDeltas:
     """One answer's token ids turned into text deltas on a queue.
 
-    The answer is decoded whole each time, so multi-byte characters split across tokens are held
-    back until complete; the deltas add up to the non-streaming decode. The answer ends at its
-    first EOS token or at `limit` tokens, whichever comes first.
+    Each new token is decoded within a short window of the tokens before it (the last emitted
+    piece and any held back), so the cost per token stays flat however long the answer grows.
+    A delta is held back while it ends in an incomplete character (U+FFFD), so multi-byte
+    characters split across tokens arrive whole; the deltas add up to the whole answer's decode,
+    which `finish` checks. The answer ends at its first EOS token or at `limit` tokens,
+    whichever comes first.
     """
 
     def __init__(self, tokenizer, eos_ids: set[int], limit: int, out: queue.Queue | None = None,
@@ -60,6 +66,11 @@ class TextDeltas:
         self.ids: list[int] = []
         self.done = False
         self._sent = ""
+        self._window = 0  # first token of the decode window
+        self._read = 0  # tokens already turned into text
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def add(self, token: int) -> bool:
         """Take the next token; True once the answer is complete."""
@@ -69,20 +80,29 @@ class TextDeltas:
             self.finish()
             return True
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.endswith("\ufffd") and len(text) > len(self._sent):
-            self.out.put(text[len(self._sent):])
-            self._sent = text
+        before = self._decode(self.ids[self._window:self._read])
+        text = self._decode(self.ids[self._window:])
+        if len(text) > len(before) and not text.endswith("\ufffd") and text.startswith(before):
+            self._put(text[len(before):])
+            self._window, self._read = self._read, len(self.ids)
         if len(self.ids) >= self.limit:
             self.finish()
         return self.done
 
+    def _put(self, delta: str) -> None:
+        self.out.put(delta)
+        self._sent += delta
+
     def finish(self) -> None:
         if self.done:
             return
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text != self._sent and text.startswith(self._sent):
-            self.out.put(text[len(self._sent):])
+        text = self._decode(self.ids)
+        if text.startswith(self._sent):
+            if text != self._sent:
+                self._put(text[len(self._sent):])
+        else:  # cannot happen with byte-level or SentencePiece decoding; say so if it does
+            log.warning("streamed text diverged from the answer's decode after %d characters",
+                        len(os.path.commonprefix([text, self._sent])))
         self.done = True
         self.on_finish(len(self.ids))  # before the end marker: readers see the count
         self.out.put(_END)

@@ -71,3 +71,21 @@ def test_closing_a_stream_stops_generation_and_frees_the_engine(engine):
     threading.Thread(target=lambda: (engine.generate("hi", [], Sampling(max_new_tokens=2)),
                                      done.set()), daemon=True).start()
     assert done.wait(60), "a closed stream kept the engine busy"
+
+
+def test_text_deltas_add_up_to_the_decode_for_any_token_sequence(engine):
+    import random
+
+    from model.generation import TextDeltas, drain
+
+    tokenizer, rng = engine.tokenizer, random.Random(0)
+    eos = engine.eos_ids()
+    vocab = [i for i in range(len(tokenizer)) if i not in eos]
+    for _ in range(300):  # random ids: split multi-byte characters, stray continuation bytes
+        ids = [rng.choice(vocab) for _ in range(rng.randint(1, 60))]
+        deltas = TextDeltas(tokenizer, eos, limit=len(ids))
+        for token in ids:
+            deltas.add(token)
+        pieces = list(drain(deltas.out))
+        assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True)
+        assert all(not piece.endswith("\ufffd") for piece in pieces[:-1])
