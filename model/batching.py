@@ -65,6 +65,10 @@ class _Worker:
         self._ready = threading.Condition()
         threading.Thread(target=self._loop, name=name, daemon=True).start()
 
+    def queued(self) -> int:
+        """Requests waiting for a place in the batch."""
+        return len(self._queue)
+
     def submit(self, job: Job) -> Job:
         with self._ready:
             self._queue.append(job)

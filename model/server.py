@@ -84,6 +84,8 @@ class Metrics:
                                buckets=(1, 2, 4, 8, 16, 32, 64))
         self.rate = Gauge("secbot_tokens_per_second", "Tokens per second over the last busy second",
                           registry=self.registry)
+        self.queued = Gauge("secbot_queued_requests", "Requests waiting for a place in the batch",
+                            registry=self.registry)
         self._window = [0, 0.0]  # tokens, seconds
 
     def on_step(self, rows: int, tokens: int, seconds: float) -> None:
@@ -100,6 +102,7 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
                   max_batch: int = 8, batching: str = "continuous") -> Starlette:
     metrics = Metrics()
     batcher = make_batcher(engine, max_batch=max_batch, on_step=metrics.on_step, mode=batching)
+    metrics.queued.set_function(batcher.queued)
 
     def authorised(request: Request) -> bool:
         if not api_key:

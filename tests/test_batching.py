@@ -115,3 +115,19 @@ def test_the_glm4_0414_architecture_decodes_the_same_way(tmp_path):
         sampling = Sampling(max_new_tokens=16)
         assert engine.generate_batch([(q, []) for q in QUESTIONS[:6]], sampling) == \
             [engine.generate(q, [], sampling) for q in QUESTIONS[:6]]
+
+
+def test_requests_beyond_max_batch_wait_in_the_queue(engine):
+    gate, stepped = threading.Event(), threading.Event()
+
+    def hold(rows, tokens, seconds):  # the batcher pauses after each step until the gate opens
+        stepped.set()
+        gate.wait(30)
+
+    batcher = ContinuousBatcher(engine, max_batch=1, on_step=hold)
+    jobs = [batcher.submit(job(engine, q, 8)) for q in QUESTIONS[:3]]
+    assert stepped.wait(30)
+    assert batcher.queued() == 2 and jobs[0].started.is_set() and not jobs[1].started.is_set()
+    gate.set()
+    assert ["".join(drain(j.out)) for j in jobs] == [expected(engine, q, 8) for q in QUESTIONS[:3]]
+    assert batcher.queued() == 0

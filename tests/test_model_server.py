@@ -84,6 +84,7 @@ def test_sixteen_concurrent_requests_are_all_answered_in_batches(server, local):
     total = float(next(l for l in metrics.splitlines() if l.startswith("secbot_batch_size_sum")).split()[1])
     assert total > count  # some batches held more than one request
     assert "secbot_generated_tokens_total" in metrics
+    assert "secbot_queued_requests 0.0" in metrics  # all answered: nothing waits
 
 
 def test_activating_an_adapter_mid_traffic_loses_no_request(server, local, adapter, tiny_dir):
