@@ -169,7 +169,7 @@ def main() -> None:
                 # Peak RSS from a second run whose large buffers are mmap'd and returned when
                 # freed, so it counts live tensors: glibc's adaptive threshold otherwise keeps
                 # freed activations in the heap, and the peak then depends on allocation order
-                # (1.04-1.08x seen between two loops of equal live memory). Speed comes from the
+                # (1.02-1.06x seen between two loops of equal live memory). Speed comes from the
                 # first run, as mmap'd buffers cost page faults.
                 again = run_child(base, method, impl, MALLOC_MMAP_THRESHOLD_="65536")
                 r = again and {**r, "peak_gib": again["peak_gib"]}
