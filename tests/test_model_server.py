@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -147,3 +148,28 @@ def test_the_bots_client_switches_the_servers_adapter(server, adapter):
     assert httpx.get(server + "/ready").json()["adapter"] is None
     with pytest.raises(Exception, match="refused"):
         client.activate_adapter("/nowhere")
+
+
+def generated_tokens(base) -> float:
+    metrics = httpx.get(base + "/metrics").text
+    return float(next(l for l in metrics.splitlines() if l.startswith("secbot_generated_tokens_total")).split()[1])
+
+
+def test_a_streaming_client_that_disconnects_stops_its_generation(server, local):
+    question, limit = "Question 1: list all ports", 1200
+    sampling = Sampling(max_new_tokens=limit)
+    full = local.generate_streams([local.prompt_ids(question, [], sampling)], [limit], sampling).tokens(0)
+    assert full > 400  # left alone, this answer runs long
+    before = generated_tokens(server)
+    body = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+            "stream": True, "max_tokens": limit}
+    with httpx.stream("POST", server + "/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {KEY}"}) as response:
+        lines = response.iter_lines()
+        while '"content"' not in next(lines):
+            pass  # hang up after the first piece of the answer
+    last, now = -1.0, generated_tokens(server)
+    while now != last:  # until the server has stopped generating
+        time.sleep(0.5)
+        last, now = now, generated_tokens(server)
+    assert now - before < full / 4
