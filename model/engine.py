@@ -122,7 +122,7 @@ class Engine:
         sampling = sampling or self.sampling
         batch = [self.prompt_ids(q, h, sampling) for q, h in requests]
         streamer = self.generate_streams(batch, [sampling.max_new_tokens] * len(batch), sampling)
-        return [self.tokenizer.decode(row.ids, skip_special_tokens=True) for row in streamer.rows]
+        return [row.text for row in streamer.rows]
 
     def eos_ids(self) -> set[int]:
         eos = self.loaded.model.generation_config.eos_token_id

@@ -65,6 +65,7 @@ class TextDeltas:
         self.on_finish = on_finish or (lambda tokens: None)
         self.ids: list[int] = []
         self.done = False
+        self.text = ""  # the whole answer, once finished
         self._sent = ""
         self._window = 0  # first token of the decode window
         self._read = 0  # tokens already turned into text
@@ -96,7 +97,7 @@ class TextDeltas:
     def finish(self) -> None:
         if self.done:
             return
-        text = self._decode(self.ids)
+        self.text = text = self._decode(self.ids)
         if text.startswith(self._sent):
             if text != self._sent:
                 self._put(text[len(self._sent):])

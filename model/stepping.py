@@ -95,7 +95,8 @@ class Decoder:
         with torch.inference_mode():
             while True:
                 started = time.monotonic()
-                new = [] if stop is not None and stop.is_set() else take(len(rows))
+                stopped = stop is not None and stop.is_set()
+                new = [] if stopped else take(len(rows))
                 try:
                     if new:
                         added, logits = self._prefill([row.prompt_ids for row in new])
@@ -105,7 +106,7 @@ class Decoder:
                         else:
                             batch.extend(added)
                         rows += new
-                    elif rows and not (stop is not None and stop.is_set()):
+                    elif rows and not stopped:
                         logits = self._decode(batch)
                         batch.last = self._pick(logits, [row.sampling for row in rows])
                     else:
