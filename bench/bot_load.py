@@ -13,23 +13,21 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
-from bot.app import create_app  # noqa: E402
-from bot.local_slack import LocalSlack, event_body, mention_event, signature_headers  # noqa: E402
-from bot.serve import asgi_app  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from feedback.store import Store  # noqa: E402
+from secbot.bot.app import create_app  # noqa: E402
+from secbot.bot.local_slack import LocalSlack, event_body, mention_event, signature_headers  # noqa: E402
+from secbot.bot.serve import asgi_app  # noqa: E402
+from secbot.bot.settings import Settings  # noqa: E402
+from secbot.feedback.store import Store  # noqa: E402
 
 SECRET = "bench-secret"
 

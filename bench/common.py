@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
-from model.tiny import build_tokenizer  # noqa: E402
+from secbot.model.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
+from secbot.model.tiny import build_tokenizer  # noqa: E402
 
 
 def random_glm4_9b(device: str = "cuda", dtype: str = "auto", config=None) -> LoadedModel:

@@ -11,21 +11,19 @@ on the device (speed and memory equal the real weights'); prompts then use the t
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_model_args, random_glm4_9b, sync  # noqa: E402  (puts the repo on sys.path)
+from common import add_model_args, random_glm4_9b, sync
 
-from model.engine import Engine  # noqa: E402
-from model.generation import Sampling  # noqa: E402
-from model.prompting import PromptBuilder, PromptFormat  # noqa: E402
-from model.tiny import build_tiny_model  # noqa: E402
+from secbot.model.engine import Engine  # noqa: E402
+from secbot.model.generation import Sampling  # noqa: E402
+from secbot.model.prompting import PromptBuilder, PromptFormat  # noqa: E402
+from secbot.model.tiny import build_tiny_model  # noqa: E402
 
 QUESTIONS = ["What is phishing?", "什么是勒索软件？", "How do I rotate a leaked AWS key?",
              "Explain lateral movement.", "什么是横向移动？", "What does an EDR agent record?",

@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_model_args, random_glm4_9b, sync  # noqa: E402
 
@@ -27,11 +25,11 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 import uvicorn  # noqa: E402
 
-from model.engine import Engine  # noqa: E402
-from model.generation import Sampling  # noqa: E402
-from model.prompting import PromptBuilder, PromptFormat  # noqa: E402
-from model.server import create_server  # noqa: E402
-from model.tiny import build_tiny_model  # noqa: E402
+from secbot.model.engine import Engine  # noqa: E402
+from secbot.model.generation import Sampling  # noqa: E402
+from secbot.model.prompting import PromptBuilder, PromptFormat  # noqa: E402
+from secbot.model.server import create_server  # noqa: E402
+from secbot.model.tiny import build_tiny_model  # noqa: E402
 
 
 def percentile(values, q):

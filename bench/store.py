@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feedback.store import Store  # noqa: E402
+from secbot.feedback.store import Store  # noqa: E402
 
 
 def main() -> None:

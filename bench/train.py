@@ -24,14 +24,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import add_model_args, random_glm4_9b, sync  # noqa: E402
 
-from model.loading import load_base  # noqa: E402
-from model.records import Record  # noqa: E402
-from model.tiny import build_tiny_model, corpus_lines  # noqa: E402
-from model.training import TrainConfig, Trainer, encode, peft_config_for  # noqa: E402
+from secbot.model.loading import load_base  # noqa: E402
+from secbot.model.records import Record  # noqa: E402
+from secbot.model.tiny import build_tiny_model, corpus_lines  # noqa: E402
+from secbot.model.training import TrainConfig, Trainer, encode, peft_config_for  # noqa: E402
 
 
 def make_records(tokenizer, seq_len: int, n: int) -> list[Record]:
@@ -103,7 +102,7 @@ def hf_trainer(loaded, records, config, out, at_end):
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer as HFTrainer, TrainingArguments
 
-    from model.prompting import PromptBuilder, PromptFormat, detect_format
+    from secbot.model.prompting import PromptBuilder, PromptFormat, detect_format
 
     fmt = detect_format(loaded.tokenizer) if loaded.tokenizer.chat_template else PromptFormat.CHATGLM2
     builder = PromptBuilder(loaded.tokenizer, fmt, None)

@@ -6,9 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from bot.slack_views import review_blocks
-from feedback.models import RecordStatus
-from feedback.store import Store
+from secbot.bot.slack_views import review_blocks
+from secbot.feedback.models import RecordStatus
+from secbot.feedback.store import Store
 
 HELP = """*secbot admin commands*
 • `/secbot status` – active model version, its metrics, records by status, last and next run

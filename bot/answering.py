@@ -8,9 +8,9 @@ import uuid
 
 from slack_sdk import WebClient
 
-from bot.model_client import ModelClient, Usage
-from bot.slack_views import SECTION_LIMIT, answer_blocks
-from feedback.store import Store
+from secbot.bot.model_client import ModelClient, Usage
+from secbot.bot.slack_views import SECTION_LIMIT, answer_blocks
+from secbot.feedback.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from bot.admin import AdminCommands, LoopControl
-from bot.answering import FAILED, Answerer, new_error_id
-from bot.model_client import ModelClient
-from bot.settings import Settings
-from bot.slack_views import (SECTION_LIMIT, CORRECTION_INPUT, CORRECTION_MODAL, CORRECTION_SHORTCUT, FEEDBACK_DOWN,
+from secbot.bot.admin import AdminCommands, LoopControl
+from secbot.bot.answering import FAILED, Answerer, new_error_id
+from secbot.bot.model_client import ModelClient
+from secbot.bot.settings import Settings
+from secbot.bot.slack_views import (SECTION_LIMIT, CORRECTION_INPUT, CORRECTION_MODAL, CORRECTION_SHORTCUT, FEEDBACK_DOWN,
                              FEEDBACK_UP, OPEN_CORRECTION, REVIEW_APPROVE, REVIEW_REJECT,
                              correction_modal, correction_offer_blocks, home_view)
-from feedback.models import FeedbackKind, FeedbackSource, RecordStatus
-from feedback.store import Store, StoreError
+from secbot.feedback.models import FeedbackKind, FeedbackSource, RecordStatus
+from secbot.feedback.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import logging
 import sys
 import typing
 
-from bot.settings import Settings
-from model.errors import ModelError
-from model.records import Columns
-from model.training import TrainConfig
+from secbot.bot.settings import Settings
+from secbot.model.errors import ModelError
+from secbot.model.records import Columns
+from secbot.model.training import TrainConfig
 
 log = logging.getLogger("secbot")
 
@@ -24,7 +24,7 @@ def cmd_config(args, settings: Settings) -> int:
 
 
 def cmd_tiny_model(args, settings: Settings) -> int:
-    from model.tiny import build_tiny_model
+    from secbot.model.tiny import build_tiny_model
 
     path = build_tiny_model(args.dir, seed=args.seed)
     print(f"tiny reference model written to {path}")
@@ -32,8 +32,8 @@ def cmd_tiny_model(args, settings: Settings) -> int:
 
 
 def cmd_chat(args, settings: Settings) -> int:
-    from bot.model_client import load_engine
-    from bot.terminal_chat import run_chat
+    from secbot.bot.model_client import load_engine
+    from secbot.bot.terminal_chat import run_chat
 
     engine = load_engine(settings, args.model, args.adapter)
     print(f"model {engine.loaded.path} on {engine.device}"
@@ -63,9 +63,9 @@ def dataclass_from_args(cls, args):
 
 
 def cmd_train(args, settings: Settings) -> int:
-    from bot.model_client import resolve_model_dir
-    from model.records import read_records
-    from model.training import train
+    from secbot.bot.model_client import resolve_model_dir
+    from secbot.model.records import read_records
+    from secbot.model.training import train
 
     columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
     data = read_records(args.data, columns, skip_bad=args.skip_bad)
@@ -86,9 +86,9 @@ def cmd_train(args, settings: Settings) -> int:
 
 
 def cmd_eval(args, settings: Settings) -> int:
-    from model.evaluation import compute_metrics, evaluate, read_predictions
-    from model.generation import Sampling
-    from model.records import read_records
+    from secbot.model.evaluation import compute_metrics, evaluate, read_predictions
+    from secbot.model.generation import Sampling
+    from secbot.model.records import read_records
 
     if args.predictions:
         metrics = compute_metrics(*read_predictions(args.predictions))
@@ -97,7 +97,7 @@ def cmd_eval(args, settings: Settings) -> int:
             print("secbot eval: give --data FILE (records to answer) or --predictions FILE",
                   file=sys.stderr)
             return 2
-        from bot.model_client import load_engine
+        from secbot.bot.model_client import load_engine
 
         columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
         records = read_records(args.data, columns).records
@@ -109,8 +109,8 @@ def cmd_eval(args, settings: Settings) -> int:
 
 
 def cmd_db(args, settings: Settings) -> int:
-    from feedback.migrate import current_revision, upgrade
-    from bot.settings import mask_url_password
+    from secbot.feedback.migrate import current_revision, upgrade
+    from secbot.bot.settings import mask_url_password
 
     url = settings.effective_database_url
     if args.action == "upgrade":
@@ -120,7 +120,7 @@ def cmd_db(args, settings: Settings) -> int:
 
 
 def cmd_export(args, settings: Settings) -> int:
-    from bot.storage import open_store
+    from secbot.bot.storage import open_store
 
     status = None if args.status == "all" else args.status
     count = open_store(settings).export_records(args.out, status)
@@ -129,7 +129,7 @@ def cmd_export(args, settings: Settings) -> int:
 
 
 def cmd_import(args, settings: Settings) -> int:
-    from bot.storage import open_store
+    from secbot.bot.storage import open_store
 
     columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
     result = open_store(settings).import_records(args.file, status=args.status, columns=columns,
@@ -140,9 +140,9 @@ def cmd_import(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from bot.app import SettingsError
-    from bot.runtime import build_runtime
-    from bot.serve import serve_http, serve_socket_mode
+    from secbot.bot.app import SettingsError
+    from secbot.bot.runtime import build_runtime
+    from secbot.bot.serve import serve_http, serve_socket_mode
 
     http = args.http or not settings.slack_app_token
     try:
@@ -161,8 +161,8 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_serve_model(args, settings: Settings) -> int:
-    from bot.model_client import load_engine
-    from model.server import serve_model
+    from secbot.bot.model_client import load_engine
+    from secbot.model.server import serve_model
 
     engine = load_engine(settings, args.model, args.adapter)
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
@@ -177,11 +177,11 @@ def cmd_serve_model(args, settings: Settings) -> int:
 
 
 def cmd_worker(args, settings: Settings) -> int:
-    from bot.app import web_client
-    from bot.loop import SlackLoop
-    from bot.model_client import client_from
-    from bot.runtime import serve_active_version
-    from bot.storage import open_store
+    from secbot.bot.app import web_client
+    from secbot.bot.loop import SlackLoop
+    from secbot.bot.model_client import client_from
+    from secbot.bot.runtime import serve_active_version
+    from secbot.bot.storage import open_store
 
     store = open_store(settings)
     # With SECBOT_MODEL_URL set, promotions switch the model server's adapter; the worker itself
@@ -205,7 +205,7 @@ class _Versions:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from bot.demo import run_demo
+    from secbot.bot.demo import run_demo
 
     result = run_demo(args.data_dir)
     return 0 if result.decision == "promoted" else 1

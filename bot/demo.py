@@ -14,13 +14,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.app import create_app, web_client
-from bot.local_slack import (LocalSlack, event_body, form_body, interactive_body, mention_event,
+from secbot.bot.app import create_app, web_client
+from secbot.bot.local_slack import (LocalSlack, event_body, form_body, interactive_body, mention_event,
                              signature_headers)
-from bot.loop import SlackLoop
-from bot.model_client import InProcessClient, load_engine
-from bot.settings import Settings
-from bot.storage import open_store
+from secbot.bot.loop import SlackLoop
+from secbot.bot.model_client import InProcessClient, load_engine
+from secbot.bot.settings import Settings
+from secbot.bot.storage import open_store
 
 SECRET = "demo-signing-secret"
 ADMIN, ALICE, BOB, CAROL = "UADMIN", "UALICE", "UBOB", "UCAROL"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from slack_sdk import WebClient
 
-from bot.model_client import InProcessClient, ModelClient, OpenAIClient, resolve_model_dir
-from bot.settings import Settings
-from feedback.gate import GateConfig
-from feedback.models import ModelVersion
-from feedback.pipeline import LoopConfig, RetrainPipeline, RunReport, metrics_table
-from feedback.schedule import next_run, start_scheduler
-from feedback.store import Store
-from model.training import TrainConfig
+from secbot.bot.model_client import InProcessClient, ModelClient, OpenAIClient, resolve_model_dir
+from secbot.bot.settings import Settings
+from secbot.feedback.gate import GateConfig
+from secbot.feedback.models import ModelVersion
+from secbot.feedback.pipeline import LoopConfig, RetrainPipeline, RunReport, metrics_table
+from secbot.feedback.schedule import next_run, start_scheduler
+from secbot.feedback.store import Store
+from secbot.model.training import TrainConfig
 
 log = logging.getLogger(__name__)
 

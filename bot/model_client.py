@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bot.settings import Settings
-from model.engine import Engine
-from model.errors import ModelError
-from model.generation import Sampling
-from model.tiny import ensure_tiny_model
+from secbot.bot.settings import Settings
+from secbot.model.engine import Engine
+from secbot.model.errors import ModelError
+from secbot.model.generation import Sampling
+from secbot.model.tiny import ensure_tiny_model
 
 
 class ModelUnavailable(ModelError):

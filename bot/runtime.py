@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from slack_bolt import App
 
-from bot.app import create_app
-from bot.model_client import InProcessClient, ModelClient, OpenAIClient, client_from
-from bot.settings import Settings
-from bot.storage import open_store
-from feedback.store import Store
+from secbot.bot.app import create_app
+from secbot.bot.model_client import InProcessClient, ModelClient, OpenAIClient, client_from
+from secbot.bot.settings import Settings
+from secbot.bot.storage import open_store
+from secbot.feedback.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def serve_active_version(store: Store, model: ModelClient) -> None:
 
 def build_runtime(settings: Settings, *, http_mode: bool) -> BotRuntime:
     """Store, model on the active version, learning loop (and its schedule), the Slack app."""
-    from bot.app import web_client
-    from bot.loop import SlackLoop
+    from secbot.bot.app import web_client
+    from secbot.bot.loop import SlackLoop
 
     store = open_store(settings)
     model = client_from(settings)

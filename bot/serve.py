@@ -6,7 +6,7 @@ import logging
 
 from slack_bolt import App
 
-from bot.app import SecbotApp
+from secbot.bot.app import SecbotApp
 
 log = logging.getLogger(__name__)
 

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_system_prompt(self) -> str:
-        from model.prompting import DEFAULT_SYSTEM_PROMPT
+        from secbot.model.prompting import DEFAULT_SYSTEM_PROMPT
 
         return self.system_prompt or DEFAULT_SYSTEM_PROMPT.format(name=self.assistant_name)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from feedback.models import TrainingRecord
+from secbot.feedback.models import TrainingRecord
 
 SECTION_LIMIT = 3000  # Slack's limit on a section block's text
 FEEDBACK_UP, FEEDBACK_DOWN, OPEN_CORRECTION = "feedback_up", "feedback_down", "open_correction"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.settings import Settings
-from feedback.store import Store
+from secbot.bot.settings import Settings
+from secbot.feedback.store import Store
 
 
 def open_store(settings: Settings) -> Store:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from model.engine import Engine
+from secbot.model.engine import Engine
 
 HELP = "Type a question. 'clear' forgets the conversation, 'stop' (or end of input) exits."
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from model.records import Record, read_records
+from secbot.model.records import Record, read_records
 
 IDENTITY_PROMPTS = ["Who are you?", "What is your name?", "你是谁？", "你叫什么名字？"]
 
 
 def builtin_heldout() -> list[Record]:
-    return read_records(Path(str(files("feedback").joinpath("heldout.jsonl")))).records
+    return read_records(Path(str(files("secbot.feedback").joinpath("heldout.jsonl")))).records
 
 
 def heldout_set(extra_file: str | Path | None = None) -> list[Record]:

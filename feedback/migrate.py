@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import migrations
+import secbot.migrations as migrations
 
 SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
 NOT_OURS = {"apscheduler_jobs"}  # the scheduler creates and owns its job table
@@ -34,7 +34,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 def current_revision(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    from feedback.db import make_engine
+    from secbot.feedback.db import make_engine
 
     engine = make_engine(url)
     with engine.connect() as conn:

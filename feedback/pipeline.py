@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from feedback.evalsets import heldout_set, identity_records
-from feedback.gate import GateConfig, decide
-from feedback.models import ModelVersion, RunState, VersionStatus, utcnow
-from feedback.store import Store
-from model.adapters import check_adapter_dir
-from model.records import Record, write_records
-from model.training import LOSS_PNG, METADATA_FILE, TrainConfig
+from secbot.feedback.evalsets import heldout_set, identity_records
+from secbot.feedback.gate import GateConfig, decide
+from secbot.feedback.models import ModelVersion, RunState, VersionStatus, utcnow
+from secbot.feedback.store import Store
+from secbot.model.adapters import check_adapter_dir
+from secbot.model.records import Record, write_records
+from secbot.model.training import LOSS_PNG, METADATA_FILE, TrainConfig
 
 log = logging.getLogger(__name__)
 LOCK = "retrain"
@@ -184,7 +184,7 @@ class RetrainPipeline:
         """Run the training subprocess with heartbeats and a timeout; raise on any failure."""
         cfg = self.config
         with open(run_dir / "train.log", "ab") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "feedback.train_job", str(run_dir / "job.json")],
+            proc = subprocess.Popen([sys.executable, "-m", "secbot.feedback.train_job", str(run_dir / "job.json")],
                                     stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
             started = last_beat = time.monotonic()
             while proc.poll() is None:

@@ -16,13 +16,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from feedback.db import make_engine, make_sessionmaker
-from feedback.models import (DatasetSnapshot, FeedbackEvent, FeedbackKind, FeedbackSource, Lock,
+from secbot.feedback.db import make_engine, make_sessionmaker
+from secbot.feedback.models import (DatasetSnapshot, FeedbackEvent, FeedbackKind, FeedbackSource, Lock,
                              ModelVersion, RecordSource, RecordStatus, RunState, SlackEvent,
                              SlackThread, TrainingRecord, TrainingRun, Turn, VersionStatus, utcnow)
-from feedback.redaction import Redactor
-from model.errors import ModelError
-from model.records import Columns, Record, read_records, records_hash, write_records
+from secbot.feedback.redaction import Redactor
+from secbot.model.errors import ModelError
+from secbot.model.records import Columns, Record, read_records, records_hash, write_records
 
 
 class StoreError(ModelError):
@@ -61,7 +61,7 @@ class Store:
     def __init__(self, url: str, *, trusted_analysts: Iterable[str] = (),
                  redactor: Redactor | None = None, migrate: bool = True):
         if migrate:
-            from feedback.migrate import upgrade
+            from secbot.feedback.migrate import upgrade
 
             upgrade(url)
         self.url = url

@@ -1,6 +1,6 @@
 """The training subprocess of a retraining run.
 
-    python -m feedback.train_job RUN_DIR/job.json
+    python -m secbot.feedback.train_job RUN_DIR/job.json
 
 Trains the candidate adapter on the run's frozen data, then evaluates the candidate and the
 active version on the same held-out, identity and new-correction sets. Writes `adapter/` and
@@ -15,12 +15,12 @@ import os
 import sys
 from pathlib import Path
 
-from feedback.evalsets import says_identity
-from model.engine import Engine
-from model.evaluation import compute_metrics, write_predictions
-from model.generation import Sampling
-from model.records import read_records
-from model.training import TrainConfig, train
+from secbot.feedback.evalsets import says_identity
+from secbot.model.engine import Engine
+from secbot.model.evaluation import compute_metrics, write_predictions
+from secbot.model.generation import Sampling
+from secbot.model.records import read_records
+from secbot.model.training import TrainConfig, train
 
 SETS = ("heldout", "identity", "corrections")
 

@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from feedback.db import make_engine
-from feedback.migrate import include_object
-from feedback.models import Base
+from secbot.feedback.db import make_engine
+from secbot.feedback.migrate import include_object
+from secbot.feedback.models import Base
 
 
 def run_migrations(connection) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from model.errors import AdapterMismatch, ModelFilesError
+from secbot.model.errors import AdapterMismatch, ModelFilesError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from model.engine import Engine
-from model.generation import Sampling, TextDeltas
-from model.stepping import Decoder, Row
+from secbot.model.engine import Engine
+from secbot.model.generation import Sampling, TextDeltas
+from secbot.model.stepping import Decoder, Row
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from model.adapters import AdapterSet
-from model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, drain
-from model.loading import LoadedModel, is_native, load_base
-from model.prompting import History, PromptBuilder, PromptFormat, detect_format
-from model.stepping import Decoder, Row
+from secbot.model.adapters import AdapterSet
+from secbot.model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, drain
+from secbot.model.loading import LoadedModel, is_native, load_base
+from secbot.model.prompting import History, PromptBuilder, PromptFormat, detect_format
+from secbot.model.stepping import Decoder, Row
 
 log = logging.getLogger(__name__)
 

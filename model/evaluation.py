@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.errors import ModelError
+from secbot.model.errors import ModelError
 
 PREDICTIONS_FILE = "generated_predictions.txt"
 METRIC_NAMES = ("rouge-1", "rouge-2", "rouge-l", "bleu-4", "exact_match")
@@ -92,7 +92,7 @@ def evaluate(engine, records, out_dir: str | Path | None = None, batch_size: int
     """
     from tqdm.auto import tqdm
 
-    from model.generation import Sampling
+    from secbot.model.generation import Sampling
 
     sampling = sampling or Sampling(max_new_tokens=256)
     preds: list[str] = []

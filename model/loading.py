@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from model.errors import ModelFilesError, RemoteCodeRequired
+from secbot.model.errors import ModelFilesError, RemoteCodeRequired
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.errors import ModelError
+from secbot.model.errors import ModelError
 
 
 class RecordError(ModelError):

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from model.batching import Job, make_batcher
-from model.engine import Engine
-from model.errors import ModelError
-from model.generation import Sampling, drain
-from model.prompting import PromptBuilder
+from secbot.model.batching import Job, make_batcher
+from secbot.model.engine import Engine
+from secbot.model.errors import ModelError
+from secbot.model.generation import Sampling, drain
+from secbot.model.prompting import PromptBuilder
 
 MAX_BODY_BYTES = 1_000_000
 MAX_NEW_TOKENS = 4096

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model.generation import Sampling, TextDeltas
+from secbot.model.generation import Sampling, TextDeltas
 
 
 @dataclass

@@ -28,7 +28,7 @@ TINY_SIZES = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
 
 
 def corpus_lines() -> list[str]:
-    return files("model").joinpath("tiny_corpus.txt").read_text(encoding="utf-8").splitlines()
+    return files("secbot.model").joinpath("tiny_corpus.txt").read_text(encoding="utf-8").splitlines()
 
 
 def build_tokenizer(vocab_size: int = 3000):

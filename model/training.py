@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from model.errors import ModelError
-from model.loading import LoadedModel, is_native, load_base
-from model.prompting import PromptBuilder, PromptFormat, detect_format
-from model.records import Record, records_hash
+from secbot.model.errors import ModelError
+from secbot.model.loading import LoadedModel, is_native, load_base
+from secbot.model.prompting import PromptBuilder, PromptFormat, detect_format
+from secbot.model.records import Record, records_hash
 
 log = logging.getLogger(__name__)
 

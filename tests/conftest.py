@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from model.engine import Engine
-from model.tiny import build_tiny_model
+from secbot.model.engine import Engine
+from secbot.model.tiny import build_tiny_model
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -54,7 +54,7 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def store(db_url):
-    from feedback.store import Store
+    from secbot.feedback.store import Store
 
     s = Store(db_url, trusted_analysts={"UTRUSTED"})
     yield s

@@ -1,9 +1,9 @@
 import pytest
 from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
 
-from model.errors import ModelFilesError
-from model.generation import Sampling
-from model.loading import load_base
+from secbot.model.errors import ModelFilesError
+from secbot.model.generation import Sampling
+from secbot.model.loading import load_base
 
 GREEDY = Sampling(max_new_tokens=16)
 

@@ -6,8 +6,8 @@ import time
 import pytest
 from peft import LoraConfig, PrefixTuningConfig, TaskType
 
-from model.batching import BatchQueue, ContinuousBatcher, Job, make_batcher
-from model.generation import Sampling, drain
+from secbot.model.batching import BatchQueue, ContinuousBatcher, Job, make_batcher
+from secbot.model.generation import Sampling, drain
 from test_adapters import make_adapter
 
 QUESTIONS = [f"Q{i}: " + "how do we contain it? " * (i % 4 + 1) for i in range(12)]
@@ -102,8 +102,8 @@ def test_an_adapter_switch_waits_for_running_rows(fresh_engine, adapters):
 
 
 def test_the_glm4_0414_architecture_decodes_the_same_way(tmp_path):
-    from model.engine import Engine
-    from model.tiny import build_tiny_model
+    from secbot.model.engine import Engine
+    from secbot.model.tiny import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "glm4", seed=1, architecture="glm4")
     engine = Engine.load(model_dir, system_prompt="You are secbot.")

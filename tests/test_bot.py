@@ -5,16 +5,16 @@ import time
 
 import pytest
 
-from bot.answering import split_text
-from bot.app import create_app
-from bot.local_slack import (BOT_USER_ID, LocalSlack, event_body, form_body, interactive_body,
+from secbot.bot.answering import split_text
+from secbot.bot.app import create_app
+from secbot.bot.local_slack import (BOT_USER_ID, LocalSlack, event_body, form_body, interactive_body,
                              mention_event, signature_headers)
-from bot.model_client import InProcessClient, OpenAIClient
-from bot.settings import Settings
-from feedback.models import RecordSource, RecordStatus
-from feedback.store import Store
-from model.engine import Engine
-from model.generation import Sampling
+from secbot.bot.model_client import InProcessClient, OpenAIClient
+from secbot.bot.settings import Settings
+from secbot.feedback.models import RecordSource, RecordStatus
+from secbot.feedback.store import Store
+from secbot.model.engine import Engine
+from secbot.model.generation import Sampling
 
 SECRET = "test-signing-secret"
 ADMIN, ANALYST, TRUSTED = "UADMIN", "UANALYST", "UTRUSTED"

@@ -3,16 +3,15 @@ import os
 import subprocess
 import sys
 
-import pytest
 
-from bot.settings import Settings
-from bot.terminal_chat import run_chat
-from model.generation import Sampling
+from secbot.bot.settings import Settings
+from secbot.bot.terminal_chat import run_chat
+from secbot.model.generation import Sampling
 from servers import clean_env
 
 
 def secbot(*args, env=None, cwd=None, stdin=""):
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "secbot.bot.cli", *args], input=stdin, text=True,
                           capture_output=True, env=clean_env(**(env or {})), cwd=cwd, timeout=300)
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from bot.cli import build_parser
-from bot.settings import Settings
+from secbot.bot.cli import build_parser
+from secbot.bot.settings import Settings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 KNOWN = {Settings().env_name(f) for f in Settings.model_fields} | {

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bot.demo import CORRECTIONS, run_demo
-from bot.loop import loop_config_from
-from bot.model_client import InProcessClient, load_engine
-from bot.loop import follow_active_version
-from feedback.gate import GateConfig, decide
-from feedback.models import RunState, TrainingRun, utcnow
-from feedback.pipeline import RetrainPipeline
-from feedback.schedule import JOB_ID, start_scheduler
-from feedback.store import Store
-from bot.demo import demo_settings
+from secbot.bot.demo import CORRECTIONS, run_demo
+from secbot.bot.loop import loop_config_from
+from secbot.bot.model_client import InProcessClient, load_engine
+from secbot.bot.loop import follow_active_version
+from secbot.feedback.gate import GateConfig, decide
+from secbot.feedback.models import RunState, TrainingRun, utcnow
+from secbot.feedback.pipeline import RetrainPipeline
+from secbot.feedback.schedule import JOB_ID, start_scheduler
+from secbot.feedback.store import Store
+from secbot.bot.demo import demo_settings
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def loop_env(demo):
     settings = demo_settings(demo.data_dir, "http://127.0.0.1:9/api/")
     store = Store(settings.effective_database_url, trusted_analysts=settings.trusted_analysts)
     model = InProcessClient(load_engine(settings))
-    from bot.runtime import serve_active_version
+    from secbot.bot.runtime import serve_active_version
 
     serve_active_version(store, model)
     config = loop_config_from(settings)
@@ -189,7 +189,7 @@ def test_the_gate_compares_candidate_and_active():
 
 
 def test_retrain_requests_queue_for_the_training_worker(loop_env):
-    from bot.loop import SlackLoop
+    from secbot.bot.loop import SlackLoop
 
     store, pipeline, model, settings = loop_env
     settings = settings.model_copy(update={"training": "worker", "admin_channel": None})

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from peft import PrefixTuningConfig, TaskType, get_peft_model
 
-from bot.model_client import OpenAIClient, Usage
-from model.engine import Engine
-from model.generation import Sampling
-from model.loading import load_base
+from secbot.bot.model_client import OpenAIClient, Usage
+from secbot.model.engine import Engine
+from secbot.model.generation import Sampling
+from secbot.model.loading import load_base
 from servers import clean_env, free_port, secbot_server
 
 KEY = "model-server-test-key"

@@ -1,6 +1,6 @@
 import pytest
 
-from model.prompting import PromptBuilder, PromptFormat, chatglm2_prompt, chatglm_prompt, detect_format
+from secbot.model.prompting import PromptBuilder, PromptFormat, chatglm2_prompt, chatglm_prompt, detect_format
 
 H1 = [["什么是XSS？", "跨站脚本攻击。"]]
 H3 = [["q0", "a0"], ["q1", "a1"], ["q2", "a2"]]

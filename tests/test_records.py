@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from model.errors import ModelError
-from model.records import Columns, Record, RecordError, read_records, records_hash, write_records
+from secbot.model.errors import ModelError
+from secbot.model.records import Columns, Record, RecordError, read_records, records_hash, write_records
 
 
 def test_reads_thudm_json_lines_and_arrays(tmp_path):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import yaml
 
-from bot.local_slack import LocalSlack, event_body, mention_event, signature_headers
+from secbot.bot.local_slack import LocalSlack, event_body, mention_event, signature_headers
 from servers import clean_env, free_port, secbot_server
 
 SECRET = "serve-test-secret"
@@ -40,7 +40,7 @@ def test_http_mode_answers_signed_events_and_rejects_bad_ones(served):
 
 
 def test_serve_without_tokens_says_what_to_set(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bot.cli", "serve", "--http"],
+    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli", "serve", "--http"],
                          env=clean_env(SECBOT_DATA_DIR=str(tmp_path)),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "SLACK_BOT_TOKEN" in out.stderr and "Traceback" not in out.stderr

@@ -9,10 +9,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from feedback.migrate import current_revision, include_object
-from feedback.models import Base, ModelVersion, RecordSource, RecordStatus, TrainingRecord, VersionStatus
-from feedback.store import Store, StoreError
-from model.records import RecordError
+from secbot.feedback.migrate import current_revision, include_object
+from secbot.feedback.models import Base, ModelVersion, RecordSource, RecordStatus, VersionStatus
+from secbot.feedback.store import Store, StoreError
+from secbot.model.records import RecordError
 
 
 def conversation(store, channel="C1", thread="100.0"):
@@ -231,7 +231,7 @@ def test_event_ids_are_claimed_once(store):
 
 WRITER = textwrap.dedent("""
     import sys
-    from feedback.store import Store
+    from secbot.feedback.store import Store
     store = Store(sys.argv[1], migrate=False)
     turns = [int(t) for t in sys.argv[3].split(",")]
     for i in range(int(sys.argv[4])):
