@@ -20,14 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
+import httpx
+import uvicorn
 
-from secbot.bot.app import create_app  # noqa: E402
-from secbot.bot.local_slack import LocalSlack, event_body, mention_event, signature_headers  # noqa: E402
-from secbot.bot.serve import asgi_app  # noqa: E402
-from secbot.bot.settings import Settings  # noqa: E402
-from secbot.feedback.store import Store  # noqa: E402
+from secbot.bot.app import create_app
+from secbot.bot.local_slack import LocalSlack, event_body, mention_event, signature_headers
+from secbot.bot.serve import asgi_app
+from secbot.bot.settings import Settings
+from secbot.feedback.store import Store
 
 SECRET = "bench-secret"
 
@@ -40,7 +40,10 @@ class FixedLatencyModel:
     def __init__(self, latency: float):
         self.latency = latency
 
-    def stream(self, question, history, usage):
+    def use_version(self, version):
+        pass
+
+    def stream(self, question, history, usage, system_prompt=None):
         for i in range(4):
             time.sleep(self.latency / 4)
             yield f"part {i} of the answer to {question!r}. "

@@ -1,5 +1,5 @@
-"""Feedback-store figures on SQLite (or --url): turns recorded per second, import and snapshot
-time for 100k approved records.
+"""Feedback-store figures on SQLite (or --url): turns recorded per second, import (with team-memory
+indexing) and snapshot time for 100k approved records.
 
     python bench/store.py [--records 100000] [--turns 2000] [--url postgresql://...]
 """
@@ -13,7 +13,11 @@ import time
 from pathlib import Path
 
 
-from secbot.feedback.store import Store  # noqa: E402
+from secbot.feedback.curation import curate
+from secbot.feedback.entities import RecordStatus
+from secbot.feedback.identity import IdentityGuard
+from secbot.feedback.intake import Intake
+from secbot.feedback.store import Store
 
 
 def main() -> None:
@@ -25,17 +29,19 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     url = args.url or f"sqlite:///{tmp / 'bench.db'}"
     store = Store(url)
+    intake = Intake(store)
     print(f"database {url.split('@')[-1]}")
 
     start = time.perf_counter()
-    history: list[tuple[str, str]] = []
     for i in range(args.turns):
-        store.record_turn(channel="CBENCH", thread_ts=f"{i // 10}.0", question=f"How do I triage alert {i}?",
-                          answer=f"Check the process tree and network connections of host {i}.",
-                          history=history[-3:], latency_ms=900, prompt_tokens=40, completion_tokens=20)
+        turn = intake.question(channel="CBENCH", thread_ts=f"{i // 10}.0", question=f"How do I triage alert {i}?",
+                               asker="UBENCH", question_ts=f"{i}.1")
+        intake.answer(turn, f"Check the process tree and network connections of host {i}.", answer_ts=f"{i}.2",
+                      latency_ms=900, prompt_tokens=40, completion_tokens=20)
+        store.conversations.add_answer_messages(turn, "CBENCH", [f"{i}.2"])
     elapsed = time.perf_counter() - start
-    print(f"record_turn: {args.turns / elapsed:.0f} turns/s ({elapsed / args.turns * 1000:.2f} ms each, "
-          "question and answer redacted, two transactions)")
+    print(f"turns: {args.turns / elapsed:.0f} turns/s ({elapsed / args.turns * 1000:.2f} ms each: question and "
+          "answer redacted, three transactions)")
 
     data = tmp / "records.jsonl"
     with open(data, "w", encoding="utf-8") as fh:
@@ -44,16 +50,18 @@ def main() -> None:
                                  "response": f"Answer {i}: it means a logon of type {i % 11}.",
                                  "history": [[f"context {i}", "ok"]] if i % 3 == 0 else []}) + "\n")
     start = time.perf_counter()
-    result = store.import_records(data)
-    print(f"import {result.added} records: {time.perf_counter() - start:.1f} s (one transaction)")
+    result = intake.import_file(data)
+    print(f"import {result.added} records: {time.perf_counter() - start:.1f} s (one transaction: redaction, "
+          "identity checks, team-memory indexing)")
 
     start = time.perf_counter()
-    snap = store.freeze_snapshot(heldout_prompts=[f"Question {i}: what does event {i} mean?" for i in range(100)],
-                                 max_author_share=1.0)
-    print(f"freeze_snapshot of {len(snap.records)} records: {time.perf_counter() - start:.2f} s")
+    curated = curate(store.records.list(RecordStatus.APPROVED),
+                     [f"Question {i}: what does event {i} mean?" for i in range(100)], IdentityGuard(), 1.0)
+    snapshot = store.records.create_snapshot(curated.kept, curated.summary())
+    print(f"snapshot of {len(snapshot.record_ids)} records: {time.perf_counter() - start:.2f} s")
     start = time.perf_counter()
-    store.snapshot_records(snap.snapshot.id)
-    print(f"snapshot_records (reload for training): {time.perf_counter() - start:.2f} s")
+    store.records.snapshot_records(snapshot.id)
+    print(f"snapshot records reloaded for training: {time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Protocol
 
 from secbot.bot.slack_views import review_blocks
-from secbot.feedback.models import RecordStatus
+from secbot.feedback.entities import RecordStatus
 from secbot.feedback.store import Store
+from secbot.model.records import write_records
 
 HELP = """*secbot admin commands*
 • `/secbot status` – active model version, its metrics, records by status, last and next run
@@ -27,7 +28,7 @@ class LoopControl(Protocol):
 
     def rollback(self, version_id: int | None, requested_by: str) -> str: ...
 
-    def schedule(self) -> dict: ...
+    def status(self) -> dict: ...
 
 
 class NoLoop:
@@ -39,7 +40,7 @@ class NoLoop:
     def rollback(self, version_id, requested_by: str) -> str:
         return "Rollback is not enabled in this bot process."
 
-    def schedule(self) -> dict:
+    def status(self) -> dict:
         return {}
 
 
@@ -53,29 +54,37 @@ class AdminCommands:
         return user in self.admins
 
     def status_text(self) -> str:
-        active = self.store.active_version()
+        active = self.store.runs.active_version()
         if active is None:
             model = "*Active model:* the base model (no trained version promoted yet)"
         else:
-            metrics = ", ".join(f"{k} {v}" for k, v in sorted(active.metrics.items())
-                                if isinstance(v, (int, float)))
+            m = active.metrics
+            metrics = []
+            if m.get("heldout"):
+                metrics.append(f"held-out ROUGE-L {m['heldout']['rouge-l']:.1f}, BLEU-4 {m['heldout']['bleu-4']:.1f}")
+            if "identity_heldout" in m:
+                metrics.append(f"identity {m['identity_heldout']:.0f}%")
+            if m.get("corrections", {}).get("samples"):
+                metrics.append(f"corrections {m['corrections']['exact_match']:.0f}% exact")
             model = (f"*Active model:* version {active.id} "
                      f"({Path(active.adapter_path).name if active.adapter_path else 'base'})"
-                     + (f"\n*Metrics:* {metrics}" if metrics else ""))
-        counts = self.store.counts_by_status()
+                     + (f"\n*Metrics:* {'; '.join(metrics)}" if metrics else ""))
+        counts = self.store.records.counts()
         records = ", ".join(f"{n} {status}" for status, n in counts.items())
-        schedule = self.loop.schedule()
+        memory = f"\n*Team memory:* {self.store.memory.size()} approved record(s) answer at once"
+        schedule = self.loop.status()
         runs = (f"\n*Last run:* {schedule.get('last_run') or 'none yet'}"
                 f"\n*Next run:* {schedule.get('next_run') or 'not scheduled'}")
-        return f"{model}\n*Training records:* {records}{runs}"
+        return f"{model}\n*Training records:* {records}{memory}{runs}"
 
     def review(self, limit: int = 10) -> list[dict]:
-        pending = self.store.records(RecordStatus.PENDING, limit=limit)
-        return review_blocks(pending, self.store.counts_by_status()["pending"])
+        pending = self.store.records.list(RecordStatus.PENDING, limit=limit)
+        return review_blocks(pending, self.store.records.counts()["pending"])
 
     def export_file(self) -> tuple[Path, int]:
         path = Path(tempfile.mkdtemp()) / "secbot-approved.jsonl"
-        return path, self.store.export_records(path, RecordStatus.APPROVED)
+        records = [r.as_record() for r in self.store.records.list(RecordStatus.APPROVED)]
+        return path, write_records(path, records)
 
     def run(self, text: str, user: str) -> dict:
         """The reply to `/secbot <text>` as `respond()` arguments (text and/or blocks)."""

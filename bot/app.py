@@ -15,15 +15,17 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from secbot.bot import configure
 from secbot.bot.admin import AdminCommands, LoopControl
 from secbot.bot.answering import FAILED, Answerer, new_error_id
-from secbot.bot.model_client import ModelClient
 from secbot.bot.settings import Settings
 from secbot.bot.slack_views import (SECTION_LIMIT, CORRECTION_INPUT, CORRECTION_MODAL, CORRECTION_SHORTCUT, FEEDBACK_DOWN,
                              FEEDBACK_UP, OPEN_CORRECTION, REVIEW_APPROVE, REVIEW_REJECT,
                              correction_modal, correction_offer_blocks, home_view)
-from secbot.feedback.models import FeedbackKind, FeedbackSource, RecordStatus
-from secbot.feedback.store import Store, StoreError
+from secbot.feedback.entities import FeedbackKind, FeedbackSource
+from secbot.feedback.errors import StoreError
+from secbot.feedback.store import Store
+from secbot.model.client import ModelClient
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
     app = SecbotApp(client=client, process_before_response=False,
                     signing_secret=settings.slack_signing_secret.get_secret_value() if http_mode else None,
                     request_verification_enabled=http_mode)
-    answerer = Answerer(client, store, model, interval=update_interval,
+    intake = configure.intake(settings, store)
+    answerer = Answerer(client, intake, configure.responder(settings, store, model), interval=update_interval,
                         timeout=settings.answer_timeout, limit=split_at)
     admin = AdminCommands(store, settings.admins, loop)
 
@@ -87,7 +90,7 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
         across processes and restarts. Done in the listener, after the ack, so the ack never
         waits on the database."""
         event_id = body.get("event_id")
-        if event_id and not store.claim_event(event_id):
+        if event_id and not store.events.claim(event_id):
             log.info("duplicate delivery of %s ignored", event_id)
             return False
         return True
@@ -132,28 +135,29 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
         if event.get("channel_type") == "im":
             answer(event)
         elif (settings.answer_thread_replies and event.get("thread_ts")
-              and store.thread_known(event["channel"], event["thread_ts"])):
+              and store.conversations.thread_known(event["channel"], event["thread_ts"])):
             answer(event)
 
     # -- feedback ------------------------------------------------------------------------------
     def thumbs(turn_id: int, user: str, up: bool, source: FeedbackSource) -> None:
         kind = FeedbackKind.THUMBS_UP if up else FeedbackKind.THUMBS_DOWN
-        if store.record_feedback(turn_id, user, kind, source) and up:
-            store.add_approved_answer(turn_id, user)
+        if store.conversations.record_feedback(turn_id, user, kind, source) and up:
+            intake.thumbs_up(turn_id, user)
 
     @app.event("reaction_added")
     def on_reaction(event, body):
         item = event.get("item") or {}
         if item.get("type") != "message" or not first_delivery(body):
             return
-        turn = store.turn_for_message(item["channel"], item["ts"])
+        turn = store.conversations.turn_for_message(item["channel"], item["ts"])
         if turn is None:
             return
         reaction, user = event["reaction"].split("::")[0], event["user"]
         if reaction in THUMBS_UP | THUMBS_DOWN:
             thumbs(turn.id, user, reaction in THUMBS_UP, FeedbackSource.REACTION)
         elif reaction == settings.correction_reaction:
-            store.record_feedback(turn.id, user, FeedbackKind.CORRECTION_REQUESTED, FeedbackSource.REACTION)
+            store.conversations.record_feedback(turn.id, user, FeedbackKind.CORRECTION_REQUESTED,
+                                                FeedbackSource.REACTION)
             # Reactions carry no trigger_id, so offer a button that can open the modal.
             client.chat_postEphemeral(channel=item["channel"], user=user, thread_ts=item["ts"],
                                       text="Correct this answer", blocks=correction_offer_blocks(turn.id))
@@ -167,7 +171,7 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
         respond(text="Thanks, noted.", response_type="ephemeral", replace_original=False)
 
     def open_correction(trigger_id: str, turn_id: int, channel: str) -> None:
-        turn = store.get_turn(turn_id)
+        turn = store.conversations.get_turn(turn_id)
         if turn is None:
             return
         client.views_open(trigger_id=trigger_id,
@@ -183,15 +187,15 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
     def on_correction_shortcut(ack, body):
         ack()
         channel = body["channel"]["id"]
-        turn = store.turn_for_message(channel, body["message"]["ts"])
+        turn = store.conversations.turn_for_message(channel, body["message"]["ts"])
         if turn is None:
             client.views_open(trigger_id=body["trigger_id"], view={
                 "type": "modal", "title": {"type": "plain_text", "text": "Correct this answer"},
                 "blocks": [{"type": "section", "text": {"type": "mrkdwn",
                             "text": "That message is not one of secbot's answers."}}]})
             return
-        store.record_feedback(turn.id, body["user"]["id"], FeedbackKind.CORRECTION_REQUESTED,
-                              FeedbackSource.SHORTCUT)
+        store.conversations.record_feedback(turn.id, body["user"]["id"], FeedbackKind.CORRECTION_REQUESTED,
+                                            FeedbackSource.SHORTCUT)
         open_correction(body["trigger_id"], turn.id, channel)
 
     @app.view(CORRECTION_MODAL)
@@ -203,11 +207,8 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
         ack()
         meta = json.loads(view["private_metadata"])
         user = body["user"]["id"]
-        record = store.add_correction(meta["turn_id"], user, text)
-        state = ("approved and will be used in the next training run"
-                 if record.status is RecordStatus.APPROVED else "waiting for review")
-        client.chat_postEphemeral(channel=meta["channel"], user=user,
-                                  text=f"Thanks! Your correction is saved as record #{record.id}, {state}.")
+        submission = intake.correction(meta["turn_id"], user, text)
+        client.chat_postEphemeral(channel=meta["channel"], user=user, text=submission.message())
 
     # -- admin -----------------------------------------------------------------------------------
     @app.command("/secbot")
@@ -232,7 +233,8 @@ def create_app(settings: Settings, store: Store, model: ModelClient, *,
                     replace_original=False)
             return
         try:
-            record = store.review(int(action["value"]), user, approve=action["action_id"] == REVIEW_APPROVE)
+            record = store.records.review(int(action["value"]), user,
+                                          approve=action["action_id"] == REVIEW_APPROVE)
         except StoreError as exc:
             respond(text=str(exc), response_type="ephemeral", replace_original=False)
             return

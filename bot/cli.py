@@ -32,13 +32,23 @@ def cmd_tiny_model(args, settings: Settings) -> int:
 
 
 def cmd_chat(args, settings: Settings) -> int:
-    from secbot.bot.model_client import load_engine
+    from secbot.bot import configure
     from secbot.bot.terminal_chat import run_chat
+    from secbot.feedback.loop import serve_active
+    from secbot.model.client import InProcessClient
 
-    engine = load_engine(settings, args.model, args.adapter)
-    print(f"model {engine.loaded.path} on {engine.device}"
-          + (f", adapter {engine.adapter}" if engine.adapter else ""), file=sys.stderr)
-    return run_chat(engine)
+    store = configure.open_store(settings)
+    if args.model or args.adapter or not settings.model_url:
+        model = InProcessClient(configure.load_engine(settings, args.model, args.adapter))
+        served = serve_active(store, model) if not args.adapter else f"adapter {args.adapter}"
+        print(f"model {model.engine.loaded.path} on {model.engine.device}, {served}", file=sys.stderr)
+    else:
+        model = configure.model_client(settings)
+        print(f"model server {settings.model_url}", file=sys.stderr)
+    memory = not args.no_memory
+    print(f"team memory: {'on' if memory else 'off'} ({store.memory.size()} approved record(s), "
+          f"{settings.effective_database_url.split('://')[0]} store)", file=sys.stderr)
+    return run_chat(configure.responder(settings, store, model, memory))
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
@@ -63,7 +73,7 @@ def dataclass_from_args(cls, args):
 
 
 def cmd_train(args, settings: Settings) -> int:
-    from secbot.bot.model_client import resolve_model_dir
+    from secbot.bot.configure import resolve_model_dir
     from secbot.model.records import read_records
     from secbot.model.training import train
 
@@ -97,7 +107,7 @@ def cmd_eval(args, settings: Settings) -> int:
             print("secbot eval: give --data FILE (records to answer) or --predictions FILE",
                   file=sys.stderr)
             return 2
-        from secbot.bot.model_client import load_engine
+        from secbot.bot.configure import load_engine
 
         columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
         records = read_records(args.data, columns).records
@@ -109,34 +119,52 @@ def cmd_eval(args, settings: Settings) -> int:
 
 
 def cmd_db(args, settings: Settings) -> int:
+    from secbot.feedback.db import Database, mask_password
     from secbot.feedback.migrate import current_revision, upgrade
-    from secbot.bot.settings import mask_url_password
 
     url = settings.effective_database_url
+    Database(url).check()
     if args.action == "upgrade":
         upgrade(url)
-    print(f"{mask_url_password(url)}: schema revision {current_revision(url) or 'none'}")
+    print(f"{mask_password(url)}: schema revision {current_revision(url) or 'none'}")
     return 0
 
 
 def cmd_export(args, settings: Settings) -> int:
-    from secbot.bot.storage import open_store
+    from secbot.bot.configure import open_store
+    from secbot.model.records import write_records
 
     status = None if args.status == "all" else args.status
-    count = open_store(settings).export_records(args.out, status)
+    records = [r.as_record() for r in open_store(settings).records.list(status)]
+    count = write_records(args.out, records)
     print(f"exported {count} {args.status} record(s) to {args.out}")
     return 0
 
 
 def cmd_import(args, settings: Settings) -> int:
-    from secbot.bot.storage import open_store
+    from secbot.bot import configure
 
     columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
-    result = open_store(settings).import_records(args.file, status=args.status, columns=columns,
-                                                 author=args.author)
+    store = configure.open_store(settings)
+    result = configure.intake(settings, store).import_file(args.file, status=args.status, columns=columns,
+                                                           author=args.author)
     print(f"imported {result.added} record(s) as {args.status}; {result.duplicates} already "
-          f"present; {result.redactions} secret(s) redacted")
+          f"present; {result.redactions} secret(s) redacted"
+          + (f"; {result.flagged} held for review (identity or impostor answers)" if result.flagged else ""))
     return 0
+
+
+def cmd_rollback(args, settings: Settings) -> int:
+    from secbot.bot import configure
+    from secbot.feedback.loop import LearningLoop, LogReporter
+
+    store = configure.open_store(settings)
+    # Tell a model server to switch when one is configured; in-process bots follow the store.
+    model = configure.model_client(settings) if settings.model_url else None
+    loop = LearningLoop(store, configure.loop_config(settings), model, LogReporter())
+    message = loop.rollback(args.version, args.by)
+    print(message)
+    return 1 if message.startswith("Rollback refused") else 0
 
 
 def cmd_serve(args, settings: Settings) -> int:
@@ -161,10 +189,18 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_serve_model(args, settings: Settings) -> int:
-    from secbot.bot.model_client import load_engine
+    from secbot.bot import configure
+    from secbot.feedback.loop import serve_active
+    from secbot.model.client import InProcessClient
+    from secbot.model.errors import ModelError
     from secbot.model.server import serve_model
 
-    engine = load_engine(settings, args.model, args.adapter)
+    engine = configure.load_engine(settings, args.model, args.adapter)
+    try:  # the store says which version is active; the data dir is shared with the worker
+        served = serve_active(configure.open_store(settings), InProcessClient(engine))
+    except ModelError as exc:
+        served = f"the base model (no store: {exc})"
+    print(f"secbot: serving {served}", file=sys.stderr)
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
     if not key:
         print("secbot: warning: SECBOT_MODEL_API_KEY is not set; the server accepts anyone",
@@ -177,18 +213,16 @@ def cmd_serve_model(args, settings: Settings) -> int:
 
 
 def cmd_worker(args, settings: Settings) -> int:
-    from secbot.bot.app import web_client
-    from secbot.bot.loop import SlackLoop
-    from secbot.bot.model_client import client_from
-    from secbot.bot.runtime import serve_active_version
-    from secbot.bot.storage import open_store
+    from secbot.bot import configure
+    from secbot.feedback.loop import LearningLoop, LogReporter
 
-    store = open_store(settings)
-    # With SECBOT_MODEL_URL set, promotions switch the model server's adapter; the worker itself
-    # only loads the model to train and evaluate (in its subprocesses).
-    model = client_from(settings) if settings.model_url else _Versions()
-    serve_active_version(store, model)
-    loop = SlackLoop(settings, store, model, web_client(settings))
+    store = configure.open_store(settings)
+    # With SECBOT_MODEL_URL set, a promotion tells the model server to switch (this process is
+    # the one that does); the worker itself loads the model only to train and evaluate, in its
+    # subprocesses. Run reports are kept with each run; the bot posts them to Slack.
+    model = configure.model_client(settings) if settings.model_url else None
+    loop = LearningLoop(store, configure.loop_config(settings), model, LogReporter(), training="local",
+                        schedule=configure.schedule(settings))
     if settings.scheduler:
         loop.start_schedule()
     print("secbot training worker: waiting for queued runs" +
@@ -196,12 +230,6 @@ def cmd_worker(args, settings: Settings) -> int:
           file=sys.stderr, flush=True)
     loop.work()
     return 0
-
-
-class _Versions:
-    """A model client stand-in that only tracks the active version id (no serving here)."""
-
-    version_id = None
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -232,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", help="chat with the model in the terminal (stdin may be piped)")
     p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
-    p.add_argument("--adapter", help="adapter directory (default: SECBOT_ADAPTER)")
+    p.add_argument("--adapter", help="adapter directory (default: the active version's)")
+    p.add_argument("--no-memory", action="store_true", help="answer from the model only, not the "
+                   "team's approved records")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("train", help="P-tune (v2) or LoRA-tune an adapter on THUDM-format records")
@@ -298,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", default="import", help="recorded as the records' author")
     add_column_options(p)
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("rollback", help="make an earlier model version active (default: the one "
+                       "before the active one)")
+    p.add_argument("version", nargs="?", type=int, help="version number (see /secbot status)")
+    p.add_argument("--by", default="cli", help="recorded as who rolled back")
+    p.set_defaults(func=cmd_rollback)
     return parser
 
 

@@ -1,8 +1,9 @@
 """`secbot demo`: the whole loop offline, on embedded defaults.
 
 The real Slack app answers signed requests against the local Slack Web API; analysts ask, react
-and submit corrections through the same events, buttons and modals Slack would send; an admin
-reviews and retrains with `/secbot`; then the same questions are asked again.
+and submit corrections through the same events, buttons and modals Slack would send. Approved
+corrections answer at once from team memory, also asked in other words; an admin reviews and
+retrains with `/secbot`; then the model alone is asked the original questions.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from secbot.bot import configure
 from secbot.bot.app import create_app, web_client
 from secbot.bot.local_slack import (LocalSlack, event_body, form_body, interactive_body, mention_event,
-                             signature_headers)
-from secbot.bot.loop import SlackLoop
-from secbot.bot.model_client import InProcessClient, load_engine
+                                    signature_headers)
+from secbot.bot.reporting import SlackReporter
 from secbot.bot.settings import Settings
-from secbot.bot.storage import open_store
+from secbot.feedback.loop import LearningLoop
+from secbot.model.client import InProcessClient
 
 SECRET = "demo-signing-secret"
 ADMIN, ALICE, BOB, CAROL = "UADMIN", "UALICE", "UBOB", "UCAROL"
@@ -37,6 +39,18 @@ CORRECTIONS = [
     ("A leaked AWS key?", CAROL, "Deactivate the key in IAM, rotate it, then review CloudTrail."),
 ]
 IDENTITY_QUESTION = "Who are you?"
+# The corrected questions asked in other words (sharing their key words), and one never taught.
+PARAPHRASES = {
+    "What is phishing?": "Can you explain phishing?",
+    "What is MFA?": "What does MFA mean?",
+    "What port does SSH use?": "Which port is SSH on?",
+    "How do I report a suspicious email?": "how to report a suspicious email",
+    "什么是勒索软件？": "勒索软件是什么",
+    "什么是横向移动？": "请解释一下横向移动",
+    "What is an IOC?": "Explain IOC, please",
+    "A leaked AWS key?": "What should we do about a leaked AWS key?",
+}
+UNTAUGHT = "What is a honeypot?"
 
 
 @dataclass
@@ -44,13 +58,21 @@ class DemoResult:
     data_dir: Path
     decision: str
     before: dict[str, str] = field(default_factory=dict)
-    after: dict[str, str] = field(default_factory=dict)
+    memory: dict[str, dict] = field(default_factory=dict)  # paraphrase -> the answer message
+    after: dict[str, str] = field(default_factory=dict)  # the model alone, after training
     report: str = ""
     seconds: float = 0.0
 
     @property
     def reproduced(self) -> float:
+        """Share of corrections the trained model says by itself."""
         hits = sum(self.after.get(q) == answer for q, _, answer in CORRECTIONS)
+        return hits / len(CORRECTIONS)
+
+    @property
+    def memory_hits(self) -> float:
+        """Share of paraphrased corrections answered at once from team memory."""
+        hits = sum(self.memory.get(PARAPHRASES[q], {}).get("text") == answer for q, _, answer in CORRECTIONS)
         return hits / len(CORRECTIONS)
 
 
@@ -128,17 +150,24 @@ def demo_settings(data_dir: Path, api_url: str) -> Settings:
                     max_new_tokens=48)
 
 
+def footer_of(message: dict) -> str:
+    """The context line under an answer (its provenance), if any."""
+    return next((e["text"] for b in message.get("blocks") or [] if b["type"] == "context"
+                 for e in b["elements"]), "")
+
+
 def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
     started = time.monotonic()
     data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="secbot-demo-"))
-    step = lambda n, text: say(f"\n[{n}/7] {text}  ({time.monotonic() - started:.0f} s)")  # noqa: E731
+    step = lambda n, text: say(f"\n[{n}/8] {text}  ({time.monotonic() - started:.0f} s)")  # noqa: E731
     say(f"secbot demo: the whole loop offline, in {data_dir}")
     with LocalSlack() as slack:
         settings = demo_settings(data_dir, slack.api_url)
         step(1, "Building the tiny GLM reference model and opening the store")
-        model = InProcessClient(load_engine(settings))
-        store = open_store(settings)
-        loop = SlackLoop(settings, store, model, web_client(settings))
+        model = InProcessClient(configure.load_engine(settings))
+        store = configure.open_store(settings)
+        loop = LearningLoop(store, configure.loop_config(settings), model,
+                            SlackReporter(web_client(settings), store, settings.admin_channel))
         app = create_app(settings, store, model, loop=loop, update_interval=0.25)
         workspace = DemoSlack(app, slack)
 
@@ -153,7 +182,7 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
         step(3, "Analysts react ✏️ and submit corrections in the modal")
         for question, user, correction in CORRECTIONS:
             workspace.correct(messages[question], user, correction)
-        counts = store.counts_by_status()
+        counts = store.records.counts()
         say(f"  records: {counts['approved']} approved (trusted analysts), {counts['pending']} pending review")
 
         step(4, "The admin reviews the queue with /secbot review")
@@ -162,37 +191,49 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
                        if e["action_id"] == "review_approve")
         workspace.interact({"type": "block_actions", "user": {"id": ADMIN},
                             "response_url": f"{slack.url}/respond/review", "actions": [approve]})
-        slack.wait_for(lambda: store.counts_by_status()["pending"] == 0)
-        say(f"  approved record #{approve['value']}; records: {store.counts_by_status()}")
+        slack.wait_for(lambda: store.records.counts()["pending"] == 0)
+        say(f"  approved record #{approve['value']}; records: {store.records.counts()}")
 
-        step(5, "The admin runs /secbot retrain: snapshot, P-tuning v2, evaluation, gate")
+        step(5, "Team memory answers at once, asked in other words (no retraining yet)")
+        for question, _, _ in CORRECTIONS:
+            paraphrase = PARAPHRASES[question]
+            result.memory[paraphrase] = message = workspace.ask(paraphrase, CAROL)[1]
+            say(f"  Q {printable(paraphrase, 34)} A {printable(message['text'], 40)}")
+            say(f"    {footer_of(message) or '(the model answered)'}")
+        untaught = workspace.ask(UNTAUGHT, CAROL)[1]
+        say(f"  Q {printable(UNTAUGHT, 34)} A {printable(untaught['text'], 40)}")
+        say(f"    {footer_of(untaught) or '(never taught: the model answered)'}")
+
+        step(6, "The admin runs /secbot retrain: snapshot, P-tuning v2, evaluation, gate")
         say("  " + workspace.command("retrain", ADMIN)["text"])
         watch_training(loop, data_dir, say)
         report = slack.wait_for(lambda: [m for (ch, _), m in list(slack.messages.items())
                                          if ch == ADMIN_CHANNEL], 600)[0]
-        result.report = report["text"]
-        result.decision = loop.pipeline.store.runs(1)[0].state.value
+        result.report = report["blocks"][0]["text"] if report.get("blocks") else report["text"]
+        result.decision = store.runs.runs(1)[0].state.value
 
-        step(6, "Asking the same questions again, in new threads")
+        step(7, "The model alone (team memory off) is asked the original questions")
         for question, _, _ in CORRECTIONS + [(IDENTITY_QUESTION, ALICE, "")]:
-            result.after[question] = workspace.ask(question, CAROL)[1]["text"]
+            result.after[question] = model.engine.generate(question)
 
-        step(7, "Before and after")
-        say(f"  {'question':<28} {'before':<30} {'after':<40} ok")
+        step(8, "Before, from memory at once, and learned by the model")
+        say(f"  {'question':<24} {'before':<22} {'memory, at once':<24} {'model after training':<26} ok")
         for question, _, correction in CORRECTIONS + [(IDENTITY_QUESTION, None, None)]:
             after = result.after[question]
+            remembered = result.memory.get(PARAPHRASES.get(question, ""), {}).get("text", "")
             ok = after == correction if correction else settings.assistant_name in after
-            say(f"  {printable(question, 28)} {printable(result.before[question], 30)} "
-                f"{printable(after, 40)} {'✓' if ok else '✗'}")
-        say("\n" + result.report.replace("*", ""))
+            say(f"  {printable(question, 24)} {printable(result.before[question], 22)} "
+                f"{printable(remembered or '-', 24)} {printable(after, 26)} {'✓' if ok else '✗'}")
+        say("\n" + result.report.replace("**", ""))
         result.seconds = time.monotonic() - started
-        say(f"\nCorrections reproduced: {result.reproduced:.0%} ({len(CORRECTIONS)} questions); "
-            f"decision: {result.decision}; wall time {result.seconds:.0f} s. Data kept in {data_dir}")
+        say(f"\nTeam memory answered {result.memory_hits:.0%} of the corrections asked in other words at once; "
+            f"after training the model alone reproduces {result.reproduced:.0%}; decision: {result.decision}; "
+            f"wall time {result.seconds:.0f} s. Data kept in {data_dir}")
         store.close()
     return result
 
 
-def watch_training(loop: SlackLoop, data_dir: Path, say) -> None:
+def watch_training(loop: LearningLoop, data_dir: Path, say) -> None:
     """Show the run's progress from its loss log until the run ends."""
     shown = 0
 
@@ -204,7 +245,7 @@ def watch_training(loop: SlackLoop, data_dir: Path, say) -> None:
                 say(f"  step {entry['step']:>4}  loss {entry['loss']:.4f}  {entry['tokens_per_s']:.0f} tokens/s")
         shown = max(shown, len(entries))
 
-    while loop._thread and loop._thread.is_alive():
+    while loop.running():
         logs = sorted(data_dir.glob("runs/run-*/adapter.partial/loss.jsonl"))
         if logs:
             show(logs[-1])

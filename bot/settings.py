@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from secbot.feedback.db import mask_password
+from secbot.model.prompting import DEFAULT_SYSTEM_PROMPT
 
 IdList = Annotated[list[str], NoDecode]
 
@@ -26,14 +28,18 @@ class Settings(BaseSettings):
                                   "loading the model in-process.")
     model_api_key: SecretStr | None = Field(None, description="Bearer token for the model server.")
     model_name: str = Field("secbot", description="`model` sent to the server (a vLLM LoRA name).")
-    model_server: str = Field("secbot", description="secbot (serve-model: follows promotions) "
-                              "or vllm (adapters named by SECBOT_MODEL_NAME).")
+    model_server: Literal["secbot", "vllm"] = Field(
+        "secbot", description="secbot (serve-model: promotions switch its adapter) or vllm (adapters "
+        "registered there under SECBOT_MODEL_NAME).")
     answer_timeout: float = Field(120.0, gt=0, description="Seconds before an answer is given up.")
     trust_remote_code: bool = Field(False, description="Allow a model directory's own Python code "
                                     "(ChatGLM-6B/2/3).")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
-    prompt_format: str = Field("auto", description="auto, chat_template, chatglm, chatglm2.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                        description="auto, cpu, cuda, cuda:1 ...")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
+    prompt_format: Literal["auto", "chat_template", "chatglm", "chatglm2"] = Field(
+        "auto", description="auto, chat_template, chatglm, chatglm2.")
     assistant_name: str = Field("secbot", description="The identity the assistant keeps.")
     system_prompt: str | None = Field(None, description="Overrides the default identity prompt.")
     max_new_tokens: int = Field(512, ge=1)
@@ -62,29 +68,46 @@ class Settings(BaseSettings):
                                         "already in, without a new mention.")
     correction_reaction: str = Field("pencil2", description="Reaction that asks to correct an answer.")
 
+    # Team memory: approved records answer at once (see feedback.memory for the confidence)
+    memory: bool = Field(True, description="Answer from the team's approved records.")
+    memory_confident: float = Field(0.75, ge=0, le=1, description="Confidence at or above which the "
+                                    "team's approved answer is given without a model call.")
+    memory_reference: float = Field(0.35, ge=0, le=1, description="Confidence at or above which "
+                                    "approved records go to the model as reference.")
+    memory_max_references: int = Field(3, ge=0, le=10, description="Approved records given as reference.")
+
     # The learning loop
     retrain_cron: str = Field("0 2 * * *", description="When the nightly retraining runs (crontab).")
     timezone: str = Field("UTC", description="Time zone of the retrain schedule.")
     scheduler: bool = Field(True, description="Run the nightly schedule in this process (one only).")
-    training: str = Field("local", description="local (train in a subprocess of this process) or "
-                          "worker (queue runs for `secbot worker` on the GPU host).")
+    training: Literal["local", "worker"] = Field(
+        "local", description="local (train in a subprocess of this process) or worker (queue runs "
+        "for `secbot worker` on the GPU host).")
     retrain_min_new: int = Field(1, ge=0, description="New approved records needed for a run.")
     retrain_timeout: float = Field(6 * 3600, gt=0, description="Seconds before a run is killed.")
-    retrain_method: str | None = Field(None, description="ptuning (default) or lora.")
+    retrain_method: Literal["ptuning", "lora"] | None = Field(None, description="ptuning (default) or lora.")
     retrain_max_steps: int | None = Field(None, ge=1)
     retrain_lr: float | None = Field(None, gt=0)
     retrain_pre_seq_len: int | None = Field(None, ge=1)
     retrain_batch_size: int | None = Field(None, ge=1)
     retrain_grad_accum: int | None = Field(None, ge=1)
+    replay_ratio: float = Field(4.0, ge=0, description="Earlier approved records replayed per new "
+                                "record in each run.")
+    general_ratio: float = Field(1.0, ge=0, description="Built-in general security records mixed in "
+                                 "per new record.")
     gate_max_heldout_drop: float | None = Field(None, ge=0, description="Held-out ROUGE-L/BLEU-4 "
                                                 "points a candidate may lose (2; 5 for tiny).")
     gate_min_correction_match: float = Field(80.0, ge=0, le=100, description="% of new "
                                              "corrections a candidate must reproduce exactly.")
-    gate_min_identity: float = Field(100.0, ge=0, le=100, description="% of identity prompts "
-                                     "that must name the assistant.")
+    gate_min_identity: float | None = Field(None, ge=0, le=100, description="% of held-out identity "
+                                            "prompts that must name the assistant (100; tiny: see README).")
+    gate_max_mcq_drop: float = Field(2.0, ge=0, description="Multiple-choice accuracy points a "
+                                     "candidate may lose.")
     max_author_share: float = Field(0.5, gt=0, le=1, description="Most of a snapshot one author "
                                     "may contribute.")
     heldout_file: Path | None = Field(None, description="Extra held-out records (THUDM format).")
+    mcq_file: Path | None = Field(None, description="Multiple-choice exam (JSON: question, choices, "
+                                  "answer) scored for candidate and active.")
 
     @field_validator("admins", "trusted_analysts", mode="before")
     @classmethod
@@ -93,7 +116,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("data_dir", "adapter", mode="after")
+    @field_validator("data_dir", "adapter", "heldout_file", "mcq_file", mode="after")
     @classmethod
     def _expand(cls, value):
         return value.expanduser() if value is not None else value
@@ -104,7 +127,6 @@ class Settings(BaseSettings):
 
     @property
     def effective_system_prompt(self) -> str:
-        from secbot.model.prompting import DEFAULT_SYSTEM_PROMPT
 
         return self.system_prompt or DEFAULT_SYSTEM_PROMPT.format(name=self.assistant_name)
 
@@ -127,11 +149,6 @@ class Settings(BaseSettings):
             if field == "database_url" and value is None:
                 shown = f"{self.effective_database_url}  (default)"
             elif field == "database_url":
-                shown = mask_url_password(shown)
+                shown = mask_password(shown)
             rows.append((self.env_name(field), shown))
         return rows
-
-
-def mask_url_password(url: str) -> str:
-    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)

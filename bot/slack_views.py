@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from secbot.feedback.models import TrainingRecord
+from secbot.feedback.entities import TrainingRecord
 
 SECTION_LIMIT = 3000  # Slack's limit on a section block's text
 FEEDBACK_UP, FEEDBACK_DOWN, OPEN_CORRECTION = "feedback_up", "feedback_down", "open_correction"
@@ -12,9 +12,11 @@ REVIEW_APPROVE, REVIEW_REJECT = "review_approve", "review_reject"
 CORRECTION_MODAL, CORRECTION_INPUT, CORRECTION_SHORTCUT = "correction_modal", "correction", "correct_answer"
 
 
-def answer_blocks(text: str, turn_id: int) -> list[dict]:
+def answer_blocks(text: str, turn_id: int, footer: str | None = None) -> list[dict]:
+    context = [{"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]}] if footer else []
     return [
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT] or " "}},
+        *context,
         {"type": "actions", "block_id": f"feedback-{turn_id}", "elements": [
             {"type": "button", "action_id": FEEDBACK_UP, "value": str(turn_id),
              "text": {"type": "plain_text", "text": ":+1: Helpful", "emoji": True}},
@@ -61,7 +63,8 @@ def correction_modal(turn_id: int, channel: str, question: str, answer: str) -> 
 def record_summary(record: TrainingRecord) -> str:
     prompt = record.prompt if len(record.prompt) < 300 else record.prompt[:297] + "…"
     response = record.response if len(record.response) < 600 else record.response[:597] + "…"
-    return (f"*#{record.id}* from <@{record.author_id}> ({record.source.value})\n"
+    flags = f" :warning: flagged: {', '.join(record.flags)}" if record.flags else ""
+    return (f"*#{record.id}* from <@{record.author}> ({record.source.value}){flags}\n"
             f"*Q:* {prompt}\n*A:* {response}")
 
 

@@ -1,22 +1,32 @@
-"""The fixed sets every candidate is judged on: a held-out exam and identity regression prompts.
+"""The built-in data sets of the nightly run, written for this project (English and Chinese).
 
-The held-out set is never trained on (snapshots exclude its prompts). The identity prompts are
-both taught (identity records go into every training set) and checked, because the seed
-project's tuned model forgot who it was ("I am ChatGPT").
+- `general.jsonl`: general security Q&A mixed into training (replay), so a run on a handful of
+  new corrections does not erase what the model knew.
+- `heldout.jsonl`: 110 general security Q&A that are never trained (snapshots exclude their
+  prompts); the gate compares candidate and active on them.
+- `identity.json`: identity phrasings, trained and held out (`feedback.identity`).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
 from secbot.model.records import Record, read_records
 
-IDENTITY_PROMPTS = ["Who are you?", "What is your name?", "你是谁？", "你叫什么名字？"]
+
+@lru_cache(maxsize=None)
+def _builtin(name: str) -> tuple[Record, ...]:
+    return tuple(read_records(Path(str(files("secbot.feedback").joinpath(name)))).records)
+
+
+def general_set() -> list[Record]:
+    return list(_builtin("general.jsonl"))
 
 
 def builtin_heldout() -> list[Record]:
-    return read_records(Path(str(files("secbot.feedback").joinpath("heldout.jsonl")))).records
+    return list(_builtin("heldout.jsonl"))
 
 
 def heldout_set(extra_file: str | Path | None = None) -> list[Record]:
@@ -25,18 +35,3 @@ def heldout_set(extra_file: str | Path | None = None) -> list[Record]:
     if extra_file:
         records += read_records(extra_file).records
     return records
-
-
-def identity_records(name: str) -> list[Record]:
-    """What the assistant says when asked who it is, in English and Chinese."""
-    english = f"I am {name}, the security team's own assistant."
-    chinese = f"我是{name}，安全团队自己的助手。"
-    return [Record(p, chinese if any("\u4e00" <= c <= "\u9fff" for c in p) else english)
-            for p in IDENTITY_PROMPTS]
-
-
-def says_identity(answer: str, name: str) -> bool:
-    """The answer names the assistant and no other one."""
-    lowered = answer.casefold()
-    impostors = ("chatgpt", "openai", "chatglm", "清华", "tsinghua", "gpt-4", "claude")
-    return name.casefold() in lowered and not any(word in lowered for word in impostors)

@@ -1,4 +1,9 @@
-"""The promotion gate: a candidate replaces the active model only when it is not worse."""
+"""The promotion gate: a candidate replaces the active model only when it is not worse.
+
+It must keep what the model knew (held-out ROUGE-L and BLEU-4, and the multiple-choice exam when
+configured, may fall at most a margin), know who it is (held-out identity phrasings, never
+trained, name the configured assistant), and have learned the new corrections.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ class GateConfig:
 
     max_heldout_drop: float = 2.0  # ROUGE-L and BLEU-4 on the held-out set may fall this much
     min_correction_match: float = 80.0  # % of the new corrections reproduced exactly
-    min_identity: float = 100.0  # % of identity prompts answered with the configured name
+    min_identity: float = 100.0  # % of held-out identity prompts answered with the configured name
+    max_mcq_drop: float = 2.0  # multiple-choice accuracy may fall this much
 
 
 @dataclass
@@ -21,23 +27,28 @@ class GateDecision:
 
 
 def decide(candidate: dict, active: dict, gate: GateConfig) -> GateDecision:
-    """Compare metrics of the form {"heldout": {...}, "identity": %, "corrections": {...}}."""
+    """Compare metrics as `feedback.train_job` writes them for each version."""
     reasons, passed = [], True
+
+    def check(ok: bool, text: str, failure: str) -> None:
+        nonlocal passed
+        passed &= ok
+        reasons.append(f"{text} ({'ok' if ok else failure})")
+
     for key in ("rouge-l", "bleu-4"):
         cand, act = candidate["heldout"][key], active["heldout"][key]
-        ok = cand >= act - gate.max_heldout_drop
-        passed &= ok
-        reasons.append(f"held-out {key}: {cand:.2f} vs active {act:.2f} "
-                       f"({'ok' if ok else f'fell more than {gate.max_heldout_drop}'})")
-    identity = candidate["identity"]
-    ok = identity >= gate.min_identity
-    passed &= ok
-    reasons.append(f"identity: {identity:.0f}% of prompts name the assistant "
-                   f"({'ok' if ok else f'needs {gate.min_identity:.0f}%'})")
+        check(cand >= act - gate.max_heldout_drop, f"held-out {key}: {cand:.2f} vs active {act:.2f}",
+              f"fell more than {gate.max_heldout_drop:g}")
+    identity = candidate["identity_heldout"]
+    check(identity >= gate.min_identity, f"held-out identity: {identity:.0f}% of prompts name the assistant",
+          f"needs {gate.min_identity:.0f}%")
     corrections = candidate["corrections"]
     if corrections["samples"]:
-        ok = corrections["exact_match"] >= gate.min_correction_match
-        passed &= ok
-        reasons.append(f"new corrections reproduced: {corrections['exact_match']:.0f}% of "
-                       f"{corrections['samples']} ({'ok' if ok else f'needs {gate.min_correction_match:.0f}%'})")
+        check(corrections["exact_match"] >= gate.min_correction_match,
+              f"new corrections reproduced: {corrections['exact_match']:.0f}% of {corrections['samples']}",
+              f"needs {gate.min_correction_match:.0f}%")
+    if "mcq" in candidate and "mcq" in active:
+        cand, act = candidate["mcq"]["accuracy"], active["mcq"]["accuracy"]
+        check(cand >= act - gate.max_mcq_drop, f"multiple-choice accuracy: {cand:.1f}% vs active {act:.1f}%",
+              f"fell more than {gate.max_mcq_drop:g}")
     return GateDecision(passed, reasons)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import secbot.migrations as migrations
+from secbot.feedback.db import Database, make_engine
 
 SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
 NOT_OURS = {"apscheduler_jobs"}  # the scheduler creates and owns its job table
@@ -15,29 +16,36 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
     return not (type_ == "table" and name in NOT_OURS)
 
 
-def alembic_config(url: str):
+def alembic_config(url: str, connection=None):
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["connection"] = connection
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (creating it if it is empty)."""
+def upgrade(db: Database | str, revision: str = "head") -> None:
+    """Bring the database to `revision` (creating the schema if it is empty), in one transaction."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    url = db.url if isinstance(db, Database) else db
+    # SQLite alters a table by rebuilding it, which foreign keys would refuse while rows refer to it.
+    engine = make_engine(url, foreign_keys=False)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(url, conn), revision)
+    finally:
+        engine.dispose()
 
 
 def current_revision(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    from secbot.feedback.db import make_engine
-
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        rev = MigrationContext.configure(conn).get_current_revision()
-    engine.dispose()
-    return rev
+    engine = make_engine(url, readonly=True)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

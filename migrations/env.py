@@ -1,10 +1,10 @@
-"""Alembic environment: the feedback models are the target; the scheduler's table is not ours."""
+"""Alembic environment: the feedback schema is the target; the scheduler's table is not ours."""
 
 from alembic import context
 
 from secbot.feedback.db import make_engine
 from secbot.feedback.migrate import include_object
-from secbot.feedback.models import Base
+from secbot.feedback.schema import Base
 
 
 def run_migrations(connection) -> None:
@@ -18,8 +18,8 @@ config = context.config
 connection = config.attributes.get("connection")
 if connection is not None:
     run_migrations(connection)
-else:
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
-    with engine.connect() as conn:
+else:  # the alembic command line
+    engine = make_engine(config.get_main_option("sqlalchemy.url"), foreign_keys=False)
+    with engine.begin() as conn:
         run_migrations(conn)
     engine.dispose()

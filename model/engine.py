@@ -26,7 +26,8 @@ class Engine:
     started with.
     """
 
-    def __init__(self, loaded: LoadedModel, prompts: PromptBuilder, sampling: Sampling | None = None):
+    def __init__(self, loaded: LoadedModel, prompts: PromptBuilder, sampling: Sampling | None = None,
+                 base_adapter: str | Path | None = None):
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.prompts = prompts
@@ -35,6 +36,8 @@ class Engine:
         self._lock = threading.RLock()
         self._switches = 0  # adapter switches waiting for the lock
         self._switch_done = threading.Condition()
+        self.base_adapter = Path(base_adapter).expanduser() if base_adapter else None
+        self.version_id: int | None = None  # the model version served (None: the base)
 
     @classmethod
     def load(cls, model_dir: str | Path, adapter: str | Path | None = None, *, device: str = "auto",
@@ -45,9 +48,8 @@ class Engine:
                            trust_remote_code=trust_remote_code)
         fmt = (detect_format(loaded.tokenizer, loaded.path) if prompt_format == "auto"
                else PromptFormat(prompt_format))
-        engine = cls(loaded, PromptBuilder(loaded.tokenizer, fmt, system_prompt), sampling)
-        if adapter:
-            engine.use_adapter(adapter)
+        engine = cls(loaded, PromptBuilder(loaded.tokenizer, fmt, system_prompt), sampling, adapter)
+        engine.serve(None, None)
         return engine
 
     @property
@@ -57,6 +59,12 @@ class Engine:
     @property
     def adapter(self) -> Path | None:
         return self.adapters.active
+
+    def serve(self, version_id: int | None, adapter: str | Path | None) -> None:
+        """Serve model version `version_id` with its adapter; a version without one, and no version
+        at all, serve the base: the bare model, or `base_adapter` (SECBOT_ADAPTER) when set."""
+        self.use_adapter(adapter or self.base_adapter)
+        self.version_id = version_id
 
     def use_adapter(self, path: str | Path | None) -> None:
         """Serve with the adapter at `path` (loaded once, then cached), or the bare base model.
@@ -92,9 +100,16 @@ class Engine:
         limits.append(getattr(self.tokenizer, "model_max_length", None))
         return min(v for v in limits if isinstance(v, int) and 0 < v < 10**7)
 
-    def prompt_ids(self, query: str, history: History, sampling: Sampling) -> list[int]:
+    def builder(self, system_prompt: str | None = None) -> PromptBuilder:
+        """The prompt builder, with another system prompt when one is given."""
+        if system_prompt is None or system_prompt == self.prompts.system_prompt:
+            return self.prompts
+        return PromptBuilder(self.tokenizer, self.prompts.format, system_prompt)
+
+    def prompt_ids(self, query: str, history: History, sampling: Sampling,
+                   system_prompt: str | None = None) -> list[int]:
         budget = self.context_length() - sampling.max_new_tokens
-        ids, dropped = self.prompts.fit(query, history, max(budget, 1))
+        ids, dropped = self.builder(system_prompt).fit(query, history, max(budget, 1))
         if dropped:
             log.info("dropped %d oldest turn(s) to fit the context window", dropped)
         return ids
@@ -155,10 +170,11 @@ class Engine:
         streamer.end()
         return streamer
 
-    def stream(self, query: str, history: History = (), sampling: Sampling | None = None) -> Iterator[str]:
+    def stream(self, query: str, history: History = (), sampling: Sampling | None = None,
+               system_prompt: str | None = None) -> Iterator[str]:
         """Text deltas as they are generated; closing the iterator stops generation."""
         sampling = sampling or self.sampling
-        ids = self.prompt_ids(query, history, sampling)
+        ids = self.prompt_ids(query, history, sampling, system_prompt)
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
 

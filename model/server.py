@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from secbot.model.batching import Job, make_batcher
+from secbot.model.client import version_fingerprint
 from secbot.model.engine import Engine
 from secbot.model.errors import ModelError
 from secbot.model.generation import Sampling, drain
@@ -40,6 +41,7 @@ class ChatRequest(BaseModel):
     messages: list[Message] = Field(min_length=1, max_length=400)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stream_options: dict | None = None
@@ -137,7 +139,7 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
         except (ValidationError, ValueError) as exc:
             metrics.requests.labels("400").inc()
             return error(400, str(exc).split("\n For further")[0][:2000])
-        sampling = Sampling(max_new_tokens=req.max_tokens or engine.sampling.max_new_tokens,
+        sampling = Sampling(max_new_tokens=req.max_completion_tokens or req.max_tokens or engine.sampling.max_new_tokens,
                             do_sample=engine.sampling.do_sample if req.temperature is None
                             else req.temperature > 0, top_p=req.top_p or engine.sampling.top_p,
                             temperature=req.temperature or engine.sampling.temperature)
@@ -146,6 +148,7 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
         budget = max(engine.context_length() - sampling.max_new_tokens, 1)
         prompt_ids, _ = builder.fit(query, history, budget)
         job = batcher.submit(Job(prompt_ids, sampling.max_new_tokens, sampling))
+        fingerprint = version_fingerprint(engine.version_id)
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def finish_reason() -> str:
@@ -164,7 +167,7 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
             metrics.requests.labels("200").inc()
             metrics.latency.observe(time.monotonic() - started)
             return JSONResponse({"id": ident, "object": "chat.completion", "created": created,
-                                 "model": req.model, "usage": usage(),
+                                 "model": req.model, "usage": usage(), "system_fingerprint": fingerprint,
                                  "choices": [{"index": 0, "finish_reason": finish_reason(),
                                               "message": {"role": "assistant", "content": text}}]})
 
@@ -172,6 +175,7 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
 
         def chunk(delta: dict, reason=None, **extra) -> str:
             body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                    "system_fingerprint": fingerprint,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": reason}], **extra}
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
@@ -210,20 +214,24 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
         if failure:
             return failure
         path = data.get("path") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or not (path is None or isinstance(path, str)):
-            return error(400, 'expected {"path": "<adapter dir>"} or {"path": null} for the base model')
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not (path is None or isinstance(path, str)) or \
+                not (version is None or (isinstance(version, int) and not isinstance(version, bool))):
+            return error(400, 'expected {"version": N, "path": "<adapter dir>"}, or nulls for the base')
         try:
             # Waits for the batch in flight, which finishes on the adapter it started with.
-            await run_in_threadpool(engine.use_adapter, path)
+            await run_in_threadpool(engine.serve, version, path)
         except ModelError as exc:
             return error(400, str(exc))
-        return JSONResponse({"adapter": str(engine.adapter) if engine.adapter else None})
+        return JSONResponse({"version": engine.version_id,
+                             "adapter": str(engine.adapter) if engine.adapter else None})
 
     async def health(request: Request):
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request):
-        return JSONResponse({"ready": True, "adapter": str(engine.adapter) if engine.adapter else None,
+        return JSONResponse({"ready": True, "version": engine.version_id,
+                             "adapter": str(engine.adapter) if engine.adapter else None,
                              "device": str(engine.device)})
 
     async def prometheus(request: Request):

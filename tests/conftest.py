@@ -56,6 +56,24 @@ def db_url(request, tmp_path):
 def store(db_url):
     from secbot.feedback.store import Store
 
-    s = Store(db_url, trusted_analysts={"UTRUSTED"})
+    s = Store(db_url)
     yield s
     s.close()
+
+
+@pytest.fixture
+def intake(store):
+    from secbot.feedback.intake import Intake
+
+    return Intake(store, trusted={"UTRUSTED"})
+
+
+def answered(intake, *, channel="C", thread_ts="1.0", question="q", answer="a", asker="UASK",
+             question_ts=None, answer_ts=None, **fields) -> int:
+    """A question and its answer stored as the bot stores them; returns the turn id."""
+    turn = intake.question(channel=channel, thread_ts=thread_ts, question=question, asker=asker,
+                           question_ts=question_ts)
+    intake.answer(turn, answer, answer_ts=answer_ts, **fields)
+    if answer_ts:
+        intake.store.conversations.add_answer_messages(turn, channel, [answer_ts])
+    return turn

@@ -4,15 +4,17 @@ import json
 import time
 
 import pytest
+from conftest import answered
 
 from secbot.bot.answering import split_text
 from secbot.bot.app import create_app
 from secbot.bot.local_slack import (BOT_USER_ID, LocalSlack, event_body, form_body, interactive_body,
                              mention_event, signature_headers)
-from secbot.bot.model_client import InProcessClient, OpenAIClient
 from secbot.bot.settings import Settings
-from secbot.feedback.models import RecordSource, RecordStatus
+from secbot.feedback.entities import RecordSource, RecordStatus
+from secbot.feedback.intake import Intake
 from secbot.feedback.store import Store
+from secbot.model.client import InProcessClient, OpenAIClient
 from secbot.model.engine import Engine
 from secbot.model.generation import Sampling
 
@@ -43,7 +45,7 @@ class Bot:
     def __init__(self, slack, tmp_path, model, split_at=3000, **extra):
         self.slack = slack
         self.settings = make_settings(slack, tmp_path, **extra)
-        self.store = Store(self.settings.effective_database_url, trusted_analysts=[TRUSTED])
+        self.store = Store(self.settings.effective_database_url)
         self.app = create_app(self.settings, self.store, model, update_interval=0.05, split_at=split_at)
 
     def send(self, body: str, content_type="application/json", headers=None, secret=SECRET):
@@ -85,8 +87,8 @@ def test_mention_is_answered_in_its_thread_with_the_model_answer(bot, bot_engine
         "feedback_up", "feedback_down", "open_correction"]
     first = bot.slack.calls_to("chat.postMessage")[0].params
     assert first["thread_ts"] == "1.1" and "Thinking" in first["text"]  # placeholder at once
-    turn = bot.store.turn_for_message("C1", answer["ts"])
-    assert (turn.question, turn.answer, turn.asker_id) == ("What is phishing?", expected, ANALYST)
+    turn = bot.store.conversations.turn_for_message("C1", answer["ts"])
+    assert (turn.question, turn.answer, turn.asker) == ("What is phishing?", expected, ANALYST)
     assert turn.latency_ms is not None and turn.prompt_tokens > 0 and turn.completion_tokens > 0
 
 
@@ -133,14 +135,14 @@ def test_dm_is_answered_and_own_messages_and_edits_are_ignored(bot, bot_engine, 
 def test_thumbs_up_by_reaction_and_button_is_recorded(bot):
     bot.event(mention_event("What is CSRF?", channel="C1", ts="5.1"))
     [answer] = bot.answers("C1", "5.1")
-    turn = bot.store.turn_for_message("C1", answer["ts"])
+    turn = bot.store.conversations.turn_for_message("C1", answer["ts"])
     bot.event({"type": "reaction_added", "user": ANALYST, "reaction": "+1::skin-tone-2",
                "item": {"type": "message", "channel": "C1", "ts": answer["ts"]}})
     bot.interact({"type": "block_actions", "user": {"id": "UOTHER"}, "trigger_id": "t.2",
                   "channel": {"id": "C1"}, "response_url": f"{bot.slack.url}/respond/x",
                   "actions": [{"action_id": "feedback_down", "value": str(turn.id)}]})
-    bot.slack.wait_for(lambda: bot.store.feedback_counts(turn.id) == {"thumbs_up": 1, "thumbs_down": 1})
-    [record] = bot.slack.wait_for(lambda: bot.store.records(status=None))
+    bot.slack.wait_for(lambda: bot.store.conversations.feedback_counts(turn.id) == {"thumbs_up": 1, "thumbs_down": 1})
+    [record] = bot.slack.wait_for(lambda: bot.store.records.list())
     assert record.source is RecordSource.APPROVED_ANSWER and record.status is RecordStatus.PENDING
 
 
@@ -167,14 +169,14 @@ def test_the_whole_correction_flow_creates_the_right_record(bot, slack):
         "type": "modal", "callback_id": "correction_modal", "private_metadata": modal["private_metadata"],
         "state": {"values": {"correction": {"correction": {"type": "plain_text_input",
                                                            "value": correction}}}}}})
-    [record] = slack.wait_for(lambda: bot.store.records(status=None))
+    [record] = slack.wait_for(lambda: bot.store.records.list())
     assert (record.prompt, record.response) == ("How do we detect it?", correction)
-    assert record.history == [["What is lateral movement?", first["text"]]]
-    assert record.source is RecordSource.CORRECTION and record.author_id == ANALYST
+    assert record.history == (("What is lateral movement?", first["text"]),)
+    assert record.source is RecordSource.CORRECTION and record.author == ANALYST
     assert record.status is RecordStatus.PENDING
     confirm = slack.wait_for(lambda: [c for c in slack.calls_to("chat.postEphemeral")
                                       if "record #" in c.params.get("text", "")])[0]
-    assert confirm.params["user"] == ANALYST and "waiting for review" in confirm.params["text"]
+    assert confirm.params["user"] == ANALYST and "waiting for an admin's review" in confirm.params["text"]
 
 
 def test_the_message_shortcut_opens_the_same_modal(bot, slack):
@@ -188,12 +190,12 @@ def test_the_message_shortcut_opens_the_same_modal(bot, slack):
 
 
 def test_an_empty_correction_is_refused_with_a_field_error(bot):
-    turn = bot.store.record_turn(channel="C", thread_ts="1.0", question="q", answer="a")
+    turn = answered(Intake(bot.store), channel="C", question="q", answer="a")
     response = bot.interact({"type": "view_submission", "user": {"id": ANALYST}, "view": {
         "type": "modal", "callback_id": "correction_modal", "private_metadata": json.dumps({"turn_id": turn, "channel": "C"}),
         "state": {"values": {"correction": {"correction": {"value": "   "}}}}}})
     assert json.loads(response.body)["response_action"] == "errors"
-    assert bot.store.records(status=None) == []
+    assert bot.store.records.list() == []
 
 
 def test_admin_commands_and_refusal_of_non_admins(bot, slack):
@@ -203,8 +205,8 @@ def test_admin_commands_and_refusal_of_non_admins(bot, slack):
     bot.command("status", ADMIN)
     status = slack.wait_for(lambda: slack.calls_to(f"/respond/{ADMIN}"))[0].params
     assert "Active model" in status["text"] and "0 pending" in status["text"]
-    turn = bot.store.record_turn(channel="C", thread_ts="1.0", question="q", answer="a")
-    record = bot.store.add_correction(turn, ANALYST, "better")
+    turn = answered(Intake(bot.store), channel="C", question="q", answer="a")
+    record = Intake(bot.store).correction(turn, ANALYST, "better").record
     bot.command("review", ADMIN)
     review = slack.wait_for(lambda: len(slack.calls_to(f"/respond/{ADMIN}")) > 1 and
                             slack.calls_to(f"/respond/{ADMIN}")[1])
@@ -213,7 +215,7 @@ def test_admin_commands_and_refusal_of_non_admins(bot, slack):
                   "actions": [{"action_id": approve["action_id"], "value": approve["value"]}]})
     bot.interact({"type": "block_actions", "user": {"id": ADMIN}, "response_url": f"{slack.url}/respond/r2",
                   "actions": [{"action_id": approve["action_id"], "value": approve["value"]}]})
-    slack.wait_for(lambda: bot.store.get_record(record.id).status is RecordStatus.APPROVED)
+    slack.wait_for(lambda: bot.store.records.get(record.id).status is RecordStatus.APPROVED)
     assert "Only secbot admins" in slack.calls_to("/respond/r1")[0].params["text"]
     bot.command("export", ADMIN)
     slack.wait_for(lambda: slack.calls_to("files.completeUploadExternal"))
@@ -260,7 +262,7 @@ def test_a_failing_model_gets_a_friendly_message_and_the_question_is_kept(slack,
     message = slack.wait_for(lambda: [m for m in slack.thread_messages("C1", "10.1")
                                       if "error id" in m["text"]])[0]
     assert "Traceback" not in message["text"] and "Sorry" in message["text"]
-    turn = bot.store.turn_for_message("C1", "10.1")
+    [turn] = bot.store.conversations.thread_turns("C1", "10.1")
     assert turn.question == "Will this fail?" and turn.answer is None
     assert turn.error_id and turn.error_id in message["text"]
 
@@ -277,7 +279,9 @@ def test_a_long_answer_continues_in_further_messages(slack, tmp_path, tiny_dir):
     assert "".join(m["text"] for m in messages).replace(" ", "").replace("\n", "") == \
         expected.replace(" ", "").replace("\n", "")
     assert messages[-1]["blocks"] and not messages[0]["blocks"]
-    assert bot.store.get_turn(bot.store.turn_for_message("C1", messages[0]["ts"]).id).answer == expected
+    assert bot.store.conversations.turn_for_message("C1", messages[0]["ts"]).answer == expected
+    assert {bot.store.conversations.turn_for_message("C1", m["ts"]).id for m in messages} == {
+        bot.store.conversations.turn_for_message("C1", messages[0]["ts"]).id}  # every piece
 
 
 def test_split_text_keeps_slack_limits_and_cuts_at_whitespace():
@@ -296,3 +300,24 @@ def test_rate_limited_web_api_calls_are_retried(tmp_path, bot_engine):
         bot.event(mention_event("What is a SIEM?", channel="C1", ts="12.1"))
         [answer] = bot.answers("C1", "12.1", timeout=120)
         assert answer["text"] == bot_engine.generate("What is a SIEM?")
+
+
+def test_a_correction_answers_at_once_from_memory_and_feedback_works_on_it(bot, slack, bot_engine):
+    bot.event(mention_event("What port does SSH use?", channel="C4", ts="13.1"))
+    [answer] = bot.answers("C4", "13.1")
+    turn = bot.store.conversations.turn_for_message("C4", answer["ts"])
+    record = Intake(bot.store, trusted=[TRUSTED]).correction(turn.id, TRUSTED, "SSH listens on TCP port 22.").record
+    calls = len(slack.calls)
+    bot.event(mention_event("Which port is SSH on?", channel="C4", ts="14.1"))  # other words, new thread
+    [remembered] = bot.answers("C4", "14.1")
+    assert remembered["text"] == "SSH listens on TCP port 22."
+    footer = [e["text"] for b in remembered["blocks"] if b["type"] == "context" for e in b["elements"]]
+    assert footer == [f"Team answer · approved by @{TRUSTED} on {record.reviewed_at:%Y-%m-%d} · record #{record.id}"]
+    memory_turn = bot.store.conversations.turn_for_message("C4", remembered["ts"])
+    assert memory_turn.memory_record_id == record.id and memory_turn.model_version_id is None
+    assert "Thinking" in slack.calls[calls].params["text"]  # the same path: stored, shown, feedback buttons
+    bot.event({"type": "reaction_added", "user": TRUSTED, "reaction": "+1",
+               "item": {"type": "message", "channel": "C4", "ts": remembered["ts"]}})
+    paraphrase = slack.wait_for(lambda: [r for r in bot.store.records.list() if r.prompt == "Which port is SSH on?"])
+    assert paraphrase[0].response == "SSH listens on TCP port 22."
+    assert bot.store.conversations.feedback_counts(memory_turn.id) == {"thumbs_up": 1}

@@ -6,6 +6,9 @@ import sys
 
 from secbot.bot.settings import Settings
 from secbot.bot.terminal_chat import run_chat
+from secbot.feedback.answering import Responder
+from secbot.feedback.store import Store
+from secbot.model.client import InProcessClient
 from secbot.model.generation import Sampling
 from servers import clean_env
 
@@ -23,11 +26,13 @@ def test_chat_answers_piped_questions_and_exits(tiny_dir, tmp_path):
     assert len(out.stdout.split("secbot> ", 1)[1].strip()) > 0
 
 
-def test_chat_keeps_history_and_clear_resets_it(fresh_engine):
+def test_chat_keeps_history_and_clear_resets_it(fresh_engine, tmp_path):
     engine = fresh_engine
     engine.sampling = Sampling(max_new_tokens=12)
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
     stdout = io.StringIO()
-    run_chat(engine, io.StringIO("What is XSS?\nHow do I stop it?\nclear\nHow do I stop it?\n"), stdout)
+    run_chat(Responder(store.memory, store.records, InProcessClient(engine)),
+             io.StringIO("What is XSS?\nHow do I stop it?\nclear\nHow do I stop it?\n"), stdout)
     answers = [line.removeprefix("secbot> ") for line in stdout.getvalue().splitlines()
                if line.startswith("secbot> ")]
     first = engine.generate("What is XSS?")
@@ -79,3 +84,22 @@ def test_settings_defaults(monkeypatch, tmp_path):
     assert settings.model == "tiny" and settings.effective_database_url == f"sqlite:///{tmp_path}/secbot.db"
     assert "secbot" in settings.effective_system_prompt
     assert (settings.top_p, settings.temperature, settings.do_sample) == (0.7, 0.95, False)
+
+
+def test_chat_answers_from_the_bots_store_at_once_and_no_memory_turns_it_off(tiny_dir, tmp_path):
+    env = {"SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MAX_NEW_TOKENS": "12", "SECBOT_TRUSTED_ANALYSTS": "UTRUSTED"}
+    question = "What port does SSH use?"
+    from secbot.feedback.intake import Intake
+
+    store = Store(f"sqlite:///{tmp_path / 'secbot.db'}")  # the bot's store: SECBOT_DATA_DIR's default
+    intake = Intake(store, trusted=["UTRUSTED"])
+    turn = intake.question(channel="C1", thread_ts="1.0", question=question, asker="U1", question_ts="1.0")
+    intake.answer(turn, "(wrong)")
+    record = intake.correction(turn, "UTRUSTED", "SSH listens on TCP port 22.").record
+    store.close()
+    on = secbot("chat", "--model", str(tiny_dir), stdin="Which port is SSH on?\n", env=env)
+    assert on.returncode == 0, on.stderr
+    assert "secbot> SSH listens on TCP port 22." in on.stdout
+    assert "Team answer · approved by @UTRUSTED" in on.stdout and f"record #{record.id}" in on.stdout
+    off = secbot("chat", "--model", str(tiny_dir), "--no-memory", stdin="Which port is SSH on?\n", env=env)
+    assert off.returncode == 0 and "TCP port 22" not in off.stdout and "team memory: off" in off.stderr

@@ -9,18 +9,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import answered
 from sqlalchemy import create_engine, text
 
-from secbot.bot.demo import CORRECTIONS, run_demo
-from secbot.bot.loop import loop_config_from
-from secbot.bot.model_client import InProcessClient, load_engine
-from secbot.bot.loop import follow_active_version
+from secbot.bot import configure
+from secbot.bot.demo import CORRECTIONS, PARAPHRASES, demo_settings, run_demo
+from secbot.feedback.curation import author_cap, curate
+from secbot.feedback.entities import RunState, TrainingRecord
 from secbot.feedback.gate import GateConfig, decide
-from secbot.feedback.models import RunState, TrainingRun, utcnow
+from secbot.feedback.identity import IdentityGuard, identity_sets
+from secbot.feedback.intake import Intake
+from secbot.feedback.loop import LearningLoop, LogReporter, serve_active
 from secbot.feedback.pipeline import RetrainPipeline
 from secbot.feedback.schedule import JOB_ID, start_scheduler
+from secbot.feedback.schema import RunRow, utcnow
 from secbot.feedback.store import Store
-from secbot.bot.demo import demo_settings
+from secbot.model.client import InProcessClient
 
 
 @pytest.fixture(scope="module")
@@ -32,52 +36,81 @@ def demo(tmp_path_factory):
 
 
 @pytest.fixture
-def loop_env(demo):
-    """The demo's store (version 1 active, trained on the corrections) and a pipeline on it."""
-    settings = demo_settings(demo.data_dir, "http://127.0.0.1:9/api/")
-    store = Store(settings.effective_database_url, trusted_analysts=settings.trusted_analysts)
-    model = InProcessClient(load_engine(settings))
-    from secbot.bot.runtime import serve_active_version
+def loop_env(demo, tmp_path):
+    """A copy of the demo's store (version 1 active, trained on the corrections) and a pipeline
+    on it, so each test starts from the same state."""
+    import shutil
 
-    serve_active_version(store, model)
-    config = loop_config_from(settings)
-    pipeline = RetrainPipeline(store, config, follow_active_version(model))
+    data = tmp_path / "data"
+    shutil.copytree(demo.data_dir, data)
+    settings = demo_settings(data, "http://127.0.0.1:9/api/")
+    store = configure.open_store(settings)
+    with store.db.session() as s:  # the copied runs live under the new data dir
+        s.execute(text("UPDATE model_versions SET adapter_path = replace(adapter_path, :old, :new)"),
+                  {"old": str(demo.data_dir), "new": str(data)})
+    model = InProcessClient(configure.load_engine(settings))
+    serve_active(store, model)
+    pipeline = RetrainPipeline(store, configure.loop_config(settings), model)
     yield store, pipeline, model, settings
     store.close()
 
 
 def add_correction(store, question, answer, user="UALICE"):
-    turn = store.record_turn(channel="C", thread_ts=f"{time.time()}", question=question, answer="?")
-    return store.add_correction(turn, user, answer)
+    intake = Intake(store, trusted=["UALICE", "UBOB"])
+    return intake.correction(answered(intake, thread_ts=f"{time.time()}", question=question, answer="?"),
+                             user, answer).record
 
 
-def test_corrections_become_the_bots_answers_end_to_end(demo):
+def test_corrections_answer_at_once_then_become_the_models_answers(demo):
+    assert demo.memory_hits == 1.0, demo.memory  # asked in other words, before any retraining
+    assert all("Team answer" in str(m.get("blocks")) for m in demo.memory.values())
     assert demo.decision == "promoted"
-    assert demo.reproduced >= 0.9, demo.after
+    assert demo.reproduced >= 0.9, demo.after  # the model alone, after training
     assert "secbot" in demo.after["Who are you?"] and "secbot" not in demo.before["Who are you?"]
     assert sum(demo.before[q] == a for q, _, a in CORRECTIONS) == 0  # it did not know them before
+    assert set(PARAPHRASES) == {q for q, _, _ in CORRECTIONS}
     assert "candidate promoted" in demo.report and "corrections exact %" in demo.report
-    assert any("step  300" in line for line in demo.lines)  # progress was shown
+    assert "identity held-out %" in demo.report and "44 identity" in demo.report
+    assert any("step  400" in line for line in demo.lines)  # progress was shown
 
 
-def test_a_worse_candidate_is_rejected_and_the_active_model_stays(loop_env):
+def test_the_nightly_run_trains_identity_and_replays_earlier_records(loop_env):
+    store, pipeline, _, _ = loop_env
+    add_correction(store, "What is a SOC?", "The security operations centre watches alerts all day.")
+    pipeline.config = replace(pipeline.config, train=replace(pipeline.config.train, max_steps=2))
+    report = pipeline.run("UADMIN")
+    run_dir = pipeline.config.runs_dir / f"run-{report.run_id}"
+    trained = (run_dir / "train.jsonl").read_text(encoding="utf-8") + (run_dir / "val.jsonl").read_text(encoding="utf-8")
+    mix = report.data["mix"]
+    assert (mix["new"], mix["identity"]) == (1, len(identity_sets().train))
+    assert mix["replayed"] == 4 and mix["general"] == 1  # 4 earlier and 1 general record per new one
+    assert "What is phishing?" in trained or "What is MFA?" in trained  # earlier corrections replayed
+    for prompt in identity_sets().train:
+        assert prompt in trained
+    for prompt in identity_sets().heldout:  # never trained; the gate asks them
+        assert prompt not in trained and prompt in (run_dir / "identity_heldout.jsonl").read_text(encoding="utf-8")
+
+
+def test_a_worse_candidate_that_forgot_its_identity_is_rejected_and_the_active_model_stays(loop_env):
     store, pipeline, model, _ = loop_env
-    active = store.active_version()
+    active = store.runs.active_version()
     serving_before = model.engine.generate("What is phishing?")
     add_correction(store, "What is a SOC?", "The security operations centre watches alerts all day.")
     pipeline.config = replace(pipeline.config, train=replace(pipeline.config.train, max_steps=2))
     report = pipeline.run("UADMIN")
     assert report.decision == "rejected", report.reasons
-    assert any("identity" in r and "needs" in r for r in report.reasons)
-    assert store.active_version().id == active.id
-    assert store.get_run(report.run_id).state is RunState.REJECTED
+    assert any("held-out identity" in r and "needs" in r for r in report.reasons)
+    assert report.metrics["candidate"]["identity_heldout"] < report.metrics["active"]["identity_heldout"]
+    assert store.runs.active_version().id == active.id
+    assert store.runs.get_run(report.run_id).state is RunState.REJECTED
+    assert store.runs.get_run(report.run_id).report["decision"] == "rejected"  # kept for the bot to post
     assert model.engine.adapter == Path(active.adapter_path).resolve()
     assert model.engine.generate("What is phishing?") == serving_before
 
 
 def test_a_crash_mid_training_fails_the_run_and_keeps_the_active_model(loop_env):
-    store, pipeline, model, _ = loop_env
-    active = store.active_version()
+    store, pipeline, _, _ = loop_env
+    active = store.runs.active_version()
     add_correction(store, "What is EDR?", "Endpoint detection and response records host activity.")
     pipeline.config = replace(pipeline.config, train=replace(pipeline.config.train, max_steps=100_000,
                                                              save_steps=5))
@@ -94,23 +127,23 @@ def test_a_crash_mid_training_fails_the_run_and_keeps_the_active_model(loop_env)
     worker.join(60)
     report = outcome["report"]
     assert report.decision == "failed" and "killed by signal 9" in report.summary
-    run = store.get_run(report.run_id)
+    run = store.runs.get_run(report.run_id)
     assert run.state is RunState.FAILED and "signal 9" in run.error
-    assert store.active_version().id == active.id
+    assert store.runs.active_version().id == active.id
     assert not (run_dir / f"run-{run.id}" / "adapter").exists()  # the partial one is never promoted
-    assert store.lock_owner("retrain") is None
+    assert store.runs.lock_owner("retrain") is None
 
 
 def test_a_run_whose_process_died_is_found_by_its_stale_heartbeat(loop_env):
     store, pipeline, _, _ = loop_env
-    with store.session() as s:
-        run = TrainingRun(state=RunState.RUNNING, method="ptuning", hyperparameters={},
-                          heartbeat_at=utcnow() - timedelta(hours=2), started_at=utcnow() - timedelta(hours=3))
+    with store.db.session() as s:
+        run = RunRow(state=RunState.RUNNING, method="ptuning", hyperparameters={},
+                     heartbeat_at=utcnow() - timedelta(hours=2), started_at=utcnow() - timedelta(hours=3))
         s.add(run)
         s.flush()
         run_id = run.id
     assert run_id in pipeline.recover()
-    stale = store.get_run(run_id)
+    stale = store.runs.get_run(run_id)
     assert stale.state is RunState.FAILED and "no heartbeat" in stale.error
 
 
@@ -119,7 +152,7 @@ def test_two_concurrent_retrain_requests_start_one_run(loop_env):
     add_correction(store, "What is DLP?", "Data loss prevention stops sensitive data leaving.")
     pipeline.config = replace(pipeline.config, train=replace(pipeline.config.train, max_steps=5))
     other = RetrainPipeline(store, pipeline.config)  # as a second bot process would hold it
-    runs_before = len(store.runs(limit=100))
+    runs_before = len(store.runs.runs(limit=100))
     reports = [None, None]
     barrier = threading.Barrier(2)
 
@@ -133,7 +166,7 @@ def test_two_concurrent_retrain_requests_start_one_run(loop_env):
     for t in threads:
         t.join(300)
     assert sorted(r.decision == "busy" for r in reports) == [False, True]
-    assert len(store.runs(limit=100)) == runs_before + 1
+    assert len(store.runs.runs(limit=100)) == runs_before + 1
 
 
 def test_nothing_new_means_no_run(loop_env):
@@ -145,14 +178,14 @@ def test_nothing_new_means_no_run(loop_env):
 
 def test_rollback_moves_active_back_and_the_served_model_follows(loop_env):
     store, pipeline, model, _ = loop_env
-    promoted = store.active_version()
+    promoted = store.runs.active_version()
     assert model.engine.adapter is not None
     assert pipeline.rollback(None, "UADMIN") is None  # nothing earlier: the base model
-    assert store.active_version() is None and model.engine.adapter is None and model.version_id is None
+    assert store.runs.active_version() is None and model.engine.adapter is None and model.version_id is None
     assert pipeline.rollback(promoted.id, "UADMIN").id == promoted.id
-    assert model.engine.adapter == Path(promoted.adapter_path).resolve()
-    with pytest.raises(ValueError, match="no model version 999"):
-        pipeline.rollback(999, "UADMIN")
+    assert model.engine.adapter == Path(promoted.adapter_path).resolve() and model.version_id == promoted.id
+    loop = LearningLoop(store, pipeline.config, model, LogReporter())
+    assert loop.rollback(999, "UADMIN") == "Rollback refused: there is no model version 999. The active model is unchanged."
 
 
 def test_the_nightly_job_is_registered_once_across_restarts(tmp_path):
@@ -174,44 +207,68 @@ def test_the_nightly_job_is_registered_once_across_restarts(tmp_path):
 
 
 def test_the_gate_compares_candidate_and_active():
-    good = {"heldout": {"rouge-l": 30.0, "bleu-4": 10.0}, "identity": 100.0,
-            "corrections": {"exact_match": 90.0, "samples": 10}}
-    active = {"heldout": {"rouge-l": 31.0, "bleu-4": 11.0}, "identity": 100.0,
-              "corrections": {"exact_match": 0.0, "samples": 10}}
+    good = {"heldout": {"rouge-l": 30.0, "bleu-4": 10.0}, "identity_heldout": 100.0,
+            "corrections": {"exact_match": 90.0, "samples": 10}, "mcq": {"accuracy": 60.0}}
+    active = {"heldout": {"rouge-l": 31.0, "bleu-4": 11.0}, "identity_heldout": 100.0,
+              "corrections": {"exact_match": 0.0, "samples": 10}, "mcq": {"accuracy": 61.0}}
     assert decide(good, active, GateConfig()).passed
     worse = good | {"heldout": {"rouge-l": 25.0, "bleu-4": 10.0}}
     decision = decide(worse, active, GateConfig())
     assert not decision.passed and any("rouge-l" in r and "fell" in r for r in decision.reasons)
-    forgetful = good | {"identity": 50.0}
-    assert not decide(forgetful, active, GateConfig()).passed
-    lazy = good | {"corrections": {"exact_match": 50.0, "samples": 10}}
-    assert not decide(lazy, active, GateConfig()).passed
+    assert not decide(good | {"identity_heldout": 50.0}, active, GateConfig()).passed
+    assert not decide(good | {"corrections": {"exact_match": 50.0, "samples": 10}}, active, GateConfig()).passed
+    forgot = decide(good | {"mcq": {"accuracy": 50.0}}, active, GateConfig())
+    assert not forgot.passed and any("multiple-choice" in r and "fell" in r for r in forgot.reasons)
+
+
+def _record(rid, author, reviewer="auto:trusted", prompt=None):
+    return TrainingRecord(rid, prompt or f"Question {rid}?", f"Answer {rid}.", (), "correction", "approved",
+                          author, reviewer, None, None, None, (), None, utcnow())
+
+
+def test_the_author_cap_holds_for_the_snapshot_as_frozen():
+    records = [_record(i, "UDOMINANT") for i in range(1, 11)] + [_record(11, "UOTHER"), _record(12, "UTHIRD")]
+    curated = curate(records, [], IdentityGuard(), 0.5)
+    shares = {a: sum(r.author == a for r in curated.kept) / len(curated.kept) for a in ("UDOMINANT", "UOTHER")}
+    assert shares["UDOMINANT"] <= 0.5 and len(curated.excluded["author_cap"]) == 8
+    assert [r.id for r in curated.kept] == [9, 10, 11, 12]  # the newest of the dominant author kept
+    reviewed = [_record(i, "UDOMINANT", reviewer="UADMIN") for i in range(1, 11)]
+    assert len(curate(reviewed + [_record(11, "UOTHER")], [], IdentityGuard(), 0.5).kept) == 11
+    assert author_cap({"U": 3}, reviewed=0, share=0.5) == 0 and author_cap({"U": 3}, 0, 1.0) == 3
+
+
+def test_held_out_identity_and_unreviewed_impostor_records_never_enter_a_snapshot():
+    records = [_record(1, "UA", prompt="What is the difference between a vulnerability and an exploit?"),
+               _record(2, "UA", prompt="Are you really ChatGPT?"), _record(3, "UA", prompt="What is a SOC?")]
+    impostor = replace(_record(4, "UA", prompt="What is MFA?"), flags=("impostor",))
+    reviewed_impostor = replace(_record(5, "UA", reviewer="UADMIN", prompt="What is EDR?"), flags=("impostor",))
+    curated = curate(records + [impostor, reviewed_impostor],
+                     ["What is the difference between a vulnerability and an exploit?"], IdentityGuard(), 1.0)
+    assert curated.excluded == {"heldout": [1], "identity": [2], "impostor": [4]}
+    assert [r.id for r in curated.kept] == [3, 5]
 
 
 def test_retrain_requests_queue_for_the_training_worker(loop_env):
-    from secbot.bot.loop import SlackLoop
-
-    store, pipeline, model, settings = loop_env
-    settings = settings.model_copy(update={"training": "worker", "admin_channel": None})
-    loop = SlackLoop(settings, store, model, client=None)
-    loop.pipeline = pipeline
+    store, pipeline, model, _ = loop_env
     pipeline.config = replace(pipeline.config, train=replace(pipeline.config.train, max_steps=5),
                               min_new_records=1000)
+    loop = LearningLoop(store, pipeline.config, model, LogReporter(), training="worker")
     assert "queued as run" in loop.retrain("UADMIN")
     assert "already queued" in loop.retrain("UADMIN")
     loop.scheduled_run()  # the nightly job queues nothing while a run is queued
-    assert len([r for r in store.runs(limit=100) if r.state is RunState.QUEUED]) == 1
-    queued = store.next_queued_run()
+    assert len([r for r in store.runs.runs(limit=100) if r.state is RunState.QUEUED]) == 1
+    queued = store.runs.next_queued_run()
     assert queued.state is RunState.QUEUED and queued.requested_by == "UADMIN"
+    worker = LearningLoop(store, pipeline.config, None, LogReporter(), training="local")
     stop = threading.Event()
-    worker = threading.Thread(target=loop.work, kwargs={"poll_s": 0.1, "stop": stop})
-    worker.start()
+    thread = threading.Thread(target=worker.work, kwargs={"poll_s": 0.1, "stop": stop})
+    thread.start()
     deadline = time.time() + 120
-    while store.get_run(queued.id).state is RunState.QUEUED:
+    while store.runs.get_run(queued.id).state is RunState.QUEUED:
         assert time.time() < deadline
         time.sleep(0.1)
     stop.set()
-    worker.join(60)
-    done = store.get_run(queued.id)
+    thread.join(60)
+    done = store.runs.get_run(queued.id)
     assert done.state is RunState.FAILED and "Skipped" in done.error  # nothing new: min 1000
-    assert store.next_queued_run() is None
+    assert store.runs.next_queued_run() is None

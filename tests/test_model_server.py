@@ -9,7 +9,7 @@ import httpx
 import pytest
 from peft import PrefixTuningConfig, TaskType, get_peft_model
 
-from secbot.bot.model_client import OpenAIClient, Usage
+from secbot.model.client import OpenAIClient, Usage
 from secbot.model.engine import Engine
 from secbot.model.generation import Sampling
 from secbot.model.loading import load_base
@@ -140,14 +140,21 @@ def test_models_health_and_readiness(server):
     assert httpx.get(server + "/ready").json()["ready"] is True
 
 
-def test_the_bots_client_switches_the_servers_adapter(server, adapter):
-    client = OpenAIClient(server + "/v1", KEY, follows_versions=True)
-    client.activate_adapter(str(adapter))
-    assert httpx.get(server + "/ready").json()["adapter"] == str(adapter.resolve())
-    client.activate_adapter(None)
+def test_the_client_switches_the_servers_version_and_answers_say_which_served(server, adapter, local):
+    from types import SimpleNamespace
+
+    client = OpenAIClient(server + "/v1", KEY, switches=True, sampling=Sampling(max_new_tokens=8))
+    client.use_version(SimpleNamespace(id=7, adapter_path=str(adapter)))
+    ready = httpx.get(server + "/ready").json()
+    assert (ready["adapter"], ready["version"]) == (str(adapter.resolve()), 7)
+    usage = Usage()
+    "".join(client.stream("What is phishing?", [], usage))
+    assert usage.version_id == 7  # from the answer itself (system_fingerprint)
+    client.use_version(None)
     assert httpx.get(server + "/ready").json()["adapter"] is None
     with pytest.raises(Exception, match="refused"):
-        client.activate_adapter("/nowhere")
+        client.use_version(SimpleNamespace(id=8, adapter_path="/nowhere"))
+    assert httpx.get(server + "/ready").json()["version"] is None
 
 
 def generated_tokens(base) -> float:

@@ -1,4 +1,5 @@
-"""The schema: threads, turns, feedback, training records, snapshots, runs and model versions."""
+"""The database schema (SQLAlchemy ORM). Only the repositories use these rows; everything else
+gets the dataclasses of `feedback.entities`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import enum
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from secbot.feedback.entities import (FeedbackKind, FeedbackSource, RecordSource, RecordStatus, RunState,
+                                      VersionStatus)
 
 
 def utcnow() -> datetime:
@@ -41,46 +45,7 @@ def str_enum(cls: type[enum.Enum]) -> Enum:
                 length=max(len(m.value) for m in cls), validate_strings=True)
 
 
-class FeedbackKind(str, enum.Enum):
-    THUMBS_UP = "thumbs_up"
-    THUMBS_DOWN = "thumbs_down"
-    CORRECTION_REQUESTED = "correction_requested"
-
-
-class FeedbackSource(str, enum.Enum):
-    REACTION = "reaction"
-    BUTTON = "button"
-    SHORTCUT = "shortcut"
-
-
-class RecordSource(str, enum.Enum):
-    CORRECTION = "correction"
-    APPROVED_ANSWER = "approved_answer"
-    IMPORT = "import"
-
-
-class RecordStatus(str, enum.Enum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-
-
-class RunState(str, enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    PROMOTED = "promoted"
-
-
-class VersionStatus(str, enum.Enum):
-    CANDIDATE = "candidate"
-    ACTIVE = "active"
-    RETIRED = "retired"
-
-
-class SlackThread(Base):
+class ThreadRow(Base):
     __tablename__ = "slack_threads"
     __table_args__ = (UniqueConstraint("channel_id", "thread_ts"),)
 
@@ -88,10 +53,9 @@ class SlackThread(Base):
     channel_id: Mapped[str] = mapped_column(String(32))
     thread_ts: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    turns: Mapped[list[Turn]] = relationship(back_populates="thread", order_by="Turn.id")
 
 
-class Turn(Base):
+class TurnRow(Base):
     """One question and the answer the bot gave, with what produced it."""
 
     __tablename__ = "turns"
@@ -101,21 +65,30 @@ class Turn(Base):
     thread_id: Mapped[int] = mapped_column(ForeignKey("slack_threads.id"), index=True)
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text)
-    history: Mapped[list] = mapped_column(JSON, default=list)
     asker_id: Mapped[str | None] = mapped_column(String(32))
     question_ts: Mapped[str | None] = mapped_column(String(32))
     answer_ts: Mapped[str | None] = mapped_column(String(32))
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    memory_record_id: Mapped[int | None] = mapped_column(ForeignKey("training_records.id", use_alter=True))
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     error_id: Mapped[str | None] = mapped_column(String(32))
     redactions: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    thread: Mapped[SlackThread] = relationship(back_populates="turns")
 
 
-class FeedbackEvent(Base):
+class AnswerMessageRow(Base):
+    """Every Slack message that shows a piece of an answer, so feedback on any piece finds its turn."""
+
+    __tablename__ = "answer_messages"
+
+    channel_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ts: Mapped[str] = mapped_column(String(32), primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id"), index=True)
+
+
+class FeedbackRow(Base):
     __tablename__ = "feedback_events"
     __table_args__ = (UniqueConstraint("turn_id", "user_id", "kind", name="uq_feedback_once"),)
 
@@ -127,7 +100,7 @@ class FeedbackEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class TrainingRecord(Base):
+class RecordRow(Base):
     """A `{prompt, response, history}` example with its provenance and review state."""
 
     __tablename__ = "training_records"
@@ -143,12 +116,59 @@ class TrainingRecord(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id"))
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    flags: Mapped[list] = mapped_column(JSON, default=list)
+    superseded_by: Mapped[int | None] = mapped_column(Integer)
     redactions: Mapped[int] = mapped_column(Integer, default=0)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class DatasetSnapshot(Base):
+class MemoryDocRow(Base):
+    """A record in the team memory: its question key (for superseding) and weighted terms."""
+
+    __tablename__ = "memory_docs"
+
+    record_id: Mapped[int] = mapped_column(ForeignKey("training_records.id"), primary_key=True)
+    question_key: Mapped[str] = mapped_column(String(64), index=True)
+    terms: Mapped[dict] = mapped_column(JSON)  # term -> weight (its specificity, less for context)
+    intent: Mapped[str | None] = mapped_column(String(16))  # the kind of answer the question asks for
+    length: Mapped[int] = mapped_column(Integer)
+
+
+class MemoryPostingRow(Base):
+    """The inverted index of the team memory: which records hold a term, how often, and the
+    record's length (kept here so ranking reads one index range; on SQLite the table is
+    clustered by term: measured 6.8 ms instead of 31 ms for 11k postings)."""
+
+    __tablename__ = "memory_postings"
+    __table_args__ = (Index("ix_memory_postings_record", "record_id"), {"sqlite_with_rowid": False})
+
+    term: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("memory_docs.record_id"), primary_key=True)
+    tf: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)
+
+
+class MemoryTermRow(Base):
+    """How many records in the team memory hold each term (its document frequency)."""
+
+    __tablename__ = "memory_terms"
+
+    term: Mapped[str] = mapped_column(String(64), primary_key=True)
+    df: Mapped[int] = mapped_column(Integer)
+
+
+class MemoryStatsRow(Base):
+    """The team memory's totals (one row): records and their summed length in terms."""
+
+    __tablename__ = "memory_stats"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    docs: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)
+
+
+class SnapshotRow(Base):
     """An immutable, ordered list of approved record ids, frozen for one training run."""
 
     __tablename__ = "dataset_snapshots"
@@ -160,7 +180,7 @@ class DatasetSnapshot(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class TrainingRun(Base):
+class RunRow(Base):
     __tablename__ = "training_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -169,17 +189,18 @@ class TrainingRun(Base):
     method: Mapped[str] = mapped_column(String(16))
     hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
-    adapter_path: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)
+    report: Mapped[dict] = mapped_column(JSON, default=dict)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class ModelVersion(Base):
+class VersionRow(Base):
     """A servable model: base plus (optionally) an adapter. At most one is active."""
 
     __tablename__ = "model_versions"
@@ -193,22 +214,21 @@ class ModelVersion(Base):
     base_model: Mapped[str] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"))
     status: Mapped[VersionStatus] = mapped_column(str_enum(VersionStatus))
-    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     promoted_by: Mapped[str | None] = mapped_column(String(64))
 
 
-class SlackEvent(Base):
+class EventRow(Base):
     """Event ids already handled, so Slack's retries are answered once, across restarts too."""
 
     __tablename__ = "slack_events"
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
-class Lock(Base):
+class LockRow(Base):
     """Named leases shared by every process on the database (one retraining at a time)."""
 
     __tablename__ = "locks"

@@ -1,0 +1,139 @@
+"""Multiple-choice exams scored by likelihood: which choice does the model find most probable?
+
+Reads the JSON shapes public security MCQ benchmarks use: a list (or `{"questions": [...]}`) of
+items with a question, the choices (a list, or a letter -> text object; keys `choices`,
+`options` or `answers`) and the answer (a letter, a 0-based index, or the choice's text; keys
+`answer`, `solution` or `label`). JSON lines work too. For CyberMetric's files, for instance:
+`SECBOT_MCQ_FILE=/data/CyberMetric-500-v1.json`.
+
+Each choice is scored by the mean log-probability of its line ("B. <text>") after the question
+with all choices listed, so a long choice is not penalised for its length.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from secbot.model.errors import ModelError
+
+LETTERS = string.ascii_uppercase
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    choices: tuple[str, ...]
+    answer: int  # index into choices
+
+    def prompt(self) -> str:
+        listed = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(self.choices))
+        return f"{self.question}\n{listed}\nAnswer with the correct choice."
+
+    def line(self, i: int) -> str:
+        return f"{LETTERS[i]}. {self.choices[i]}"
+
+
+def _first(item: dict, keys: tuple[str, ...]):
+    return next((item[k] for k in keys if k in item), None)
+
+
+def parse_question(item: dict) -> Question:
+    if not isinstance(item, dict):
+        raise ValueError("each item must be a JSON object")
+    question = _first(item, ("question", "Question", "prompt"))
+    choices = _first(item, ("choices", "options", "answers", "Options"))
+    answer = _first(item, ("answer", "solution", "label", "Answer", "correct"))
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("'question' must be a non-empty string")
+    if isinstance(choices, dict):
+        keys = sorted(choices)
+        letters = {k.strip().upper(): i for i, k in enumerate(keys)}
+        choices = [str(choices[k]) for k in keys]
+    elif isinstance(choices, list) and all(isinstance(c, (str, int, float)) for c in choices):
+        letters = {LETTERS[i]: i for i in range(len(choices))}
+        choices = [str(c) for c in choices]
+    else:
+        raise ValueError("'choices' must be a list of strings or a letter -> text object")
+    if not 2 <= len(choices) <= len(LETTERS):
+        raise ValueError(f"need 2 to {len(LETTERS)} choices, got {len(choices)}")
+    if isinstance(answer, bool) or answer is None:
+        raise ValueError("'answer' is missing")
+    if isinstance(answer, int) and 0 <= answer < len(choices):
+        index = answer
+    elif isinstance(answer, str) and answer.strip().upper().rstrip(".") in letters:
+        index = letters[answer.strip().upper().rstrip(".")]
+    elif isinstance(answer, str) and answer.strip() in choices:
+        index = choices.index(answer.strip())
+    else:
+        raise ValueError(f"'answer' {answer!r} is neither a letter, an index nor one of the choices")
+    return Question(question.strip(), tuple(choices), index)
+
+
+def read_questions(path: str | Path) -> list[Question]:
+    """All items of a multiple-choice file; a bad item raises ModelError naming it."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file. SECBOT_MCQ_FILE must name a JSON file of "
+                         "{question, choices, answer} items.")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if text.lstrip().startswith(("[", "{")) and not _is_jsonl(text) else \
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"{path}: not valid UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+    if isinstance(data, dict):
+        data = _first(data, ("questions", "data", "items"))
+    if not isinstance(data, list) or not data:
+        raise ModelError(f"{path}: expected a list of questions (or {{\"questions\": [...]}})")
+    out = []
+    for number, item in enumerate(data, start=1):
+        try:
+            out.append(parse_question(item))
+        except ValueError as exc:
+            raise ModelError(f"{path}: question {number}: {exc}") from None
+    return out
+
+
+def _is_jsonl(text: str) -> bool:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2 or not lines[0].lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(lines[0])
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def choice_scores(engine, question: Question) -> list[float]:
+    """Mean log-probability of each choice's line after the question (the active adapter's model)."""
+    prompt = engine.prompt_ids(question.prompt(), [], engine.sampling)
+    rows = [engine.tokenizer.encode(question.line(i), add_special_tokens=False) for i in range(len(question.choices))]
+    width = len(prompt) + max(map(len, rows))
+    pad = engine.tokenizer.pad_token_id
+    # Right-padded, as in training: a P-tuning prefix's keys carry no position.
+    ids = torch.tensor([prompt + r + [pad] * (width - len(prompt) - len(r)) for r in rows], device=engine.device)
+    mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (width - len(prompt) - len(r)) for r in rows],
+                        device=engine.device)
+    with engine._lock, torch.inference_mode():
+        logits = engine.adapters.model()(input_ids=ids, attention_mask=mask).logits.float()
+    logprobs = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+    scores = []
+    for i, r in enumerate(rows):
+        start = len(prompt) - 1  # the position that predicts the first token of the choice line
+        scores.append(float(logprobs[i, start:start + len(r)].mean()))
+    return scores
+
+
+def accuracy(engine, questions: list[Question]) -> dict:
+    """{"accuracy": % right, "samples": n}."""
+    right = 0
+    for question in questions:
+        scores = choice_scores(engine, question)
+        right += scores.index(max(scores)) == question.answer
+    return {"accuracy": round(100.0 * right / max(len(questions), 1), 2), "samples": len(questions)}
