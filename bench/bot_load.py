@@ -24,7 +24,7 @@ import httpx
 import uvicorn
 
 from secbot.bot.app import create_app
-from secbot.bot.local_slack import LocalSlack, event_body, mention_event, signature_headers
+from secbot.bot.offline_slack import OfflineSlack, event_body, mention_event, signature_headers
 from secbot.bot.serve import asgi_app
 from secbot.bot.settings import Settings
 from secbot.feedback.store import Store
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp())
-    with LocalSlack() as slack:
+    with OfflineSlack() as slack:
         settings = Settings(_env_file=None, slack_bot_token="xoxb-bench", slack_signing_secret=SECRET,
                             slack_api_url=slack.api_url, data_dir=tmp)
         store = Store(settings.effective_database_url)
@@ -105,17 +105,18 @@ def main() -> None:
 
         def answered():
             return sum(1 for i in range(args.events)
-                       if any(m.get("blocks") for m in slack.thread_messages("CLOAD", f"{1000 + i}.1")))
+                       if any(b.get("type") == "context_actions" for m in slack.thread_messages("CLOAD", f"{1000 + i}.1")
+                              for b in m.get("blocks") or []))
 
         deadline = time.time() + 60 + args.events * args.model_latency
         while answered() < args.events and time.time() < deadline:
             time.sleep(0.5)
         drained = time.perf_counter() - started
-        placeholders: dict[str, int] = {}
-        for call in slack.calls_to("chat.postMessage"):
+        started_answers: dict[str, int] = {}
+        for call in slack.calls_to("chat.startStream"):
             key = call.params.get("thread_ts")
-            placeholders[key] = placeholders.get(key, 0) + 1
-        duplicates = sum(n - 1 for n in placeholders.values() if n > 1)
+            started_answers[key] = started_answers.get(key, 0) + 1
+        duplicates = sum(n - 1 for n in started_answers.values() if n > 1)
         delivered = answered()
         server.should_exit = True
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from secbot.bot import configure
 from secbot.bot.app import create_app, web_client
-from secbot.bot.local_slack import (LocalSlack, event_body, form_body, interactive_body, mention_event,
+from secbot.bot.offline_slack import (OfflineSlack, event_body, form_body, interactive_body, mention_event,
                                     signature_headers)
 from secbot.bot.reporting import SlackReporter
 from secbot.bot.settings import Settings
@@ -92,7 +92,7 @@ def printable(text: str, width: int = 58) -> str:
 class DemoSlack:
     """What Slack would send the app, for one demo workspace."""
 
-    def __init__(self, app, slack: LocalSlack):
+    def __init__(self, app, slack: OfflineSlack):
         self.app, self.slack = app, slack
         self._ts = 100
 
@@ -161,7 +161,7 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
     data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="secbot-demo-"))
     step = lambda n, text: say(f"\n[{n}/8] {text}  ({time.monotonic() - started:.0f} s)")  # noqa: E731
     say(f"secbot demo: the whole loop offline, in {data_dir}")
-    with LocalSlack() as slack:
+    with OfflineSlack(users={ADMIN: "ada", ALICE: "alice", BOB: "bob", CAROL: "carol"}) as slack:
         settings = demo_settings(data_dir, slack.api_url)
         step(1, "Building the tiny GLM reference model and opening the store")
         model = InProcessClient(configure.load_engine(settings))

@@ -9,6 +9,7 @@ import threading
 from slack_sdk import WebClient
 
 from secbot.feedback.loop import deliver_reports
+from secbot.feedback.periodic import every
 from secbot.feedback.report import RunReport, render
 from secbot.feedback.store import Store
 
@@ -46,14 +47,5 @@ class SlackReporter:
         """Post the reports of runs another process (the training worker) finished."""
         return deliver_reports(self.store, self.post)
 
-    def start(self, every: float = 15.0) -> threading.Thread:
-        def loop() -> None:
-            while True:
-                try:
-                    self.deliver_pending()
-                except Exception:
-                    log.exception("could not deliver run reports")
-                threading.Event().wait(every)
-        thread = threading.Thread(target=loop, name="secbot-reports", daemon=True)
-        thread.start()
-        return thread
+    def start(self, seconds: float = 15.0) -> threading.Event:
+        return every(seconds, self.deliver_pending, "secbot-run-reports")

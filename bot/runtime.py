@@ -1,8 +1,10 @@
-"""Wiring for the Slack bot process: store, model on the active version, learning loop, the app."""
+"""Wiring for the Slack bot process: store, model on the active version, learning loop, the app,
+and what it does in the background (reports, following the model, forgetting old event ids)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from slack_bolt import App
@@ -11,11 +13,13 @@ from secbot.bot import configure
 from secbot.bot.app import create_app, web_client
 from secbot.bot.reporting import SlackReporter
 from secbot.bot.settings import Settings
-from secbot.feedback.loop import LearningLoop, VersionFollower, serve_active
+from secbot.feedback.loop import LearningLoop, follow_active_version, serve_active
+from secbot.feedback.periodic import every
 from secbot.feedback.store import Store
 from secbot.model.client import InProcessClient, ModelClient
 
 log = logging.getLogger(__name__)
+PRUNE_EVENTS_EVERY = 6 * 3600.0
 
 
 @dataclass
@@ -33,7 +37,7 @@ def build_runtime(settings: Settings, *, http_mode: bool) -> BotRuntime:
     model = configure.model_client(settings)
     if isinstance(model, InProcessClient):
         log.warning("serving %s", serve_active(store, model))
-        VersionFollower(store, model).start()  # promotions made by a training worker
+        follow_active_version(store, model)  # promotions made by a training worker
     # A model server is told to switch by whichever process changes the active version; each
     # answer says which version produced it, so this process never switches it on its own.
     reporter = SlackReporter(web_client(settings), store, settings.admin_channel)
@@ -43,4 +47,8 @@ def build_runtime(settings: Settings, *, http_mode: bool) -> BotRuntime:
     if settings.scheduler:
         loop.start_schedule()
     reporter.start()
+    every(PRUNE_EVENTS_EVERY, store.events.prune, "secbot-prune-events")
+    store.memory.warm()
+    # Questions a stopped process left unanswered are finished in the background, not before serving.
+    threading.Thread(target=app.secbot.answerer.recover, name="secbot-recover", daemon=True).start()
     return BotRuntime(settings, store, model, loop, app)

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     answer_thread_replies: bool = Field(True, description="Answer replies in threads the bot is "
                                         "already in, without a new mention.")
     correction_reaction: str = Field("pencil2", description="Reaction that asks to correct an answer.")
+    channels: IdList = Field(default_factory=list, description="Channel ids secbot answers in "
+                             "(comma-separated; empty: every channel it is in). DMs are always answered.")
+    allowed_usergroup: str | None = Field(None, description="A Slack user group id: only its members "
+                                          "may ask and give feedback.")
+    suggested_prompts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["What is lateral movement?", "How do I report a phishing email?",
+                                 "什么是勒索软件？"],
+        description="Prompts offered when an assistant thread starts ('|'-separated).")
+    streaming: bool = Field(True, description="Stream answers with Slack's native streaming where the "
+                            "workspace has it (edited messages otherwise).")
 
     # Team memory: approved records answer at once (see feedback.memory for the confidence)
     memory: bool = Field(True, description="Answer from the team's approved records.")
@@ -109,11 +119,18 @@ class Settings(BaseSettings):
     mcq_file: Path | None = Field(None, description="Multiple-choice exam (JSON: question, choices, "
                                   "answer) scored for candidate and active.")
 
-    @field_validator("admins", "trusted_analysts", mode="before")
+    @field_validator("admins", "trusted_analysts", "channels", mode="before")
     @classmethod
     def _split_ids(cls, value):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("suggested_prompts", mode="before")
+    @classmethod
+    def _split_prompts(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split("|") if part.strip()]
         return value
 
     @field_validator("data_dir", "adapter", "heldout_file", "mcq_file", mode="after")
@@ -143,7 +160,7 @@ class Settings(BaseSettings):
                 shown = "****" + value.get_secret_value()[-4:] if len(value.get_secret_value()) > 12 \
                     else "****"
             elif isinstance(value, list):
-                shown = ",".join(value)
+                shown = ("|" if field == "suggested_prompts" else ",").join(value)
             else:
                 shown = "" if value is None else str(value)
             if field == "database_url" and value is None:

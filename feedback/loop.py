@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from secbot.feedback.entities import Version
 from secbot.feedback.errors import StoreError
+from secbot.feedback.periodic import every
 from secbot.feedback.pipeline import LoopConfig, RetrainPipeline
 from secbot.feedback.report import RunReport
 from secbot.feedback.schedule import next_run, start_scheduler
@@ -80,32 +81,15 @@ def serve_active(store: Store, model: ModelClient) -> str:
     raise AssertionError("the base model always loads")
 
 
-class VersionFollower:
-    """Keeps an in-process engine on the active version when another process changes it."""
-
-    def __init__(self, store: Store, model: InProcessClient, every: float = 15.0):
-        self.store, self.model, self.every = store, model, every
-        self._stop = threading.Event()
-
-    def check(self) -> None:
-        active = self.store.runs.active_version()
-        if (active.id if active else None) != self.model.version_id:
-            self.model.use_version(active)
+def follow_active_version(store: Store, model: InProcessClient, seconds: float = 15.0) -> threading.Event:
+    """Keep an in-process engine on the active version when another process changes it (a
+    training worker promotes, an admin rolls back from the command line)."""
+    def check() -> None:
+        active = store.runs.active_version()
+        if (active.id if active else None) != model.version_id:
+            model.use_version(active)
             log.info("now serving %s", describe(active))
-
-    def start(self) -> threading.Thread:
-        def loop() -> None:
-            while not self._stop.wait(self.every):
-                try:
-                    self.check()
-                except Exception:
-                    log.exception("could not follow the active model version")
-        thread = threading.Thread(target=loop, name="secbot-version-follower", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
+    return every(seconds, check, "secbot-version-follower")
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,18 @@
-"""The real bolt app driven by signed requests, answering through a local Slack Web API."""
+"""The real bolt app driven by signed requests built from Slack's published example payloads
+(tests/fixtures/slack), answering through the offline Slack Web API and the tiny model."""
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from conftest import answered
+from slack_payloads import DROP, command, event, interaction, payload
 
-from secbot.bot.answering import split_text
+from secbot.bot.answering import INTERRUPTED
 from secbot.bot.app import create_app
-from secbot.bot.local_slack import (BOT_USER_ID, LocalSlack, event_body, form_body, interactive_body,
-                             mention_event, signature_headers)
+from secbot.bot.offline_slack import BOT_USER_ID, OfflineSlack, signature_headers
+from secbot.bot.rendering import ZWSP, neutralise
 from secbot.bot.settings import Settings
 from secbot.feedback.entities import RecordSource, RecordStatus
 from secbot.feedback.intake import Intake
@@ -19,12 +22,13 @@ from secbot.model.engine import Engine
 from secbot.model.generation import Sampling
 
 SECRET = "test-signing-secret"
-ADMIN, ANALYST, TRUSTED = "UADMIN", "UANALYST", "UTRUSTED"
+ADMIN, ANALYST, OTHER, TRUSTED = "UADMIN", "UANALYST", "UOTHER", "UTRUSTED"
+NAMES = {ADMIN: "ada", ANALYST: "alice", OTHER: "bob", TRUSTED: "trudy"}
 
 
 @pytest.fixture
 def slack():
-    with LocalSlack() as fake:
+    with OfflineSlack(users=dict(NAMES)) as fake:
         yield fake
 
 
@@ -40,36 +44,56 @@ def make_settings(slack, tmp_path, **extra) -> Settings:
 
 
 class Bot:
-    """The app under test plus helpers that send it what Slack would."""
+    """The app under test plus what Slack would send it."""
 
-    def __init__(self, slack, tmp_path, model, split_at=3000, **extra):
+    def __init__(self, slack, tmp_path, model, split_at=11_000, **extra):
         self.slack = slack
         self.settings = make_settings(slack, tmp_path, **extra)
         self.store = Store(self.settings.effective_database_url)
         self.app = create_app(self.settings, self.store, model, update_interval=0.05, split_at=split_at)
 
     def send(self, body: str, content_type="application/json", headers=None, secret=SECRET):
-        all_headers = signature_headers(body, secret, content_type=content_type) | (headers or {})
-        return self.app.handle_raw(body, all_headers)
+        return self.app.handle_raw(body, signature_headers(body, secret, content_type=content_type) | (headers or {}))
 
-    def event(self, event: dict, event_id=None, headers=None):
-        return self.send(event_body(event, event_id), headers=headers)
+    def event(self, name, event_id=None, headers=None, **changes):
+        return self.send(event(name, event_id, **changes), headers=headers)
 
-    def interact(self, payload: dict):
-        return self.send(interactive_body(payload), "application/x-www-form-urlencoded")
+    def mention(self, text, channel="C1", ts="1.1", user=ANALYST, thread_ts=None, event_id=None, **changes):
+        extra = {"event__thread_ts": thread_ts} if thread_ts else {}
+        return self.event("app_mention", event_id, event__text=f"<@{BOT_USER_ID}> {text}", event__channel=channel,
+                          event__ts=ts, event__event_ts=ts, event__user=user, **extra, **changes)
 
-    def command(self, text: str, user: str):
-        return self.send(form_body({"command": "/secbot", "text": text, "user_id": user,
-                                    "channel_id": "CADMIN", "team_id": "TLOCAL", "trigger_id": "t.1",
-                                    "response_url": f"{self.slack.url}/respond/{user}"}),
+    def interact(self, name, **changes):
+        return self.send(interaction(name, **changes), "application/x-www-form-urlencoded")
+
+    def command(self, text: str, user: str, channel="CADMIN"):
+        return self.send(command(command="/secbot", text=text, user_id=user, channel_id=channel,
+                                 response_url=f"{self.slack.url}/respond/{user}"),
                          "application/x-www-form-urlencoded")
 
     def answers(self, channel, thread_ts, count=1, timeout=120):
-        """The bot's finished answers in a thread (those carrying feedback buttons)."""
+        """The bot's finished answers in a thread (those carrying feedback controls)."""
         def done():
-            msgs = [m for m in self.slack.thread_messages(channel, thread_ts) if m.get("blocks")]
+            msgs = [m for m in self.slack.thread_messages(channel, thread_ts) if finished(m)]
             return msgs if len(msgs) >= count else None
         return self.slack.wait_for(done, timeout)
+
+    def turn(self, channel, ts):
+        return self.store.conversations.turn_for_message(channel, ts)
+
+
+def finished(message: dict) -> bool:
+    return any(b.get("type") == "context_actions" for b in message.get("blocks") or [])
+
+
+def body_text(message: dict) -> str:
+    """What an answer message shows: its streamed Markdown, or its markdown blocks."""
+    blocks = [b["text"] for b in message.get("blocks") or [] if b.get("type") == "markdown"]
+    return "\n".join(blocks) if blocks else message["text"]
+
+
+def footer(message: dict) -> list[str]:
+    return [e["text"] for b in message.get("blocks") or [] if b["type"] == "context" for e in b["elements"]]
 
 
 @pytest.fixture
@@ -77,247 +101,417 @@ def bot(slack, tmp_path, bot_engine):
     return Bot(slack, tmp_path, InProcessClient(bot_engine))
 
 
-def test_mention_is_answered_in_its_thread_with_the_model_answer(bot, bot_engine):
-    assert bot.event(mention_event("What is phishing?", channel="C1", ts="1.1")).status == 200
+# -- questions -----------------------------------------------------------------------------------
+def test_a_mention_gets_a_status_then_a_natively_streamed_answer_with_feedback(bot, bot_engine, slack):
+    assert bot.mention("What is phishing?", ts="1.1").status == 200
     [answer] = bot.answers("C1", "1.1")
     expected = bot_engine.generate("What is phishing?")
-    assert answer["text"] == expected
-    assert answer["blocks"][0]["text"]["text"] == expected
-    assert [e["action_id"] for e in answer["blocks"][1]["elements"]] == [
-        "feedback_up", "feedback_down", "open_correction"]
-    first = bot.slack.calls_to("chat.postMessage")[0].params
-    assert first["thread_ts"] == "1.1" and "Thinking" in first["text"]  # placeholder at once
-    turn = bot.store.conversations.turn_for_message("C1", answer["ts"])
+    assert body_text(answer) == neutralise(expected)
+    assert slack.statuses[("C1", "1.1")] == "is thinking…"  # a status, not a placeholder message
+    assert [c.method for c in slack.calls if c.method.startswith("chat.")][0] == "chat.startStream"
+    assert slack.calls_to("chat.stopStream") and not slack.calls_to("chat.postMessage")
+    start = slack.calls_to("chat.startStream")[0].params
+    assert (start["recipient_user_id"], start["recipient_team_id"], start["thread_ts"]) == (ANALYST, "T111", "1.1")
+    turn = bot.turn("C1", answer["ts"])
     assert (turn.question, turn.answer, turn.asker) == ("What is phishing?", expected, ANALYST)
     assert turn.latency_ms is not None and turn.prompt_tokens > 0 and turn.completion_tokens > 0
+    buttons = next(b for b in answer["blocks"] if b["type"] == "context_actions")["elements"][0]
+    assert buttons["type"] == "feedback_buttons" and buttons["positive_button"]["value"] == f"up:{turn.id}"
 
 
-def test_a_retried_event_is_answered_once_even_after_a_restart(bot, slack, tmp_path, bot_engine):
-    event = mention_event("What is a zero-day?", channel="C1", ts="2.1")
-    assert bot.event(event, event_id="EvSAME").status == 200
-    assert bot.event(event, event_id="EvSAME", headers={"x-slack-retry-num": "1",
-                                                        "x-slack-retry-reason": "http_timeout"}).status == 200
-    bot.answers("C1", "2.1")
+def test_without_native_streaming_or_status_it_falls_back_to_a_placeholder_and_edits(tmp_path, bot_engine):
+    with OfflineSlack(streaming=False, status=False) as slack:
+        bot = Bot(slack, tmp_path, InProcessClient(bot_engine))
+        bot.mention("What is phishing?", ts="2.1")
+        [answer] = bot.answers("C1", "2.1")
+        assert body_text(answer) == neutralise(bot_engine.generate("What is phishing?"))
+        first = slack.calls_to("chat.postMessage")[0].params
+        assert "Thinking" in first["text"] and first["thread_ts"] == "2.1"
+        assert slack.calls_to("chat.update") and answer["blocks"][0]["type"] == "markdown"
+        assert "▍" not in answer["text"]
+
+
+def test_a_retried_event_and_one_message_sent_as_two_events_are_answered_once(bot, slack, tmp_path, bot_engine):
+    bot.mention("What is a zero-day?", ts="3.1", event_id="EvSAME")
+    bot.mention("What is a zero-day?", ts="3.1", event_id="EvSAME",
+                headers={"x-slack-retry-num": "1", "x-slack-retry-reason": "http_timeout"})
+    # The same Slack message as a `message` event too (as in a group DM): one question.
+    bot.event("message_mpim", event__channel="C1", event__ts="3.1", event__user=ANALYST,
+              event__text=f"<@{BOT_USER_ID}> What is a zero-day?")
+    bot.answers("C1", "3.1")
     restarted = Bot(slack, tmp_path, InProcessClient(bot_engine))
-    assert restarted.event(event, event_id="EvSAME").status == 200
-    time.sleep(0.5)
-    placeholders = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == "2.1"]
-    assert len(placeholders) == 1
+    assert restarted.mention("What is a zero-day?", ts="3.1", event_id="EvSAME").status == 200
+    slack.wait_for(lambda: len(slack.calls_to("chat.stopStream")) >= 1)
+    time.sleep(0.5)  # what a duplicate would post comes within this; nothing may
+    assert len(slack.calls_to("chat.startStream")) == 1 and len(bot.store.conversations.thread_turns("C1", "3.1")) == 1
 
 
 def test_a_follow_up_in_the_thread_uses_its_history(bot, bot_engine):
-    bot.event(mention_event("What is XSS?", channel="C1", ts="3.1"))
-    [first] = bot.answers("C1", "3.1")
-    # A plain reply in the thread, no mention: the bot is already in this thread.
-    bot.event({"type": "message", "channel_type": "channel", "user": ANALYST, "channel": "C1",
-               "text": "How do I stop it?", "ts": "3.5", "thread_ts": "3.1"})
-    second = bot.answers("C1", "3.1", count=2)[1]
-    assert second["text"] == bot_engine.generate("How do I stop it?", [("What is XSS?", first["text"])])
-    assert second["text"] != bot_engine.generate("How do I stop it?")
+    bot.mention("What is XSS?", ts="4.1")
+    [first] = bot.answers("C1", "4.1")
+    bot.event("message_thread_broadcast", event__channel="C1", event__ts="4.5", event__thread_ts="4.1",
+              event__subtype=DROP, event__channel_type="channel", event__user=ANALYST, event__text="How do I stop it?")
+    second = bot.answers("C1", "4.1", count=2)[1]
+    history = [("What is XSS?", bot.turn("C1", first["ts"]).answer)]
+    assert body_text(second) == neutralise(bot_engine.generate("How do I stop it?", history))
 
 
-def test_dm_is_answered_and_own_messages_and_edits_are_ignored(bot, bot_engine, slack):
-    bot.event({"type": "message", "channel_type": "im", "user": ANALYST, "channel": "D1",
-               "text": "What is MFA?", "ts": "4.1"})
-    [answer] = bot.answers("D1", "4.1")
-    assert answer["text"] == bot_engine.generate("What is MFA?")
+def test_dms_are_answered_with_or_without_a_mention_and_own_messages_and_edits_are_ignored(bot, bot_engine, slack):
+    bot.event("message_im", event__channel="D1", event__ts="5.1", event__user=ANALYST, event__text="What is MFA?")
+    bot.event("message_im", event__channel="D1", event__ts="5.2", event__user=ANALYST,
+              event__text=f"<@{BOT_USER_ID}> What is EDR?")  # Slack sends no app_mention in a DM
+    assert body_text(bot.answers("D1", "5.1")[0]) == neutralise(bot_engine.generate("What is MFA?"))
+    assert body_text(bot.answers("D1", "5.2")[0]) == neutralise(bot_engine.generate("What is EDR?"))
     before = len(slack.calls)
-    bot.event({"type": "message", "channel_type": "im", "bot_id": "BBOT", "user": BOT_USER_ID,
-               "channel": "D1", "text": "my own answer", "ts": "4.2"})
-    bot.event({"type": "message", "subtype": "message_changed", "channel_type": "im", "channel": "D1",
-               "ts": "4.3", "message": {"text": "edited", "bot_id": "BBOT"}})
-    bot.event({"type": "message", "channel_type": "channel", "user": ANALYST, "channel": "C9",
-               "text": "chatter in a thread the bot is not in", "ts": "4.5", "thread_ts": "4.4"})
-    time.sleep(0.5)
+    bot.event("message_im", event__channel="D1", event__ts="5.3", event__user=BOT_USER_ID, event__bot_id="BBOT",
+              event__text="my own answer")
+    bot.event("message_changed", event__channel="D1")
+    bot.event("message_mpim", event__channel="G1", event__ts="5.4", event__user=ANALYST, event__text="chatter")
+    bot.event("message_thread_broadcast", event__channel="C9", event__ts="5.6", event__thread_ts="5.5",
+              event__user=ANALYST)  # a thread secbot is not in
+    time.sleep(0.5)  # anything the bot would post comes within this; nothing may
     assert len(slack.calls) == before
 
 
-def test_thumbs_up_by_reaction_and_button_is_recorded(bot):
-    bot.event(mention_event("What is CSRF?", channel="C1", ts="5.1"))
-    [answer] = bot.answers("C1", "5.1")
-    turn = bot.store.conversations.turn_for_message("C1", answer["ts"])
-    bot.event({"type": "reaction_added", "user": ANALYST, "reaction": "+1::skin-tone-2",
-               "item": {"type": "message", "channel": "C1", "ts": answer["ts"]}})
-    bot.interact({"type": "block_actions", "user": {"id": "UOTHER"}, "trigger_id": "t.2",
-                  "channel": {"id": "C1"}, "response_url": f"{bot.slack.url}/respond/x",
-                  "actions": [{"action_id": "feedback_down", "value": str(turn.id)}]})
-    bot.slack.wait_for(lambda: bot.store.conversations.feedback_counts(turn.id) == {"thumbs_up": 1, "thumbs_down": 1})
-    [record] = bot.slack.wait_for(lambda: bot.store.records.list())
+def test_thread_broadcasts_file_shares_and_group_dm_mentions_are_answered(bot, slack):
+    bot.mention("What is a SIEM?", ts="6.1")
+    bot.answers("C1", "6.1")
+    bot.event("message_thread_broadcast", event__channel="C1", event__ts="6.2", event__thread_ts="6.1",
+              event__user=ANALYST, event__text="And what does it cost?")
+    assert len(bot.answers("C1", "6.1", count=2)) == 2
+    bot.event("message_file_share", event__channel="D2", event__channel_type="im", event__ts="6.3",
+              event__user=ANALYST, event__text="Is this screenshot phishing?")
+    bot.answers("D2", "6.3")
+    bot.event("message_file_share", event__channel="D2", event__channel_type="im", event__ts="6.4",
+              event__user=ANALYST, event__text="")  # a file with no words: nothing to answer
+    bot.event("message_mpim", event__channel="G2", event__ts="6.5", event__user=ANALYST,
+              event__text=f"<@{BOT_USER_ID}> What is DLP?")
+    bot.answers("G2", "6.5")
+    time.sleep(0.3)
+    assert slack.thread_messages("D2", "6.4") == []
+
+
+def test_the_home_tab_is_published_only_when_the_home_tab_opens(bot, slack):
+    bot.event("app_home_opened", event__user=ADMIN, event__tab="messages")
+    bot.event("app_home_opened", event__user=ADMIN)
+    view = slack.wait_for(lambda: slack.views.get(ADMIN))
+    assert "Active model" in json.dumps(view) and len(slack.calls_to("views.publish")) == 1
+    bot.event("app_home_opened", event__user=ANALYST)
+    assert "Mention me" in json.dumps(slack.wait_for(lambda: slack.views.get(ANALYST)))
+
+
+def test_channels_outside_the_allow_list_and_users_outside_the_group_get_a_polite_refusal(slack, tmp_path, bot_engine):
+    slack.usergroups = {"STEAM": [ANALYST]}
+    bot = Bot(slack, tmp_path, InProcessClient(bot_engine), channels=["CSEC"], allowed_usergroup="STEAM")
+    bot.mention("What is phishing?", channel="CRANDOM", ts="7.1")
+    refusal = slack.wait_for(lambda: slack.calls_to("chat.postEphemeral"))[0].params
+    assert refusal["user"] == ANALYST and "only answer" in refusal["text"]
+    bot.mention("What is phishing?", channel="CSEC", ts="7.2", user=OTHER)
+    refusals = slack.wait_for(lambda: len(slack.calls_to("chat.postEphemeral")) > 1 and slack.calls_to("chat.postEphemeral"))
+    assert refusals[1].params["user"] == OTHER and "only open to the security team" in refusals[1].params["text"]
+    bot.mention("What is phishing?", channel="CSEC", ts="7.3")
+    bot.answers("CSEC", "7.3")
+    assert slack.thread_messages("CRANDOM", "7.1") == [] and slack.thread_messages("CSEC", "7.2") == []
+
+
+# -- the text boundary ---------------------------------------------------------------------------
+def test_incoming_slack_markup_reaches_the_model_and_the_store_as_plain_text(bot, slack):
+    raw = ("Is &lt;script&gt; in <https://evil.example/x?a=1&amp;b=2|this page> from <@UOTHER> "
+           "in <#C42|general> a problem? <!here>")
+    bot.mention(raw, ts="8.1")
+    [answer] = bot.answers("C1", "8.1")
+    turn = bot.turn("C1", answer["ts"])
+    assert turn.question == ("Is <script> in this page (https://evil.example/x?a=1&b=2) from @bob in #general "
+                             "a problem? @here")
+    record = Intake(bot.store, trusted=[TRUSTED]).correction(turn.id, TRUSTED, "Yes: it is an XSS attempt.").record
+    assert record.prompt == turn.question and "<@" not in record.prompt and "&lt;" not in record.prompt
+
+
+def test_nothing_an_answer_says_can_notify_anyone_and_markdown_renders(bot, slack):
+    bot.mention("Who do we page?", ts="9.1")
+    [first] = bot.answers("C1", "9.1")
+    poisoned = ("Page <!here> and <!channel>, ask <@UADMIN> in <#C1|sec>, tell <!subteam^S1|@sec> or @everyone.\n\n"
+                "**Bold**, [runbook](https://wiki.example/ir) & `grep '<script' access.log`\n\n"
+                "| step | who |\n|---|---|\n| 1 | SOC |\n\n```bash\nredis-cli -h <host>\n```")
+    Intake(bot.store, trusted=[TRUSTED]).correction(bot.turn("C1", first["ts"]).id, TRUSTED, poisoned)
+    bot.mention("Who do we page?", ts="9.2")  # answered from team memory, word for word
+    [answer] = bot.answers("C1", "9.2")
+    shown = body_text(answer)
+    for token in ("<!here>", "<!channel>", "<@UADMIN>", "<#C1|sec>", "<!subteam^S1|@sec>", "@everyone"):
+        assert token not in shown and token not in answer["text"], token
+    assert shown.replace(ZWSP, "") == poisoned  # still reads the same, and the Markdown is intact
+    assert "**Bold**" in shown and "```bash" in shown and "| step | who |" in shown
+    assert "Team answer" in footer(answer)[0]
+    stop = slack.calls_to("chat.stopStream")[-1].params
+    assert all("<!" not in json.dumps(b) for b in stop["blocks"])
+
+
+def test_a_long_answer_continues_in_further_messages_and_every_piece_takes_feedback(slack, tmp_path, tiny_dir):
+    engine = Engine.load(tiny_dir, sampling=Sampling(max_new_tokens=600))
+    expected = engine.generate("Tell me everything about ransomware.")
+    assert len(expected) > 800  # precondition: long enough for three 400-character messages
+    bot = Bot(slack, tmp_path, InProcessClient(engine), split_at=400)
+    bot.mention("Tell me everything about ransomware.", ts="10.1")
+    bot.answers("C1", "10.1", timeout=300)
+    messages = slack.thread_messages("C1", "10.1")
+    assert len(messages) >= 3
+    assert "".join(body_text(m) for m in messages).replace(ZWSP, "") == expected
+    [turn_id] = {bot.turn("C1", m["ts"]).id for m in messages}
+    assert bot.turn("C1", messages[0]["ts"]).answer == expected
+    bot.event("reaction_added", event__user=OTHER, event__reaction="+1",
+              event__item={"type": "message", "channel": "C1", "ts": messages[-1]["ts"]})
+    slack.wait_for(lambda: bot.store.conversations.feedback_counts(turn_id) == {"thumbs_up": 1})
+
+
+# -- feedback ------------------------------------------------------------------------------------
+def test_thumbs_by_reaction_and_native_button_are_recorded_and_the_question_is_not_an_answer(bot, slack):
+    bot.mention("What is CSRF?", ts="11.1")
+    [answer] = bot.answers("C1", "11.1")
+    turn = bot.turn("C1", answer["ts"])
+    bot.event("reaction_added", event__user=ANALYST, event__reaction="+1::skin-tone-2",
+              event__item={"type": "message", "channel": "C1", "ts": "11.1"})  # on the question
+    bot.event("reaction_added", event__user=ANALYST, event__reaction="thumbsup",
+              event__item={"type": "message", "channel": "C1", "ts": answer["ts"]})
+    bot.interact("block_actions", user__id=OTHER, channel__id="C1", response_url=f"{slack.url}/respond/x",
+                 actions__0__action_id="feedback", actions__0__type="feedback_buttons",
+                 actions__0__value=f"down:{turn.id}")
+    slack.wait_for(lambda: bot.store.conversations.feedback_counts(turn.id) == {"thumbs_up": 1, "thumbs_down": 1})
+    [record] = slack.wait_for(lambda: bot.store.records.list())
     assert record.source is RecordSource.APPROVED_ANSWER and record.status is RecordStatus.PENDING
 
 
 def test_the_whole_correction_flow_creates_the_right_record(bot, slack):
-    bot.event(mention_event("What is lateral movement?", channel="C2", ts="6.1"))
-    [first] = bot.answers("C2", "6.1")
-    bot.event(mention_event("How do we detect it?", channel="C2", ts="6.3", thread_ts="6.1"))
-    second = bot.answers("C2", "6.1", count=2)[1]
-    # The correction reaction: reactions carry no trigger_id, so an ephemeral button comes back.
-    bot.event({"type": "reaction_added", "user": ANALYST, "reaction": "pencil2",
-               "item": {"type": "message", "channel": "C2", "ts": second["ts"]}})
+    bot.mention("What is lateral movement?", channel="C2", ts="12.1")
+    [first] = bot.answers("C2", "12.1")
+    bot.mention("How do we detect it?", channel="C2", ts="12.3", thread_ts="12.1")
+    second = bot.answers("C2", "12.1", count=2)[1]
+    bot.event("reaction_added", event__user=ANALYST, event__reaction="pencil2",
+              event__item={"type": "message", "channel": "C2", "ts": second["ts"]})
     offer = slack.wait_for(lambda: slack.calls_to("chat.postEphemeral"))[0].params
     assert offer["user"] == ANALYST and offer["channel"] == "C2"
     button = offer["blocks"][1]["elements"][0]
-    bot.interact({"type": "block_actions", "user": {"id": ANALYST}, "trigger_id": "t.3",
-                  "channel": {"id": "C2"}, "response_url": f"{slack.url}/respond/x",
-                  "actions": [{"action_id": button["action_id"], "value": button["value"]}]})
+    bot.interact("block_actions", user__id=ANALYST, channel__id="C2", trigger_id="t.3",
+                 actions__0__action_id=button["action_id"], actions__0__value=button["value"])
     modal = slack.wait_for(lambda: slack.calls_to("views.open"))[0].params["view"]
-    modal = json.loads(modal) if isinstance(modal, str) else modal
-    assert modal["blocks"][1]["element"]["initial_value"] == second["text"]
+    earlier = bot.turn("C2", first["ts"]).answer
+    assert modal["blocks"][1]["element"]["initial_value"] == bot.turn("C2", second["ts"]).answer
     assert "How do we detect it?" in modal["blocks"][0]["text"]["text"]
     correction = "Look for new remote logons (4624 type 3) and PsExec services."
-    bot.interact({"type": "view_submission", "user": {"id": ANALYST}, "view": {
-        "type": "modal", "callback_id": "correction_modal", "private_metadata": modal["private_metadata"],
-        "state": {"values": {"correction": {"correction": {"type": "plain_text_input",
-                                                           "value": correction}}}}}})
+    bot.interact("view_submission", user__id=ANALYST, view__callback_id="correction_modal",
+                 view__private_metadata=modal["private_metadata"],
+                 view__state={"values": {"correction": {"correction": {"type": "plain_text_input", "value": correction}}}})
     [record] = slack.wait_for(lambda: bot.store.records.list())
     assert (record.prompt, record.response) == ("How do we detect it?", correction)
-    assert record.history == (("What is lateral movement?", first["text"]),)
-    assert record.source is RecordSource.CORRECTION and record.author == ANALYST
-    assert record.status is RecordStatus.PENDING
-    confirm = slack.wait_for(lambda: [c for c in slack.calls_to("chat.postEphemeral")
-                                      if "record #" in c.params.get("text", "")])[0]
+    assert record.history == (("What is lateral movement?", earlier),)
+    assert record.source is RecordSource.CORRECTION and record.author == ANALYST and record.status is RecordStatus.PENDING
+    confirm = slack.wait_for(lambda: [c for c in slack.calls_to("chat.postEphemeral") if "record #" in c.params.get("text", "")])[0]
     assert confirm.params["user"] == ANALYST and "waiting for an admin's review" in confirm.params["text"]
 
 
-def test_the_message_shortcut_opens_the_same_modal(bot, slack):
-    bot.event(mention_event("What is EDR?", channel="C3", ts="7.1"))
-    [answer] = bot.answers("C3", "7.1")
-    bot.interact({"type": "message_action", "callback_id": "correct_answer", "trigger_id": "t.4",
-                  "user": {"id": TRUSTED}, "channel": {"id": "C3"}, "message": {"ts": answer["ts"]},
-                  "response_url": f"{slack.url}/respond/x"})
-    modal = slack.wait_for(lambda: slack.calls_to("views.open"))[0].params["view"]
-    assert modal["callback_id"] == "correction_modal"
+def test_the_message_shortcut_opens_the_same_modal_and_not_for_other_messages(bot, slack):
+    bot.mention("What is EDR?", channel="C3", ts="13.1")
+    [answer] = bot.answers("C3", "13.1")
+    bot.interact("message_action", callback_id="correct_answer", user__id=TRUSTED, channel__id="C3",
+                 message__ts="13.1")  # the question, not an answer
+    bot.interact("message_action", callback_id="correct_answer", user__id=TRUSTED, channel__id="C3",
+                 message__ts=answer["ts"])
+    views = slack.wait_for(lambda: len(slack.calls_to("views.open")) == 2 and slack.calls_to("views.open"))
+    assert "not one of secbot's answers" in json.dumps(views[0].params["view"])
+    assert views[1].params["view"]["callback_id"] == "correction_modal"
 
 
 def test_an_empty_correction_is_refused_with_a_field_error(bot):
     turn = answered(Intake(bot.store), channel="C", question="q", answer="a")
-    response = bot.interact({"type": "view_submission", "user": {"id": ANALYST}, "view": {
-        "type": "modal", "callback_id": "correction_modal", "private_metadata": json.dumps({"turn_id": turn, "channel": "C"}),
-        "state": {"values": {"correction": {"correction": {"value": "   "}}}}}})
+    response = bot.interact("view_submission", user__id=ANALYST, view__callback_id="correction_modal",
+                            view__private_metadata=json.dumps({"turn_id": turn, "channel": "C"}),
+                            view__state={"values": {"correction": {"correction": {"value": "   "}}}})
     assert json.loads(response.body)["response_action"] == "errors"
     assert bot.store.records.list() == []
 
 
-def test_admin_commands_and_refusal_of_non_admins(bot, slack):
+def test_forged_turn_ids_cannot_reach_another_users_dm(bot, slack):
+    intake = Intake(bot.store)
+    private = answered(intake, channel="D9", thread_ts="14.0", question="My password is hunter2, is that ok?",
+                       answer="No.", asker=ANALYST)
+    response = bot.interact("view_submission", user__id=OTHER, view__callback_id="correction_modal",
+                            view__private_metadata=json.dumps({"turn_id": private, "channel": "D9"}),
+                            view__state={"values": {"correction": {"correction": {"value": "leak it"}}}})
+    assert json.loads(response.body)["response_action"] == "errors"
+    bot.interact("block_actions", user__id=OTHER, channel__id="C1", trigger_id="t.9",
+                 actions__0__action_id="open_correction", actions__0__value=str(private))
+    bot.interact("block_actions", user__id=OTHER, channel__id="D9", response_url=f"{slack.url}/respond/y",
+                 actions__0__action_id="feedback", actions__0__value=f"up:{private}")
+    modal = slack.wait_for(lambda: slack.calls_to("views.open"))[0].params["view"]
+    assert "hunter2" not in json.dumps(modal) and "not one you can" in json.dumps(modal)
+    slack.wait_for(lambda: slack.calls_to("/respond/y"))
+    assert bot.store.records.list() == [] and bot.store.conversations.feedback_counts(private) == {}
+
+
+# -- admin ---------------------------------------------------------------------------------------
+def test_admin_commands_are_case_insensitive_and_refused_to_others(bot, slack):
     bot.command("status", ANALYST)
     refusal = slack.wait_for(lambda: slack.calls_to(f"/respond/{ANALYST}"))[0].params
     assert "for secbot admins" in refusal["text"]
-    bot.command("status", ADMIN)
+    bot.command("STATUS", ADMIN)
     status = slack.wait_for(lambda: slack.calls_to(f"/respond/{ADMIN}"))[0].params
     assert "Active model" in status["text"] and "0 pending" in status["text"]
-    turn = answered(Intake(bot.store), channel="C", question="q", answer="a")
-    record = Intake(bot.store).correction(turn, ANALYST, "better").record
-    bot.command("review", ADMIN)
-    review = slack.wait_for(lambda: len(slack.calls_to(f"/respond/{ADMIN}")) > 1 and
-                            slack.calls_to(f"/respond/{ADMIN}")[1])
-    approve = review.params["blocks"][2]["elements"][0]
-    bot.interact({"type": "block_actions", "user": {"id": ANALYST}, "response_url": f"{slack.url}/respond/r1",
-                  "actions": [{"action_id": approve["action_id"], "value": approve["value"]}]})
-    bot.interact({"type": "block_actions", "user": {"id": ADMIN}, "response_url": f"{slack.url}/respond/r2",
-                  "actions": [{"action_id": approve["action_id"], "value": approve["value"]}]})
-    slack.wait_for(lambda: bot.store.records.get(record.id).status is RecordStatus.APPROVED)
-    assert "Only secbot admins" in slack.calls_to("/respond/r1")[0].params["text"]
+
+
+def test_review_from_a_channel_and_from_the_app_home(bot, slack):
+    intake = Intake(bot.store)
+    first = intake.correction(answered(intake, thread_ts="15.0", question="q1", answer="a"), ANALYST, "better 1").record
+    second = intake.correction(answered(intake, thread_ts="15.1", question="q2", answer="a"), ANALYST, "better 2").record
+    bot.command("Review", ADMIN)
+    review = slack.wait_for(lambda: slack.calls_to(f"/respond/{ADMIN}"))[0].params
+    approve = review["blocks"][2]["elements"][0]
+    bot.interact("block_actions", user__id=ADMIN, response_url=f"{slack.url}/respond/r1",
+                 actions__0__action_id=approve["action_id"], actions__0__value=approve["value"])
+    slack.wait_for(lambda: bot.store.records.get(first.id).status is RecordStatus.APPROVED)
+    # From the App Home: no response_url; the record changes and the Home is published again.
+    started = time.perf_counter()
+    response = bot.interact("block_actions_home", user__id=ADMIN, actions__0__action_id="review_reject",
+                            actions__0__value=str(second.id))
+    assert response.status == 200 and time.perf_counter() - started < 3
+    slack.wait_for(lambda: bot.store.records.get(second.id).status is RecordStatus.REJECTED)
+    slack.wait_for(lambda: slack.views.get(ADMIN) and "Recently approved" in json.dumps(slack.views[ADMIN]))
+    # A non-admin's click in the Home changes nothing and gets a note in the app's DM.
+    response = bot.interact("block_actions_home", user__id=ANALYST, actions__0__action_id="review_revoke",
+                            actions__0__value=str(first.id))
+    assert response.status == 200
+    note = slack.wait_for(lambda: [c for c in slack.calls_to("chat.postMessage") if c.params["channel"] == ANALYST])
+    assert "Only secbot admins" in note[0].params["text"]
+    assert bot.store.records.get(first.id).status is RecordStatus.APPROVED
+
+
+def test_revoke_from_slack_removes_a_record_from_memory_at_once(bot, slack):
+    record = Intake(bot.store, trusted=[TRUSTED]).correction(
+        answered(Intake(bot.store), thread_ts="16.0", question="What port does SSH use?", answer="?"),
+        TRUSTED, "SSH listens on TCP port 22.").record
+    bot.command(f"revoke {record.id}", ADMIN)
+    reply = slack.wait_for(lambda: slack.calls_to(f"/respond/{ADMIN}"))[0].params
+    assert f"Record #{record.id} is revoked" in reply["text"]
+    assert bot.store.records.get(record.id).status is RecordStatus.REVOKED and bot.store.memory.size() == 0
+
+
+def test_export_uploads_the_dataset_or_says_why_it_could_not(slack, tmp_path, bot_engine):
+    slack.not_in = {"CNOTIN"}
+    bot = Bot(slack, tmp_path, InProcessClient(bot_engine))
+    intake = Intake(bot.store, trusted=[TRUSTED])
+    intake.correction(answered(intake, question="q", answer="a"), TRUSTED, "better")
     bot.command("export", ADMIN)
     slack.wait_for(lambda: slack.calls_to("files.completeUploadExternal"))
     [content] = slack.uploads.values()
     assert json.loads(content) == {"prompt": "q", "response": "better", "history": []}
+    bot.command("Export", ADMIN, channel="CNOTIN")
+    reply = slack.wait_for(lambda: slack.calls_to(f"/respond/{ADMIN}"))[0].params
+    assert "not_in_channel" in reply["text"] and "/invite" in reply["text"]
 
 
-def test_home_tab_shows_status_to_admins(bot, slack):
-    bot.event({"type": "app_home_opened", "user": ADMIN, "channel": "D1", "tab": "home"})
-    view = slack.wait_for(lambda: slack.calls_to("views.publish"))[0].params["view"]
-    assert "Active model" in json.dumps(view)
+# -- the assistant panel -------------------------------------------------------------------------
+def test_the_assistant_panel_suggests_prompts_and_answers_on_the_same_path(bot, slack, bot_engine):
+    bot.event("assistant_thread_started", event__assistant_thread__user_id=ANALYST,
+              event__assistant_thread__channel_id="D7", event__assistant_thread__thread_ts="17.0")
+    prompts = slack.wait_for(lambda: slack.calls_to("assistant.threads.setSuggestedPrompts"))[0].params
+    assert [p["message"] for p in prompts["prompts"]] == bot.settings.suggested_prompts
+    bot.event("assistant_user_message", event__user=ANALYST, event__channel="D7", event__ts="17.1",
+              event__thread_ts="17.0", event__text="What is a honeypot?")
+    [answer] = bot.answers("D7", "17.0")
+    assert body_text(answer) == neutralise(bot_engine.generate("What is a honeypot?"))
+    title = slack.wait_for(lambda: slack.calls_to("assistant.threads.setTitle"))[0].params
+    assert title["title"] == "What is a honeypot?"
+    assert bot.turn("D7", answer["ts"]).asker == ANALYST
 
 
-def test_a_bad_signature_gets_401_and_nothing_happens(bot, slack):
-    response = bot.send(event_body(mention_event("hi", channel="C1", ts="8.1")), secret="wrong-secret")
-    assert response.status == 401
-    stale = event_body(mention_event("hi", channel="C1", ts="8.2"))
-    headers = signature_headers(stale, SECRET, timestamp=int(time.time()) - 600)
-    assert bot.app.handle_raw(stale, headers).status == 401
+# -- failures ------------------------------------------------------------------------------------
+def test_bad_signatures_and_malformed_payloads_get_the_right_status(bot, slack):
+    body = event("app_mention")
+    assert bot.send(body, secret="wrong-secret").status == 401
+    stale = signature_headers(body, SECRET, timestamp=int(time.time()) - 600)
+    assert bot.app.handle_raw(body, stale).status == 401
+    assert bot.app.handle_raw(body, stale | {"x-slack-request-timestamp": "soon"}).status == 401
+    assert bot.send('{"type": "event_callback", "event": ').status == 400
+    assert bot.send("garbage=%%%", "application/x-www-form-urlencoded").status == 400
+    assert bot.event("app_mention", event__type="team_rename").status == 200  # acknowledged, ignored
+    assert bot.interact("block_actions", actions__0__action_id="no_such_button").status == 200
+    broken = bot.interact("view_submission", view__callback_id="correction_modal", view__state=DROP)
+    assert broken.status == 200 and json.loads(broken.body)["response_action"] == "errors"
     time.sleep(0.3)
-    assert slack.calls_to("chat.postMessage") == []
-
-
-def test_unknown_and_malformed_payloads_are_ignored_without_a_crash(bot, slack, bot_engine):
-    assert bot.event({"type": "team_rename", "name": "x"}).status == 200
-    assert bot.event({"type": "reaction_added", "user": ANALYST, "reaction": "+1",
-                      "item": {"type": "file", "file": "F1"}}).status == 200
-    assert bot.send('{"type": "event_callback", "event": ').status in (200, 400, 404)
-    assert bot.send("garbage=%%%", "application/x-www-form-urlencoded").status in (200, 400, 404)
-    assert bot.interact({"type": "block_actions", "user": {"id": ADMIN},
-                         "actions": [{"action_id": "no_such_button"}]}).status in (200, 404)
-    assert bot.interact({"type": "view_submission", "user": {"id": ADMIN},
-                         "view": {"callback_id": "correction_modal"}}).status == 400
-    time.sleep(0.3)
-    assert slack.calls_to("chat.postMessage") == []
-    bot.event(mention_event("Still there?", channel="C1", ts="9.1"))
-    assert bot.answers("C1", "9.1")[0]["text"] == bot_engine.generate("Still there?")
+    assert slack.calls_to("chat.startStream") == [] and slack.calls_to("chat.postMessage") == []
 
 
 def test_a_failing_model_gets_a_friendly_message_and_the_question_is_kept(slack, tmp_path):
     dead = OpenAIClient("http://127.0.0.1:9/v1", timeout=2)  # nothing listens on port 9
     bot = Bot(slack, tmp_path, dead)
-    bot.event(mention_event("Will this fail?", channel="C1", ts="10.1"))
-    message = slack.wait_for(lambda: [m for m in slack.thread_messages("C1", "10.1")
-                                      if "error id" in m["text"]])[0]
+    bot.mention("Will this fail?", ts="18.1")
+    message = slack.wait_for(lambda: [m for m in slack.thread_messages("C1", "18.1") if "error id" in m["text"]])[0]
     assert "Traceback" not in message["text"] and "Sorry" in message["text"]
-    [turn] = bot.store.conversations.thread_turns("C1", "10.1")
+    [turn] = bot.store.conversations.thread_turns("C1", "18.1")
     assert turn.question == "Will this fail?" and turn.answer is None
     assert turn.error_id and turn.error_id in message["text"]
 
 
-def test_a_long_answer_continues_in_further_messages(slack, tmp_path, tiny_dir):
-    engine = Engine.load(tiny_dir, sampling=Sampling(max_new_tokens=600))
-    expected = engine.generate("Tell me everything about ransomware.")
-    assert len(expected) > 800  # precondition: long enough for three 400-character messages
-    bot = Bot(slack, tmp_path, InProcessClient(engine), split_at=400)
-    bot.event(mention_event("Tell me everything about ransomware.", channel="C1", ts="11.1"))
-    bot.answers("C1", "11.1", timeout=300)
-    messages = slack.thread_messages("C1", "11.1")
-    assert len(messages) >= 3 and all(len(m["text"]) <= 400 for m in messages)
-    assert "".join(m["text"] for m in messages).replace(" ", "").replace("\n", "") == \
-        expected.replace(" ", "").replace("\n", "")
-    assert messages[-1]["blocks"] and not messages[0]["blocks"]
-    assert bot.store.conversations.turn_for_message("C1", messages[0]["ts"]).answer == expected
-    assert {bot.store.conversations.turn_for_message("C1", m["ts"]).id for m in messages} == {
-        bot.store.conversations.turn_for_message("C1", messages[0]["ts"]).id}  # every piece
+def test_a_full_disk_still_gets_a_reply_with_an_error_id_and_the_bot_recovers(bot, slack, bot_engine):
+    from sqlalchemy import event as sa_event
+
+    engine = bot.store.db.engine
+    with engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+    full = {"on": True}
+
+    @sa_event.listens_for(engine, "connect")
+    def _no_room(dbapi_conn, _record):  # SQLite then fails writes with "database or disk is full"
+        if full["on"]:
+            dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    engine.pool.dispose()
+    bot.mention("What is this? " + "x" * 50_000, ts="19.1")
+    message = slack.wait_for(lambda: [m for m in slack.thread_messages("C1", "19.1") if "error id" in m["text"]])[0]
+    assert "Sorry" in message["text"] and "Traceback" not in message["text"]
+    full["on"] = False  # space again: the next question is answered without a restart
+    engine.pool.dispose()
+    bot.mention("What is MFA?", ts="19.2")
+    assert body_text(bot.answers("C1", "19.2")[0]) == neutralise(bot_engine.generate("What is MFA?"))
 
 
-def test_split_text_keeps_slack_limits_and_cuts_at_whitespace():
-    paragraph = ("Rotate the key, then review CloudTrail for its use. " * 20)[:999].rsplit(" ", 1)[0] + "."
-    text = "\n\n".join([paragraph] * 7)  # about 7,000 characters in 7 paragraphs
-    pieces = split_text(text)
-    assert len(pieces) == 4 and all(len(p) <= 3000 for p in pieces)  # two paragraphs a message
-    assert "\n\n".join(pieces) == text
-    assert all(p.endswith(".") for p in pieces)
-    assert split_text("x" * 7000) == ["x" * 3000, "x" * 3000, "x" * 1000]
+def test_questions_a_stopped_process_left_are_finished_at_start_up(bot, slack, bot_engine):
+    intake = Intake(bot.store)
+    # One cut off mid-stream (a message showing half an answer), one never started.
+    half = intake.question(channel="C1", thread_ts="20.0", question="What is a rootkit?", asker=ANALYST,
+                           question_ts="20.0")
+    shown = bot.app.client.chat_postMessage(channel="C1", thread_ts="20.0", text="A rootkit hides ▍")["ts"]
+    bot.store.conversations.add_answer_messages(half, "C1", [shown])
+    waiting = intake.question(channel="C1", thread_ts="21.0", question="What is a keylogger?", asker=ANALYST,
+                              question_ts="21.0")
+    assert bot.app.secbot.answerer.recover(older_than=timedelta(0)) == 2
+    cut = slack.messages[("C1", shown)]
+    assert cut["text"].startswith(INTERRUPTED.split("{")[0]) and "▍" not in cut["text"]
+    assert bot.store.conversations.get_turn(half).error_id in cut["text"]
+    [answer] = bot.answers("C1", "21.0")
+    assert bot.turn("C1", answer["ts"]).id == waiting
+    assert body_text(answer) == neutralise(bot_engine.generate("What is a keylogger?"))
 
 
 def test_rate_limited_web_api_calls_are_retried(tmp_path, bot_engine):
-    with LocalSlack(rate_limit_every=2) as slack:
+    with OfflineSlack(rate_limit_every=2) as slack:
         bot = Bot(slack, tmp_path, InProcessClient(bot_engine))
-        bot.event(mention_event("What is a SIEM?", channel="C1", ts="12.1"))
-        [answer] = bot.answers("C1", "12.1", timeout=120)
-        assert answer["text"] == bot_engine.generate("What is a SIEM?")
+        bot.mention("What is a SIEM?", ts="22.1")
+        [answer] = bot.answers("C1", "22.1", timeout=120)
+        assert body_text(answer) == neutralise(bot_engine.generate("What is a SIEM?"))
 
 
-def test_a_correction_answers_at_once_from_memory_and_feedback_works_on_it(bot, slack, bot_engine):
-    bot.event(mention_event("What port does SSH use?", channel="C4", ts="13.1"))
-    [answer] = bot.answers("C4", "13.1")
-    turn = bot.store.conversations.turn_for_message("C4", answer["ts"])
-    record = Intake(bot.store, trusted=[TRUSTED]).correction(turn.id, TRUSTED, "SSH listens on TCP port 22.").record
-    calls = len(slack.calls)
-    bot.event(mention_event("Which port is SSH on?", channel="C4", ts="14.1"))  # other words, new thread
-    [remembered] = bot.answers("C4", "14.1")
-    assert remembered["text"] == "SSH listens on TCP port 22."
-    footer = [e["text"] for b in remembered["blocks"] if b["type"] == "context" for e in b["elements"]]
-    assert footer == [f"Team answer · approved by @{TRUSTED} on {record.reviewed_at:%Y-%m-%d} · record #{record.id}"]
-    memory_turn = bot.store.conversations.turn_for_message("C4", remembered["ts"])
+def test_a_correction_answers_at_once_from_memory_and_feedback_works_on_it(bot, slack):
+    bot.mention("What port does SSH use?", channel="C4", ts="23.1")
+    [answer] = bot.answers("C4", "23.1")
+    record = Intake(bot.store, trusted=[TRUSTED]).correction(bot.turn("C4", answer["ts"]).id, TRUSTED,
+                                                             "SSH listens on TCP port 22.").record
+    bot.mention("Which port is SSH on?", channel="C4", ts="24.1")  # other words, new thread
+    [remembered] = bot.answers("C4", "24.1")
+    assert body_text(remembered) == "SSH listens on TCP port 22."
+    assert footer(remembered) == [f"Team answer · approved by @trudy on {record.reviewed_at:%Y-%m-%d} · record #{record.id}"]
+    memory_turn = bot.turn("C4", remembered["ts"])
     assert memory_turn.memory_record_id == record.id and memory_turn.model_version_id is None
-    assert "Thinking" in slack.calls[calls].params["text"]  # the same path: stored, shown, feedback buttons
-    bot.event({"type": "reaction_added", "user": TRUSTED, "reaction": "+1",
-               "item": {"type": "message", "channel": "C4", "ts": remembered["ts"]}})
+    bot.event("reaction_added", event__user=TRUSTED, event__reaction="+1",
+              event__item={"type": "message", "channel": "C4", "ts": remembered["ts"]})
     paraphrase = slack.wait_for(lambda: [r for r in bot.store.records.list() if r.prompt == "Which port is SSH on?"])
     assert paraphrase[0].response == "SSH listens on TCP port 22."
     assert bot.store.conversations.feedback_counts(memory_turn.id) == {"thumbs_up": 1}

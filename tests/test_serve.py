@@ -8,7 +8,7 @@ import httpx
 import pytest
 import yaml
 
-from secbot.bot.local_slack import LocalSlack, event_body, mention_event, signature_headers
+from secbot.bot.offline_slack import OfflineSlack, event_body, mention_event, signature_headers
 from servers import clean_env, free_port, secbot_server
 
 SECRET = "serve-test-secret"
@@ -16,7 +16,7 @@ SECRET = "serve-test-secret"
 
 @pytest.fixture
 def served(tiny_dir, tmp_path):
-    with LocalSlack() as slack:
+    with OfflineSlack() as slack:
         port = free_port()
         env = clean_env(SLACK_BOT_TOKEN="xoxb-serve-test", SLACK_SIGNING_SECRET=SECRET,
                         SLACK_API_URL=slack.api_url, SECBOT_MODEL=str(tiny_dir),
@@ -46,12 +46,15 @@ def test_serve_without_tokens_says_what_to_set(tmp_path):
     assert out.returncode == 2 and "SLACK_BOT_TOKEN" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_manifest_declares_what_the_app_listens_to():
+def test_the_manifest_declares_exactly_the_scopes_and_events_the_code_uses():
     from pathlib import Path
 
+    from secbot.bot.listeners import BOT_EVENTS, BOT_SCOPES
+
     manifest = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "manifest.yml").read_text())
-    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
-    assert {"app_mention", "message.im", "reaction_added", "app_home_opened"} <= events
+    assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == BOT_EVENTS
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == set(BOT_SCOPES)
+    assert "im:write" not in manifest["oauth_config"]["scopes"]["bot"]
     assert manifest["features"]["shortcuts"][0]["callback_id"] == "correct_answer"
     assert manifest["features"]["slash_commands"][0]["command"] == "/secbot"
-    assert {"chat:write", "commands", "reactions:read", "files:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])
+    assert "assistant_view" in manifest["features"]

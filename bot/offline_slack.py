@@ -1,8 +1,12 @@
-"""A local stand-in for Slack's Web API over HTTP, for the offline demo, tests and benchmarks.
+"""The offline stand-in for Slack: its Web API over HTTP, for the demo, tests and benchmarks.
 
-It answers the methods secbot calls with Slack-shaped JSON, keeps the messages it was sent (so
-`chat.update` edits what `chat.postMessage` posted), and records every call. It also receives
-`response_url` posts and file uploads. Point the bot at it with `SLACK_API_URL=<url>/api/`.
+Not used in production. It answers every method secbot calls with the response shapes Slack
+documents, keeps the messages it was sent (so `chat.update` edits what `chat.postMessage`
+posted, and native streams accumulate their Markdown), and records every call. It also receives
+`response_url` posts and file uploads, and hands out a Socket Mode URL (`apps.connections.open`)
+when a test runs a websocket server. Point the bot at it with `SLACK_API_URL=<url>/api/`.
+Switches: `streaming=False` answers the streaming methods as a workspace without them does;
+`users` and `usergroups` are the directory; `not_in` lists channels the bot is not a member of.
 """
 
 from __future__ import annotations
@@ -27,10 +31,19 @@ class Call:
     at: float = field(default_factory=time.monotonic)
 
 
-class LocalSlack:
-    """Run with `with LocalSlack() as slack:`; `slack.api_url` is the Web API base URL."""
+class OfflineSlack:
+    """Run with `with OfflineSlack() as slack:`; `slack.api_url` is the Web API base URL."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, rate_limit_every: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, rate_limit_every: int = 0, *,
+                 streaming: bool = True, status: bool = True, users: dict[str, str] | None = None,
+                 usergroups: dict[str, list[str]] | None = None, not_in: set[str] | None = None):
+        self.streaming, self.status = streaming, status
+        self.users = users if users is not None else {}
+        self.usergroups = usergroups or {}
+        self.not_in = not_in or set()
+        self.socket_url: str | None = None  # what apps.connections.open hands out
+        self.statuses: dict[tuple[str, str], str] = {}
+        self.views: dict[str, dict] = {}  # the App Home published for each user
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> message
         self.uploads: dict[str, bytes] = {}
@@ -66,7 +79,7 @@ class LocalSlack:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="local-slack")
 
-    def __enter__(self) -> "LocalSlack":
+    def __enter__(self) -> "OfflineSlack":
         self._thread.start()
         return self
 
@@ -99,14 +112,15 @@ class LocalSlack:
     # -- the fake API --------------------------------------------------------------------------
     def _params(self, content_type: str, raw: bytes) -> dict:
         if "json" in content_type:
-            return json.loads(raw or b"{}")
-        if "x-www-form-urlencoded" in content_type:
+            params = json.loads(raw or b"{}")
+        elif "x-www-form-urlencoded" in content_type:
             params = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-            for key in ("blocks", "view", "attachments"):
-                if isinstance(params.get(key), str):
-                    params[key] = json.loads(params[key])
-            return params
-        return {"raw": raw}
+        else:
+            return {"raw": raw}
+        for key in ("blocks", "view", "attachments", "chunks", "prompts", "files", "loading_messages"):
+            if isinstance(params.get(key), str):
+                params[key] = json.loads(params[key])
+        return params
 
     def _handle(self, path: str, content_type: str, raw: bytes) -> tuple[int, dict]:
         parsed = urlparse(path)
@@ -122,34 +136,85 @@ class LocalSlack:
                 return 429, {"ok": False, "error": "ratelimited"}
             return 200, self._answer(method, params)
 
+    def _message(self, channel: str, thread_ts: str | None, text: str, blocks) -> dict:
+        ts = f"{1700000000 + next(self._ts)}.000100"
+        message = {"ts": ts, "channel": channel, "text": text, "blocks": blocks, "thread_ts": thread_ts or ts,
+                   "user": BOT_USER_ID, "bot_id": BOT_ID, "type": "message"}
+        self.messages[(channel, ts)] = message
+        return message
+
+    @staticmethod
+    def _markdown(p: dict) -> str:
+        chunks = [c.get("text", "") for c in p.get("chunks") or [] if c.get("type") == "markdown_text"]
+        return (p.get("markdown_text") or "") + "".join(chunks)
+
     def _answer(self, method: str, p: dict) -> dict:
         if method == "auth.test":
             return {"ok": True, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "team_id": TEAM_ID,
                     "user": "secbot", "team": "local", "url": self.url + "/"}
+        if method in {"chat.postMessage", "chat.update", "files.completeUploadExternal", "chat.startStream"} \
+                and (p.get("channel") or p.get("channel_id")) in self.not_in:
+            return {"ok": False, "error": "not_in_channel"}
         if method == "chat.postMessage":
-            ts = f"{1700000000 + next(self._ts)}.000100"
-            message = {"ts": ts, "channel": p["channel"], "text": p.get("text", ""),
-                       "blocks": p.get("blocks"), "thread_ts": p.get("thread_ts") or ts,
-                       "user": BOT_USER_ID, "bot_id": BOT_ID}
-            self.messages[(p["channel"], ts)] = message
-            return {"ok": True, "channel": p["channel"], "ts": ts, "message": message}
+            message = self._message(p["channel"], p.get("thread_ts"), p.get("text", ""), p.get("blocks"))
+            return {"ok": True, "channel": p["channel"], "ts": message["ts"], "message": message}
         if method == "chat.update":
             message = self.messages.get((p["channel"], p["ts"]))
             if message is None:
                 return {"ok": False, "error": "message_not_found"}
             message.update(text=p.get("text", ""), blocks=p.get("blocks"))
+            return {"ok": True, "channel": p["channel"], "ts": p["ts"], "text": message["text"]}
+        if method == "chat.delete":
+            if self.messages.pop((p["channel"], p["ts"]), None) is None:
+                return {"ok": False, "error": "message_not_found"}
             return {"ok": True, "channel": p["channel"], "ts": p["ts"]}
+        if method in {"chat.startStream", "chat.appendStream", "chat.stopStream"}:
+            if not self.streaming:
+                return {"ok": False, "error": "unknown_method"}
+            if method == "chat.startStream":
+                message = self._message(p["channel"], p["thread_ts"], self._markdown(p), None)
+                message["streaming"] = True
+                return {"ok": True, "channel": p["channel"], "ts": message["ts"]}
+            message = self.messages.get((p["channel"], p["ts"]))
+            if message is None or not message.get("streaming"):
+                return {"ok": False, "error": "message_not_in_streaming_state"}
+            message["text"] += self._markdown(p)
+            if method == "chat.stopStream":
+                message.update(streaming=False, blocks=p.get("blocks"))
+                return {"ok": True, "channel": p["channel"], "ts": p["ts"], "message": dict(message)}
+            return {"ok": True, "channel": p["channel"], "ts": p["ts"]}
+        if method.startswith("assistant.threads."):
+            if not self.status:
+                return {"ok": False, "error": "unknown_method"}
+            if method == "assistant.threads.setStatus":
+                self.statuses[(p["channel_id"], p["thread_ts"])] = p.get("status", "")
+            return {"ok": True}
+        if method == "users.info":
+            if p.get("user") not in self.users:
+                return {"ok": False, "error": "user_not_found"}
+            name = self.users[p["user"]]
+            return {"ok": True, "user": {"id": p["user"], "name": name.lower(), "real_name": name,
+                                         "profile": {"display_name": name, "real_name": name}}}
+        if method == "usergroups.users.list":
+            if p.get("usergroup") not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": self.usergroups[p["usergroup"]]}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "invalid_auth"}
         if method == "files.getUploadURLExternal":
             file_id = f"F{next(self._ts)}"
             return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
         if method == "files.completeUploadExternal":
-            files = p.get("files")
-            files = json.loads(files) if isinstance(files, str) else files
-            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]}
-        if method in {"chat.postEphemeral"}:
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in p.get("files") or []]}
+        if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
-        if method in {"views.open", "views.publish", "views.update", "reactions.add"}:
+        if method == "views.publish":
+            self.views[p["user_id"]] = p["view"]
+            return {"ok": True, "view": {"id": f"V{next(self._ts)}", **p["view"]}}
+        if method in {"views.open", "views.update"}:
             return {"ok": True, "view": {"id": f"V{next(self._ts)}"}}
+        if method == "reactions.add":
+            return {"ok": True}
         if method.startswith("/respond/"):
             return {"ok": True}
         return {"ok": False, "error": "unknown_method"}
