@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import answered
-from slack_payloads import DROP, command, event, interaction, payload
+from slack_payloads import DROP, command, event, interaction
 
 from secbot.bot.answering import INTERRUPTED
 from secbot.bot.app import create_app
