@@ -9,7 +9,9 @@ import logging
 import sys
 import typing
 
-from secbot.bot.settings import Settings
+from pydantic import ValidationError
+
+from secbot.bot.settings import Settings, explain
 from secbot.model.errors import ModelError
 from secbot.model.records import Columns
 from secbot.model.training import TrainConfig
@@ -195,21 +197,46 @@ def cmd_serve_model(args, settings: Settings) -> int:
     from secbot.model.errors import ModelError
     from secbot.model.server import serve_model
 
+    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    host = args.host or ("0.0.0.0" if key else "127.0.0.1")
+    if not key and not is_loopback(host):
+        print(f"secbot: serve-model without SECBOT_MODEL_API_KEY listens on 127.0.0.1 only, not {host}: "
+              "set the key (and give it to the bot) to serve other hosts.", file=sys.stderr)
+        return 2
     engine = configure.load_engine(settings, args.model, args.adapter)
     try:  # the store says which version is active; the data dir is shared with the worker
         served = serve_active(configure.open_store(settings), InProcessClient(engine))
     except ModelError as exc:
         served = f"the base model (no store: {exc})"
     print(f"secbot: serving {served}", file=sys.stderr)
-    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
     if not key:
-        print("secbot: warning: SECBOT_MODEL_API_KEY is not set; the server accepts anyone",
+        print("secbot: no SECBOT_MODEL_API_KEY: listening on loopback only; adapter switches are refused",
               file=sys.stderr)
-    print(f"secbot model server on http://{args.host}:{args.port}/v1 ({engine.loaded.path} on "
+    print(f"secbot model server on http://{host}:{args.port}/v1 ({engine.loaded.path} on "
           f"{engine.device})", file=sys.stderr, flush=True)
-    serve_model(engine, args.host, args.port, api_key=key, model_name=settings.model_name,
+    serve_model(engine, host, args.port, api_key=key, model_name=settings.model_name,
                 max_batch=args.max_batch, batching=args.batching)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_revoke(args, settings: Settings) -> int:
+    from secbot.bot.admin import AdminCommands
+    from secbot.bot.configure import open_store
+
+    message = AdminCommands(open_store(settings), settings.admins).revoke(args.record, args.by)
+    print(message)
+    return 1 if message.startswith("Nothing revoked") else 0
 
 
 def cmd_worker(args, settings: Settings) -> int:
@@ -301,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve-model", help="OpenAI-compatible model server (batched, streaming)")
     p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
     p.add_argument("--adapter", help="adapter directory (default: SECBOT_ADAPTER)")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", help="address to listen on (default: 0.0.0.0 with SECBOT_MODEL_API_KEY, "
+                   "else 127.0.0.1; without a key only loopback is allowed)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
     p.add_argument("--batching", choices=("continuous", "static"), default="continuous",
@@ -329,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_column_options(p)
     p.set_defaults(func=cmd_import)
 
+    p = sub.add_parser("revoke", help="take an approved record back: out of team memory and of every "
+                       "later training run")
+    p.add_argument("record", type=int, help="record number (see /secbot review, the App Home, export)")
+    p.add_argument("--by", default="cli", help="recorded as who revoked it")
+    p.set_defaults(func=cmd_revoke)
+
     p = sub.add_parser("rollback", help="make an earlier model version active (default: the one "
                        "before the active one)")
     p.add_argument("version", nargs="?", type=int, help="version number (see /secbot status)")
@@ -343,13 +377,18 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings()
-    except Exception as exc:  # pydantic's ValidationError lists each bad variable
-        print(f"secbot: bad configuration:\n{exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"secbot: bad configuration: {explain(exc)}. Fix it in the environment or .env.", file=sys.stderr)
         return 2
     try:
         return args.func(args, settings)
     except ModelError as exc:
         print(f"secbot: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be written or read
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"secbot: cannot use{where}: {exc.strerror or exc}. Check the path and its permissions.",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -133,6 +133,28 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split("|") if part.strip()]
         return value
 
+    @field_validator("retrain_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a crontab line ({exc}); e.g. '0 2 * * *' for 02:00 every day") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a time zone; use an IANA name such as UTC or Europe/Berlin") from None
+        return value
+
     @field_validator("data_dir", "adapter", "heldout_file", "mcq_file", mode="after")
     @classmethod
     def _expand(cls, value):
@@ -147,8 +169,9 @@ class Settings(BaseSettings):
 
         return self.system_prompt or DEFAULT_SYSTEM_PROMPT.format(name=self.assistant_name)
 
-    def env_name(self, field: str) -> str:
-        alias = type(self).model_fields[field].validation_alias
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        alias = cls.model_fields[field].validation_alias
         return alias.choices[0] if isinstance(alias, AliasChoices) else f"SECBOT_{field.upper()}"
 
     def describe(self) -> list[tuple[str, str]]:
@@ -169,3 +192,17 @@ class Settings(BaseSettings):
                 shown = mask_password(shown)
             rows.append((self.env_name(field), shown))
         return rows
+
+
+def explain(error) -> str:
+    """A pydantic ValidationError as one line per bad setting: the variable, its value, the fix."""
+    lines = []
+    for item in error.errors():
+        field = item["loc"][0] if item["loc"] else ""
+        name = Settings.env_name(field) if field in Settings.model_fields else str(field)
+        value = item.get("input")
+        shown = "****" if "token" in name.lower() or "secret" in name.lower() or "key" in name.lower() \
+            else repr(value)[:60]
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}={shown}: {message}")
+    return "; ".join(lines)

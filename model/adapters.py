@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from secbot.model.errors import AdapterMismatch, ModelFilesError
+from secbot.model.errors import AdapterMismatch, ModelFilesError, UnreadableModelFile
+from secbot.model.loading import read_json
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,11 @@ class AdapterSet:
         path = check_adapter_dir(path).resolve()
         from peft import PeftConfig, PeftModel
 
-        config = PeftConfig.from_pretrained(str(path))
+        read_json(path / "adapter_config.json", "adapter_config.json")
+        try:
+            config = PeftConfig.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UnreadableModelFile(path, "adapter_config.json", exc) from None
         if self.peft is not None and config.peft_type != self.peft.peft_type:
             self._unload()
         key = (str(path), max((path / n).stat().st_mtime_ns for n in ADAPTER_WEIGHTS
@@ -69,6 +74,8 @@ class AdapterSet:
                 raise AdapterMismatch(
                     f"{path} does not fit the loaded base model ({exc.__class__.__name__}: "
                     f"{str(exc)[:300]}). Load the base model it was trained on.") from exc
+            except Exception as exc:  # a truncated or corrupt weights file
+                raise UnreadableModelFile(path, "the adapter weights", exc) from None
             self._names[key] = name
             log.info("loaded adapter %s from %s (%s)", name, path, config.peft_type)
         if not self._prompt_learning:

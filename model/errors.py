@@ -19,6 +19,15 @@ class ModelFilesError(ModelError):
         super().__init__(f"{self.path}: {what}. {hint}")
 
 
+class UnreadableModelFile(ModelError):
+    """A model or adapter file exists but cannot be read (truncated, corrupt, wrong format)."""
+
+    def __init__(self, path: str | Path, what: str, error: BaseException):
+        detail = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        super().__init__(f"{path}: {what} cannot be read ({type(error).__name__}: {detail}). "
+                         "Copy the files again from where the model came from.")
+
+
 class RemoteCodeRequired(ModelError):
     """The model directory needs its own Python code, which the user has not allowed."""
 

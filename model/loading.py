@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from secbot.model.errors import ModelFilesError, RemoteCodeRequired
+from secbot.model.errors import ModelFilesError, RemoteCodeRequired, UnreadableModelFile
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,17 @@ def check_model_dir(path: str | Path) -> Path:
     if missing:
         raise ModelFilesError(path, missing, MODEL_HINT)
     return path
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`, or an error that names the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UnreadableModelFile(path.parent, what, exc) from None
+    if not isinstance(value, dict):
+        raise UnreadableModelFile(path.parent, what, ValueError("expected a JSON object"))
+    return value
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -78,7 +89,7 @@ def load_base(path: str | Path, device: str = "auto", dtype: str = "auto",
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     path = check_model_dir(path)
-    config_json = json.loads((path / "config.json").read_text())
+    config_json = read_json(path / "config.json", "config.json")
     auto_map = config_json.get("auto_map") or {}
     if auto_map and not trust_remote_code:
         raise RemoteCodeRequired(
@@ -87,17 +98,28 @@ def load_base(path: str | Path, device: str = "auto", dtype: str = "auto",
             "or --trust-remote-code; or use a -hf checkpoint that transformers supports natively.")
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                        local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UnreadableModelFile(path, "config.json", exc) from None
+    if (path / "tokenizer.json").is_file():  # its library reports a corrupt one as a missing protobuf
+        read_json(path / "tokenizer.json", "tokenizer.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as exc:  # tokenizers fail in many ways (a corrupt tokenizer.json even as ImportError)
+        names = ", ".join(n for n in TOKENIZER_FILES if (path / n).is_file())
+        raise UnreadableModelFile(path, f"the tokenizer ({names})", exc) from None
     loader = AutoModelForCausalLM
     if auto_map and "AutoModelForCausalLM" not in auto_map:
         loader = AutoModel  # ChatGLM-6B registers its LM head under AutoModel only
     log.info("loading %s (%s) on %s as %s", path, config.model_type, dev, torch_dtype)
-    model = loader.from_pretrained(path, config=config, dtype=torch_dtype, local_files_only=True,
-                                   trust_remote_code=trust_remote_code)
+    try:
+        model = loader.from_pretrained(path, config=config, dtype=torch_dtype, local_files_only=True,
+                                       trust_remote_code=trust_remote_code)
+    except Exception as exc:  # safetensors, torch and transformers each raise their own
+        names = ", ".join(n for n in WEIGHT_FILES if (path / n).is_file())
+        raise UnreadableModelFile(path, f"the weights ({names})", exc) from None
     model.to(dev).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                              local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=dev)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,15 @@ class ReadResult:
     skipped: list[RecordError] = field(default_factory=list)
 
 
+def _check_text(name: str, value: str) -> None:
+    if _SURROGATE.search(value):
+        raise ValueError(f"'{name}' holds an unpaired UTF-16 surrogate (a broken \\ud800-style escape); "
+                         "fix the escape or re-export the file as UTF-8")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def parse_record(obj, columns: Columns = Columns()) -> Record:
     """Validate one decoded JSON value; raises ValueError with the reason."""
     if not isinstance(obj, dict):
@@ -57,6 +67,7 @@ def parse_record(obj, columns: Columns = Columns()) -> Record:
     for name, value in ((columns.prompt, prompt), (columns.response, response)):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"'{name}' must be a non-empty string")
+        _check_text(name, value)
     raw_history = obj.get(columns.history) if columns.history else None
     if raw_history is None:
         raw_history = []
@@ -64,20 +75,44 @@ def parse_record(obj, columns: Columns = Columns()) -> Record:
             isinstance(t, list) and len(t) == 2 and all(isinstance(s, str) for s in t)
             for t in raw_history):
         raise ValueError(f"'{columns.history}' must be a list of [question, answer] string pairs")
+    for turn in raw_history:
+        for text in turn:
+            _check_text(columns.history or "history", text)
     return Record(prompt, response, tuple((q, a) for q, a in raw_history))
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RecordError(path, line, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {column}); "
+                                      "save the file as UTF-8") from None
+
+
+def _loads(text: str):
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested deeper than any record: a record is a flat object with "
+                         "prompt, response and history") from None
 
 
 def _values_with_lines(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, decoded value or exception) for each record of a JSON-lines file or array."""
-    text = path.read_text(encoding="utf-8")
+    text = _decode(path)
     stripped = text.lstrip()
     if not stripped.startswith("["):
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    yield number, json.loads(line)
+                    yield number, _loads(line)
                 except json.JSONDecodeError as exc:
                     yield number, ValueError(f"invalid JSON ({exc.msg}, column {exc.colno})")
+                except ValueError as exc:
+                    yield number, exc
         return
     decoder = json.JSONDecoder()
     pos = len(text) - len(stripped) + 1
@@ -95,6 +130,10 @@ def _values_with_lines(path: Path) -> Iterator[tuple[int, object]]:
         except json.JSONDecodeError as exc:
             yield exc.lineno, ValueError(f"invalid JSON ({exc.msg}, column {exc.colno})")
             return
+        except RecursionError:
+            yield line, ValueError("JSON nested deeper than any record: a record is a flat object with "
+                                   "prompt, response and history")
+            return
         yield line, value
 
 
@@ -103,6 +142,10 @@ def read_records(path: str | Path, columns: Columns = Columns(), skip_bad: bool 
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file. Give a THUDM-format .json/.jsonl file.")
+    try:
+        path.stat()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it ({exc.strerror}).") from None
     result = ReadResult(records=[])
     for line, value in _values_with_lines(path):
         try:

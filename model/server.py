@@ -123,6 +123,8 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
             return json.loads(body), None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return None, error(400, f"malformed JSON: {exc}")
+        except RecursionError:
+            return None, error(400, "JSON nested too deeply")
 
     async def chat(request: Request):
         started = time.monotonic()
@@ -208,6 +210,9 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
                                                          "owned_by": "secbot"}]})
 
     async def activate_adapter(request: Request):
+        if not api_key:
+            return error(403, "adapter switches need SECBOT_MODEL_API_KEY set on the server and the caller",
+                         "permission_error")
         if not authorised(request):
             return error(401, "missing or wrong bearer token", "authentication_error")
         data, failure = await read_json(request)

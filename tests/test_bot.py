@@ -16,6 +16,7 @@ from secbot.bot.rendering import ZWSP, neutralise
 from secbot.bot.settings import Settings
 from secbot.feedback.entities import RecordSource, RecordStatus
 from secbot.feedback.intake import Intake
+from secbot.feedback.redaction import Redactor
 from secbot.feedback.store import Store
 from secbot.model.client import InProcessClient, OpenAIClient
 from secbot.model.engine import Engine
@@ -257,7 +258,7 @@ def test_a_long_answer_continues_in_further_messages_and_every_piece_takes_feedb
     assert len(messages) >= 3
     assert "".join(body_text(m) for m in messages).replace(ZWSP, "") == expected
     [turn_id] = {bot.turn("C1", m["ts"]).id for m in messages}
-    assert bot.turn("C1", messages[0]["ts"]).answer == expected
+    assert bot.turn("C1", messages[0]["ts"]).answer == Redactor().redact(expected).text  # stored redacted
     bot.event("reaction_added", event__user=OTHER, event__reaction="+1",
               event__item={"type": "message", "channel": "C1", "ts": messages[-1]["ts"]})
     slack.wait_for(lambda: bot.store.conversations.feedback_counts(turn_id) == {"thumbs_up": 1})

@@ -71,7 +71,7 @@ def test_config_masks_secrets_and_reads_dotenv(tmp_path):
 def test_bad_config_names_the_variable(tmp_path):
     out = secbot("config", cwd=tmp_path, env={"SECBOT_MAX_NEW_TOKENS": "lots"})
     assert out.returncode == 2
-    assert "max_new_tokens" in out.stderr and "Traceback" not in out.stderr
+    assert "SECBOT_MAX_NEW_TOKENS='lots'" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_settings_defaults(monkeypatch, tmp_path):

@@ -1,10 +1,14 @@
 """Credentials never reach the store: every path that stores text goes through redaction."""
 
 import json
+import re
+from pathlib import Path
 
+import pytest
 from conftest import answered
 from sqlalchemy import create_engine, text
 
+from secbot.feedback.redaction import Redactor
 from secbot.model.records import write_records
 
 PLANTED = {
@@ -60,3 +64,40 @@ def test_indicators_and_ordinary_text_are_not_redacted(store, intake):
     stored = store.conversations.get_turn(turn)
     assert sha in stored.question and "CVE-2021-44228" in stored.question
     assert stored.answer == "Check getUserCredentialsFromEnvironment in the SIEM."
+
+
+DATA = Path(__file__).parents[1] / "bench" / "data"
+CASES = json.loads((DATA / "redaction_cases.json").read_text(encoding="utf-8"))
+REDACTOR = Redactor()
+
+
+@pytest.mark.parametrize("case", CASES["paste"], ids=lambda c: c["text"][:40])
+def test_credentials_pasted_the_way_analysts_paste_them_are_redacted(case):
+    out = REDACTOR.redact(case["text"]).text
+    assert case["secret"] not in out and "[REDACTED:" in out
+
+
+def test_ordinary_security_text_passes_unchanged():
+    changed = [line for line in CASES["ordinary"] if REDACTOR.redact(line).text != line]
+    assert changed == []
+
+
+def test_published_scanner_test_data_is_caught():
+    corpus = json.loads((DATA / "secret_corpus.json").read_text(encoding="utf-8"))["samples"]
+    non_hex = [s for s in corpus if s["secret"] is None or not re.fullmatch(r"[0-9a-fA-F]+", s["secret"])]
+    missed = [s for s in non_hex if (s["secret"] or "\0") in REDACTOR.redact(s["text"]).text
+              or "[REDACTED:" not in REDACTOR.redact(s["text"]).text]
+    assert len(missed) <= 0.05 * len(non_hex), missed[:5]
+
+
+def test_nul_characters_and_broken_surrogates_are_stored_without_error(store, intake):
+    turn = answered(intake, question="What is this\x00 blob? \ud800", answer="A \x00 test.")
+    stored = store.conversations.get_turn(turn)
+    assert "\x00" not in stored.question and "\ud800" not in stored.question and stored.answer == "A  test."
+
+
+@pytest.mark.timeout(120)  # a hang guard: these take well under a second each when matching is linear
+@pytest.mark.parametrize("text", ["x" * 200_000, "DB_PASSWORD=" * 20_000, "password is " * 20_000,
+                                  "<@" * 100_000, "-" * 200_000, "密码是" * 50_000, "a=b " * 50_000])
+def test_long_adversarial_input_is_redacted_without_catastrophic_backtracking(text):
+    assert REDACTOR.redact(text).text is not None

@@ -1,0 +1,91 @@
+"""How well redaction holds: recall on published scanner test data and on paste-style cases,
+false positives on ordinary security text.
+
+    python bench/redaction.py [--show-misses]
+
+(a) `data/secret_corpus.json`: gitleaks' rule samples (a secret from each rule's own pattern in
+    its sample templates) and detect-secrets' plugin test payloads; built by
+    `build_secret_corpus.py`, sources named there. A gitleaks sample counts as caught when its
+    secret is gone; a detect-secrets payload when anything in it was redacted.
+(b) `data/redaction_cases.json` "paste": credentials as analysts paste them, English and Chinese.
+(c) `data/redaction_cases.json` "ordinary": lines that must come through unchanged.
+Targets: (a) >= 95% of non-hex secrets, (b) >= 98%, (c) <= 1% false positives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+from secbot.feedback.redaction import Redactor
+
+DATA = Path(__file__).parent / "data"
+
+
+def caught(redactor: Redactor, text: str, secret: str | None) -> bool:
+    out = redactor.redact(text).text
+    return "[REDACTED:" in out if secret is None else secret not in out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--show-misses", action="store_true")
+    args = ap.parse_args()
+    redactor = Redactor()
+    corpus = json.loads((DATA / "secret_corpus.json").read_text(encoding="utf-8"))["samples"]
+    cases = json.loads((DATA / "redaction_cases.json").read_text(encoding="utf-8"))
+    redactor.redact("warm up AKIAIOSFODNN7EXAMPLE")
+    started = time.perf_counter()
+
+    def non_hex(sample):
+        return sample["secret"] is None or not re.fullmatch(r"[0-9a-fA-F]+", sample["secret"])
+
+    published = [s for s in corpus if non_hex(s)]
+    misses_a = [s for s in published if not caught(redactor, s["text"], s["secret"])]
+    hex_only = [s for s in corpus if not non_hex(s)]
+    hex_caught = sum(caught(redactor, s["text"], s["secret"]) for s in hex_only)
+    seen: set[str] = set()
+    bare = [s for s in published if s["secret"] and not (s["secret"] in seen or seen.add(s["secret"]))]
+    misses_bare = [s for s in bare if not caught(redactor, s["secret"], s["secret"])]
+    misses_b = [c for c in cases["paste"] if not caught(redactor, c["text"], c["secret"])]
+    false_positives = [(line, redactor.redact(line).text) for line in cases["ordinary"]
+                       if redactor.redact(line).text != line]
+    elapsed = time.perf_counter() - started
+    lines = len(corpus) + len(cases["paste"]) + 2 * len(cases["ordinary"])
+    by_source = {}
+    for s in published:
+        by_source.setdefault(s["source"].split(":")[0], [0, 0])[0] += 1
+    for s in misses_a:
+        by_source[s["source"].split(":")[0]][1] += 1
+    print(f"(a) published scanner test data: {100 * (1 - len(misses_a) / len(published)):.1f}% of "
+          f"{len(published)} non-hex samples caught"
+          + "".join(f"; {src} {100 * (1 - m / n):.1f}% of {n}" for src, (n, m) in sorted(by_source.items()))
+          + f" (hex-only secrets, kept by design outside a credential context: {hex_caught}/{len(hex_only)} caught)")
+    print(f"    the same gitleaks secrets pasted alone, no context: {100 * (1 - len(misses_bare) / len(bare)):.1f}% "
+          f"of {len(bare)} caught")
+    print(f"(b) paste-style cases: {100 * (1 - len(misses_b) / len(cases['paste'])):.1f}% of {len(cases['paste'])} caught")
+    print(f"(c) ordinary security text: {100 * len(false_positives) / len(cases['ordinary']):.1f}% of "
+          f"{len(cases['ordinary'])} lines changed (false positives)")
+    print(f"speed: {1000 * elapsed / lines:.2f} ms per line ({lines} lines)")
+    worst = {"one 200k-character word": "x" * 200_000, "20k assignments": "DB_PASSWORD=" * 20_000,
+             "100k mention openers": "<@" * 100_000}
+    for what, text in worst.items():
+        started = time.perf_counter()
+        redactor.redact(text)
+        print(f"adversarial input, {what}: {time.perf_counter() - started:.2f} s")
+    if args.show_misses:
+        for s in misses_a:
+            print("MISS (a)", s["source"], repr(s["text"][:120]), "->", repr(redactor.redact(s["text"]).text[:120]))
+        for s in misses_bare:
+            print("MISS (a, alone)", s["source"], repr(s["secret"][:80]))
+        for c in misses_b:
+            print("MISS (b)", repr(c["text"]), "->", repr(redactor.redact(c["text"]).text))
+        for line, out in false_positives:
+            print("FP (c)", repr(line), "->", repr(out))
+
+
+if __name__ == "__main__":
+    main()
