@@ -201,8 +201,8 @@ def explain(error) -> str:
         field = item["loc"][0] if item["loc"] else ""
         name = Settings.env_name(field) if field in Settings.model_fields else str(field)
         value = item.get("input")
-        shown = "****" if "token" in name.lower() or "secret" in name.lower() or "key" in name.lower() \
-            else repr(value)[:60]
+        secret = field in Settings.model_fields and "SecretStr" in str(Settings.model_fields[field].annotation)
+        shown = "****" if secret else repr(value)[:60]
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"{name}={shown}: {message}")
     return "; ".join(lines)
