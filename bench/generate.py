@@ -22,7 +22,7 @@ from common import add_model_args, random_glm4_9b, sync
 
 from secbot.model.engine import Engine  # noqa: E402
 from secbot.model.generation import Sampling  # noqa: E402
-from secbot.model.prompting import PromptBuilder, PromptFormat  # noqa: E402
+from secbot.model.prompting import PromptBuilder  # noqa: E402
 from secbot.model.tiny import build_tiny_model  # noqa: E402
 
 QUESTIONS = ["What is phishing?", "什么是勒索软件？", "How do I rotate a leaked AWS key?",
@@ -32,7 +32,7 @@ QUESTIONS = ["What is phishing?", "什么是勒索软件？", "How do I rotate a
 
 def random_engine(device: str, dtype: str) -> Engine:
     loaded = random_glm4_9b(device, dtype)
-    return Engine(loaded, PromptBuilder(loaded.tokenizer, PromptFormat.CHAT_TEMPLATE, None))
+    return Engine(loaded, PromptBuilder(loaded.tokenizer))
 
 
 def run(engine: Engine, batch: int, new_tokens: int) -> float:

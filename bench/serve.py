@@ -1,10 +1,12 @@
-"""Model-server throughput and latency at concurrency 1, 8 and 32, beside sequential generate.
+"""Model-server throughput and latency at concurrency 1, 8 and 32, beside sequential generate;
+then a mixed workload: streams running while long prompts join, with the running streams'
+inter-token gaps, and what a join or leave of the batch costs.
 
     python bench/serve.py                                   # tiny model, CPU
     python bench/serve.py --random glm-4-9b --device cuda --hbm-gbps 3350
 
-The server (`secbot serve-model`'s app) runs under uvicorn in this process, once per batching
-mode; the clients are real HTTP requests. Throughput counts the tokens actually generated.
+The server (`secbot serve-model`'s app) runs under uvicorn in this process; the clients are real
+HTTP requests. Throughput counts the tokens actually generated.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import uvicorn  # noqa: E402
 
 from secbot.model.engine import Engine  # noqa: E402
 from secbot.model.generation import Sampling  # noqa: E402
-from secbot.model.prompting import PromptBuilder, PromptFormat  # noqa: E402
+from secbot.model.prompting import PromptBuilder  # noqa: E402
+from secbot.model.stepping import Decoder, Row, _Joining  # noqa: E402
+from secbot.model.generation import TextDeltas  # noqa: E402
 from secbot.model.server import create_server  # noqa: E402
 from secbot.model.tiny import build_tiny_model  # noqa: E402
 
@@ -44,8 +48,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--batching", default="continuous,static",
-                        help="batching modes to measure, comma-separated")
+    parser.add_argument("--prefill-chunk", type=int, default=512)
+    parser.add_argument("--long-prompt", type=int, default=1500, help="tokens in each joining long prompt")
     parser.add_argument("--hbm-gbps", type=float)
     args = parser.parse_args()
     if not args.device.startswith("cuda") and (os.cpu_count() or 1) > 1:
@@ -55,7 +59,7 @@ def main() -> None:
 
     if args.random:
         loaded = random_glm4_9b(args.device, args.dtype)
-        engine = Engine(loaded, PromptBuilder(loaded.tokenizer, PromptFormat.CHAT_TEMPLATE, None))
+        engine = Engine(loaded, PromptBuilder(loaded.tokenizer))
     else:
         engine = Engine.load(args.model or build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"),
                              device=args.device, dtype=args.dtype)
@@ -75,39 +79,155 @@ def main() -> None:
     print(f"sequential generate: {sequential:9.1f} tokens/s")
 
     http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64))
-    for mode in args.batching.split(","):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_server(engine, max_batch=args.max_batch, batching=mode),
-                                               host="127.0.0.1", port=port, log_level="error"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_server(engine, max_batch=args.max_batch, prefill_chunk=args.prefill_chunk,
+                        max_prompt_tokens=engine.context_length(), max_batch_tokens=1 << 20)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
 
-        def one(q):
-            t = time.perf_counter()
-            r = http.post(url, json={"messages": [{"role": "user", "content": q}], "max_tokens": args.new_tokens})
-            r.raise_for_status()
-            return time.perf_counter() - t, r.json()["usage"]["completion_tokens"]
+    def one(q):
+        t = time.perf_counter()
+        r = http.post(url, json={"model": "secbot", "messages": [{"role": "user", "content": q}],
+                                 "max_tokens": args.new_tokens})
+        r.raise_for_status()
+        return time.perf_counter() - t, r.json()["usage"]["completion_tokens"]
 
-        print(f"{mode} batching (up to {args.max_batch} requests together):")
-        for concurrency in (int(c) for c in args.concurrency.split(",")):
-            start = time.perf_counter()
-            with ThreadPoolExecutor(concurrency) as pool:
-                results = list(pool.map(one, questions))
-            elapsed = time.perf_counter() - start
-            latencies = [r[0] for r in results]
-            tokens = sum(r[1] for r in results)
-            print(f"  concurrency {concurrency:>3}: {tokens / elapsed:9.1f} tokens/s "
-                  f"({tokens / elapsed / sequential:.2f}x sequential)  latency p50 {percentile(latencies, 0.5):.2f} s"
-                  f"  p99 {percentile(latencies, 0.99):.2f} s")
-        server.should_exit = True
+    print(f"continuous batching (up to {args.max_batch} requests together):")
+    for concurrency in (int(c) for c in args.concurrency.split(",")):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            results = list(pool.map(one, questions))
+        elapsed = time.perf_counter() - start
+        latencies = [r[0] for r in results]
+        tokens = sum(r[1] for r in results)
+        print(f"  concurrency {concurrency:>3}: {tokens / elapsed:9.1f} tokens/s "
+              f"({tokens / elapsed / sequential:.2f}x sequential)  latency p50 {percentile(latencies, 0.5):.2f} s"
+              f"  p99 {percentile(latencies, 0.99):.2f} s")
+    mixed(engine, http, url, args)
+    costs(engine, args)
+    server.should_exit = True
     if args.hbm_gbps:
         weights = sum(p.numel() * p.element_size() for p in engine.loaded.model.parameters())
         print(f"batch-1 bandwidth bound: {args.hbm_gbps * 1e9 / weights:.1f} tokens/s "
               f"({weights / 1e9:.1f} GB of weights / {args.hbm_gbps:.0f} GB/s)")
+
+
+def stream_gaps(http, url, question, max_tokens, stop_ignoring_eos=False):
+    """Seconds between the content pieces of one streamed answer."""
+    gaps, last = [], None
+    body = {"model": "secbot", "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+            "stream": True}
+    with http.stream("POST", url, json=body) as response:
+        for line in response.iter_lines():
+            if '"content"' in line and '"content":""' not in line.replace(" ", ""):
+                now = time.perf_counter()
+                if last is not None:
+                    gaps.append(now - last)
+                last = now
+    return gaps
+
+
+def long_question(engine, tokens: int) -> str:
+    text, piece = "Summarise this log: ", "failed login for admin from 10.0.0.7 port 22; "
+    while len(engine.prompts.ids(text)) < tokens:
+        text += piece
+    return text
+
+
+def mixed(engine, http, url, args) -> None:
+    """8 streams answering while long prompts join one after another: the running streams'
+    inter-token gaps, against the time of one prefill chunk and one decode step."""
+    runners = [f"Question {i}: list all ports" for i in range(8)]
+    longs = [long_question(engine, args.long_prompt) + f" case {i}" for i in range(4)]
+    gaps: list[float] = []
+    stop = threading.Event()
+
+    def runner(q):
+        while not stop.is_set():
+            gaps.extend(stream_gaps(http, url, q, 256))
+
+    def joiner():
+        for q in longs:
+            http.post(url, json={"model": "secbot", "messages": [{"role": "user", "content": q}], "max_tokens": 4})
+
+    threads = [threading.Thread(target=runner, args=(q,)) for q in runners]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    started = time.perf_counter()
+    joiner()
+    joined_s = time.perf_counter() - started
+    stop.set()
+    for t in threads:
+        t.join()
+    chunk_s, step_s = prefill_chunk_seconds(engine, args.prefill_chunk)
+    print(f"mixed workload: 8 streams running while {len(longs)} prompts of {args.long_prompt} tokens join "
+          f"(prefill chunk {args.prefill_chunk}; all joined in {joined_s:.1f} s):")
+    print(f"  running streams' inter-token gap p50 {percentile(gaps, 0.5) * 1000:.1f} ms  "
+          f"p99 {percentile(gaps, 0.99) * 1000:.1f} ms  max {max(gaps) * 1000:.1f} ms  ({len(gaps)} gaps)")
+    print(f"  one decode step (8 rows) {step_s * 1000:.1f} ms + one prefill chunk {chunk_s * 1000:.1f} ms "
+          f"= {(step_s + chunk_s) * 1000:.1f} ms: the longest a running stream should wait")
+
+
+def prefill_chunk_seconds(engine, chunk: int) -> tuple[float, float]:
+    """Seconds for one prefill chunk of a long prompt, and for one decode step of 8 rows."""
+    ids = engine.prompts.ids(long_question(engine, chunk * 2))
+    with engine._lock, torch.inference_mode():
+        decoder = Decoder(engine, chunk)
+        row = Row(ids, Sampling(max_new_tokens=1), TextDeltas(engine.tokenizer, set(), 1))
+        joining = _Joining(decoder, [row])
+        sync(engine.device)
+        t = time.perf_counter()
+        joining.step(decoder, chunk)
+        sync(engine.device)
+        chunk_s = time.perf_counter() - t
+        rows = [Row(engine.prompts.ids(f"Question {i}"), Sampling(max_new_tokens=2),
+                    TextDeltas(engine.tokenizer, set(), 2)) for i in range(8)]
+        batch = _Joining(decoder, rows)
+        batch.step(decoder, 10_000)
+        sync(engine.device)
+        t = time.perf_counter()
+        decoder._decode(batch.batch)
+        sync(engine.device)
+        step_s = time.perf_counter() - t
+    return chunk_s, step_s
+
+
+def costs(engine, args) -> None:
+    """What a join (cache concatenation) and a leave (row selection) of the running batch copy."""
+    context = [256, 1024, 4096]
+    with engine._lock, torch.inference_mode():
+        decoder = Decoder(engine)
+        for width in context:
+            if width + 8 > engine.context_length():
+                continue
+            rows = [Row([engine.tokenizer.pad_token_id + 1] * width, Sampling(max_new_tokens=1),
+                        TextDeltas(engine.tokenizer, set(), 1)) for _ in range(8)]
+            full = _Joining(decoder, rows)
+            full.step(decoder, 1 << 20)
+            one = _Joining(decoder, rows[:1])
+            one.step(decoder, 1 << 20)
+            sync(engine.device)
+            t = time.perf_counter()
+            full.batch.extend(one.batch)
+            sync(engine.device)
+            join_s = time.perf_counter() - t
+            t = time.perf_counter()
+            full.batch.keep(list(range(8)))
+            sync(engine.device)
+            leave_s = time.perf_counter() - t
+            t = time.perf_counter()
+            decoder._decode(full.batch)
+            sync(engine.device)
+            step_s = time.perf_counter() - t
+            size = sum(l.keys.numel() * l.keys.element_size() * 2 for l in full.batch.cache.layers)
+            print(f"  batch of 8+1 rows x {width} tokens ({size / 1e6:.0f} MB of KV cache): join {join_s * 1000:.1f} ms, "
+                  f"leave {leave_s * 1000:.1f} ms, one decode step {step_s * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

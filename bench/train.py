@@ -102,10 +102,9 @@ def hf_trainer(loaded, records, config, out, at_end):
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer as HFTrainer, TrainingArguments
 
-    from secbot.model.prompting import PromptBuilder, PromptFormat, detect_format
+    from secbot.model.prompting import PromptBuilder
 
-    fmt = detect_format(loaded.tokenizer) if loaded.tokenizer.chat_template else PromptFormat.CHATGLM2
-    builder = PromptBuilder(loaded.tokenizer, fmt, None)
+    builder = PromptBuilder(loaded.tokenizer)
     rows = []
     for record in records:
         ids, labels = encode(record, builder, config)

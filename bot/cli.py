@@ -88,8 +88,6 @@ def cmd_train(args, settings: Settings) -> int:
     val = read_records(args.val, columns).records if args.val else []
     result = train(resolve_model_dir(settings, args.model), data.records, args.out,
                    dataclass_from_args(TrainConfig, args), val,
-                   trust_remote_code=settings.trust_remote_code,
-                   prompt_format=settings.prompt_format,
                    system_prompt=settings.effective_system_prompt, restart=args.restart)
     print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.metadata["steps"],
                       "tokens_per_s": result.metadata["tokens_per_s"],
@@ -138,7 +136,7 @@ def cmd_export(args, settings: Settings) -> int:
 
     status = None if args.status == "all" else args.status
     records = [r.as_record() for r in open_store(settings).records.list(status)]
-    count = write_records(args.out, records)
+    count = write_records(args.out, records, args.format)
     print(f"exported {count} {args.status} record(s) to {args.out}")
     return 0
 
@@ -215,7 +213,8 @@ def cmd_serve_model(args, settings: Settings) -> int:
     print(f"secbot model server on http://{host}:{args.port}/v1 ({engine.loaded.path} on "
           f"{engine.device})", file=sys.stderr, flush=True)
     serve_model(engine, host, args.port, api_key=key, model_name=settings.model_name,
-                max_batch=args.max_batch, batching=args.batching)
+                max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
+                max_prompt_tokens=args.max_prompt_tokens, prefill_chunk=args.prefill_chunk)
     return 0
 
 
@@ -266,10 +265,21 @@ def cmd_demo(args, settings: Settings) -> int:
     return 0 if result.decision == "promoted" else 1
 
 
-def add_column_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompt-column", default="prompt")
-    parser.add_argument("--response-column", default="response")
-    parser.add_argument("--history-column", default="history", help="'' for none")
+def option_group(*options: tuple[tuple[str, ...], dict]) -> argparse.ArgumentParser:
+    """Options several sub-commands share, defined once (argparse parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    for flags, kwargs in options:
+        parent.add_argument(*flags, **kwargs)
+    return parent
+
+
+MODEL = option_group((("--model",), {"help": "model directory or `tiny` (default: SECBOT_MODEL)"}))
+ADAPTER = option_group((("--adapter",), {"help": "adapter directory (default: the active version's, "
+                                                 "or SECBOT_ADAPTER)"}))
+COLUMNS = option_group((("--prompt-column",), {"default": "prompt"}),
+                       (("--response-column",), {"default": "response"}),
+                       (("--history-column",), {"default": "history", "help": "'' for none"}))
+BY = option_group((("--by",), {"default": "cli", "help": "recorded as who did it"}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,33 +295,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
 
-    p = sub.add_parser("chat", help="chat with the model in the terminal (stdin may be piped)")
-    p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
-    p.add_argument("--adapter", help="adapter directory (default: the active version's)")
+    p = sub.add_parser("chat", help="chat with the model in the terminal (stdin may be piped)",
+                       parents=[MODEL, ADAPTER])
     p.add_argument("--no-memory", action="store_true", help="answer from the model only, not the "
                    "team's approved records")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("train", help="P-tune (v2) or LoRA-tune an adapter on THUDM-format records")
-    p.add_argument("--data", required=True, help=".json/.jsonl (one record per line) or JSON array")
-    p.add_argument("--model", help="base model directory or `tiny` (default: SECBOT_MODEL)")
+    p = sub.add_parser("train", help="P-tune (v2) or LoRA-tune an adapter on training records",
+                       parents=[MODEL, COLUMNS])
+    p.add_argument("--data", required=True, help=".json/.jsonl (one record per line) or JSON array: "
+                   "THUDM prompt/response/history, or chat `messages`")
     p.add_argument("--out", required=True, help="adapter directory to create")
     p.add_argument("--val", help="validation records; their loss is reported")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records, and count them")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run's checkpoint")
-    add_column_options(p)
     add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="answer records and score them as THUDM does (ROUGE, BLEU-4)")
-    p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
-    p.add_argument("--adapter", help="adapter directory")
+    p = sub.add_parser("eval", help="answer records and score them as THUDM does (ROUGE, BLEU-4)",
+                       parents=[MODEL, ADAPTER, COLUMNS])
     p.add_argument("--data", help="records to answer")
     p.add_argument("--out", help="write generated_predictions.txt and metrics.json here")
     p.add_argument("--predictions", help="score an existing generated_predictions.txt instead")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    add_column_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="the whole loop offline: ask, correct, retrain, ask again")
@@ -325,16 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("serve-model", help="OpenAI-compatible model server (batched, streaming)")
-    p.add_argument("--model", help="model directory or `tiny` (default: SECBOT_MODEL)")
-    p.add_argument("--adapter", help="adapter directory (default: SECBOT_ADAPTER)")
+    p = sub.add_parser("serve-model", help="OpenAI-compatible model server (batched, streaming)",
+                       parents=[MODEL, ADAPTER])
     p.add_argument("--host", help="address to listen on (default: 0.0.0.0 with SECBOT_MODEL_API_KEY, "
                    "else 127.0.0.1; without a key only loopback is allowed)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
-    p.add_argument("--batching", choices=("continuous", "static"), default="continuous",
-                   help="continuous: requests join and leave the batch between tokens (native "
-                        "transformers models); static: queued requests run as one batch")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default: 8)")
+    p.add_argument("--max-batch-tokens", type=int, default=65536,
+                   help="KV-cache room of the batch in tokens; each request reserves its prompt and its "
+                        "max tokens, and waits until that fits (default: 65536)")
+    p.add_argument("--max-prompt-tokens", type=int, default=16384,
+                   help="longer prompts are refused with 400 (default: 16384)")
+    p.add_argument("--prefill-chunk", type=int, default=512,
+                   help="prompt tokens prefilled per step while other answers keep streaming (default: 512)")
     p.set_defaults(func=cmd_serve_model)
 
     p = sub.add_parser("worker", help="training worker for the GPU host: queued runs and the schedule")
@@ -344,29 +354,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["upgrade", "current"])
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("export", help="write training records as THUDM JSON lines")
+    p = sub.add_parser("export", help="write training records as JSON lines")
     p.add_argument("out")
     p.add_argument("--status", default="approved", choices=["approved", "pending", "rejected", "all"])
+    p.add_argument("--format", default="thudm", choices=["thudm", "messages"],
+                   help="thudm: prompt/response/history (default); messages: GLM-4 / OpenAI chat "
+                        "`messages` lists")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="add THUDM-format records (all or nothing)")
+    p = sub.add_parser("import", help="add training records, THUDM or chat `messages` format, told "
+                       "apart per line (all or nothing)", parents=[COLUMNS])
     p.add_argument("file")
     p.add_argument("--status", default="approved", choices=["approved", "pending"],
                    help="approved (default: an admin is importing) or pending (review first)")
     p.add_argument("--author", default="import", help="recorded as the records' author")
-    add_column_options(p)
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("revoke", help="take an approved record back: out of team memory and of every "
-                       "later training run")
+                       "later training run", parents=[BY])
     p.add_argument("record", type=int, help="record number (see /secbot review, the App Home, export)")
-    p.add_argument("--by", default="cli", help="recorded as who revoked it")
     p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser("rollback", help="make an earlier model version active (default: the one "
-                       "before the active one)")
+                       "before the active one)", parents=[BY])
     p.add_argument("version", nargs="?", type=int, help="version number (see /secbot status)")
-    p.add_argument("--by", default="cli", help="recorded as who rolled back")
     p.set_defaults(func=cmd_rollback)
     return parser
 

@@ -22,7 +22,7 @@ from secbot.model.training import TrainConfig
 # The tiny reference model's embedded profile: P-tuning settings that reproduce corrections in
 # a few hundred CPU steps, and gate margins that fit a random model's noise (its held-out
 # BLEU-4 measured 2.7-4.9 between runs, all from chance character overlap).
-TINY_TRAIN = dict(method="ptuning", pre_seq_len=128, lr=3e-2, batch_size=8, grad_accum=1,
+TINY_TRAIN = dict(method="ptuning", pre_seq_len=128, lr=5e-2, batch_size=8, grad_accum=1,
                   max_steps=400, logging_steps=25, save_steps=100)
 TINY_HELDOUT_MARGIN = 5.0
 # Held-out identity phrasings are never trained; the tiny model generalises to about half of them
@@ -47,7 +47,6 @@ def load_engine(settings: Settings, model: str | None = None, adapter: str | Pat
     """The in-process engine, configured from settings; arguments override them."""
     return Engine.load(resolve_model_dir(settings, model), adapter or settings.adapter,
                        device=settings.device, dtype=settings.dtype,
-                       trust_remote_code=settings.trust_remote_code, prompt_format=settings.prompt_format,
                        system_prompt=settings.effective_system_prompt, sampling=sampling(settings))
 
 
@@ -99,7 +98,6 @@ def loop_config(settings: Settings) -> LoopConfig:
     return LoopConfig(model_dir=resolve_model_dir(settings), runs_dir=settings.data_dir / "runs",
                       train=TrainConfig(**train), gate=gate, memory=memory_policy(settings),
                       assistant_name=settings.assistant_name, system_prompt=settings.effective_system_prompt,
-                      prompt_format=settings.prompt_format, trust_remote_code=settings.trust_remote_code,
                       min_new_records=settings.retrain_min_new, max_author_share=settings.max_author_share,
                       replay_ratio=settings.replay_ratio, general_ratio=settings.general_ratio,
                       heldout_file=settings.heldout_file, mcq_file=settings.mcq_file,

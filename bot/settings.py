@@ -32,14 +32,10 @@ class Settings(BaseSettings):
         "secbot", description="secbot (serve-model: promotions switch its adapter) or vllm (adapters "
         "registered there under SECBOT_MODEL_NAME).")
     answer_timeout: float = Field(120.0, gt=0, description="Seconds before an answer is given up.")
-    trust_remote_code: bool = Field(False, description="Allow a model directory's own Python code "
-                                    "(ChatGLM-6B/2/3).")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
                         description="auto, cpu, cuda, cuda:1 ...")
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")
-    prompt_format: Literal["auto", "chat_template", "chatglm", "chatglm2"] = Field(
-        "auto", description="auto, chat_template, chatglm, chatglm2.")
     assistant_name: str = Field("secbot", description="The identity the assistant keeps.")
     system_prompt: str | None = Field(None, description="Overrides the default identity prompt.")
     max_new_tokens: int = Field(512, ge=1)

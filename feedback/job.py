@@ -23,8 +23,6 @@ class JobSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     active_adapter: str | None = None
     system_prompt: str | None = None
-    prompt_format: str = "auto"
-    trust_remote_code: bool = False
     assistant_name: str = "secbot"
     eval_max_new_tokens: int = 128
     mcq_file: str | None = None

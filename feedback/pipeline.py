@@ -52,8 +52,6 @@ class LoopConfig:
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
     assistant_name: str = "secbot"
     system_prompt: str | None = None
-    prompt_format: str = "auto"
-    trust_remote_code: bool = False
     min_new_records: int = 1
     max_author_share: float = 0.5
     replay_ratio: float = 4.0  # earlier approved records per new record
@@ -132,8 +130,7 @@ class RetrainPipeline:
                                          hyperparameters=asdict(cfg.train), requested_by=requested_by,
                                          queued_run=queued_run)
         job = JobSpec(model_dir=str(cfg.model_dir), run_dir=str(cfg.runs_dir / f"run-{run.id}"), train=cfg.train,
-                      system_prompt=cfg.system_prompt, prompt_format=cfg.prompt_format,
-                      trust_remote_code=cfg.trust_remote_code, assistant_name=cfg.assistant_name,
+                      system_prompt=cfg.system_prompt, assistant_name=cfg.assistant_name,
                       eval_max_new_tokens=cfg.eval_max_new_tokens,
                       mcq_file=str(cfg.mcq_file) if cfg.mcq_file else None)
         job.dir.mkdir(parents=True, exist_ok=True)

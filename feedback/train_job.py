@@ -64,11 +64,9 @@ def run_job(job_file: str | Path) -> None:
     (job.dir / "worker.pid").write_text(str(os.getpid()))
     questions = read_questions(job.mcq_file) if job.mcq_file else []
     result = train(job.model_dir, _records(job.data("train")), job.adapter, job.train, _records(job.data("val")),
-                   trust_remote_code=job.trust_remote_code, prompt_format=job.prompt_format,
                    system_prompt=job.system_prompt, progress=True)
     gc.collect()  # the trainer's copy of the base goes before the evaluator loads its own
     engine = Engine.load(job.model_dir, device=job.train.device, dtype=job.train.dtype,
-                         trust_remote_code=job.trust_remote_code, prompt_format=job.prompt_format,
                          system_prompt=job.system_prompt)
     metrics = {}
     for label, adapter in (("candidate", result.adapter_dir), ("active", job.active_adapter)):

@@ -1,12 +1,14 @@
-"""Batching of concurrent requests on one engine.
+"""Continuous batching of concurrent requests on one engine.
 
-`ContinuousBatcher` (native transformers models) runs `model.stepping.Decoder`: every running
-request gets one token per step and queued requests join between steps, so a short answer
-leaves the batch at once and a new request never waits for a whole batch to finish. Each
-request keeps its own sampling settings, token limit and EOS. `BatchQueue` is the static
-fallback for remote-code models: what is queued when the model frees up runs as one batch.
+`ContinuousBatcher` runs `model.stepping.Decoder`: every running request gets one token per
+step, and queued requests join between steps (their prompts prefilled a chunk per step), so a
+short answer leaves the batch at once and a new request never waits for a whole batch to
+finish. Each request keeps its own sampling settings, token limit and EOS.
 
-Both report work through `on_step(rows, tokens, seconds)` and both finish every request on the
+Admission is by tokens as well as rows: a request reserves its prompt plus its token limit, and
+joins only while the running requests' reservations leave room within `max_batch_tokens`, in
+arrival order. That bounds the KV cache (and the attention mask) whatever the prompts' lengths.
+Work is reported through `on_step(rows, tokens, seconds)`. Every request finishes on the
 adapter it started with: an adapter switch waits until the running batch has drained.
 """
 
@@ -15,15 +17,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
+
+import torch
 
 from secbot.model.engine import Engine
 from secbot.model.generation import Sampling, TextDeltas
 from secbot.model.stepping import Decoder, Row
 
 log = logging.getLogger(__name__)
+
+
+class BatcherStopped(RuntimeError):
+    pass
 
 
 @dataclass
@@ -37,116 +44,91 @@ class Job:
     adapter: object = None  # the adapter the job ran on (set when it starts)
     tokens: int = 0
 
-    def key(self) -> tuple:
-        s = self.sampling
-        return (s.do_sample, s.temperature, s.top_p) if s.do_sample else (False,)
+    @property
+    def cost(self) -> int:
+        """Tokens the job may hold in the KV cache: its prompt and its whole answer."""
+        return len(self.prompt_ids) + self.max_new_tokens
 
     def start(self, adapter) -> None:
         self.adapter = adapter
         self.started.set()
 
 
-def make_batcher(engine: Engine, max_batch: int = 8, on_step=None, mode: str = "continuous"):
-    """A batcher for the engine: continuous where its model allows, else static."""
-    if mode not in ("continuous", "static"):
-        raise ValueError(f"batching must be 'continuous' or 'static', not {mode!r}")
-    if mode == "continuous" and engine.steppable():
-        return ContinuousBatcher(engine, max_batch=max_batch, on_step=on_step)
-    if mode == "continuous":
-        log.warning("remote-code model: static batching instead of continuous")
-    return BatchQueue(engine, max_batch=max_batch, on_step=on_step)
+class ContinuousBatcher:
+    """Iteration-level batching with token-budget admission (see the module docstring)."""
 
-
-class _Worker:
-    def __init__(self, engine: Engine, max_batch: int, on_step, name: str):
-        self.engine, self.max_batch = engine, max_batch
+    def __init__(self, engine: Engine, max_batch: int = 8, max_batch_tokens: int = 65536,
+                 prefill_chunk: int = 512, on_step=None):
+        self.engine, self.max_batch, self.max_batch_tokens = engine, max_batch, max_batch_tokens
+        self.prefill_chunk = prefill_chunk
         self.on_step = on_step or (lambda rows, tokens, seconds: None)
         self._queue: deque[Job] = deque()
         self._ready = threading.Condition()
-        threading.Thread(target=self._loop, name=name, daemon=True).start()
+        self._eos = engine.eos_ids()
+        self.running = threading.Event()  # set while the batching thread is alive
+        self.running.set()
+        threading.Thread(target=self._loop, name="secbot-continuous-batcher", daemon=True).start()
 
     def queued(self) -> int:
         """Requests waiting for a place in the batch."""
         return len(self._queue)
 
     def submit(self, job: Job) -> Job:
+        if job.cost > self.max_batch_tokens:
+            raise ValueError(f"the request needs {job.cost} tokens (prompt and answer) but the batch "
+                             f"holds {self.max_batch_tokens} (--max-batch-tokens)")
         with self._ready:
+            if not self.running.is_set():
+                raise BatcherStopped("the batching thread has stopped; see the server log")
             self._queue.append(job)
             self._ready.notify()
         return job
 
-    def _wait_for_work(self) -> None:
-        with self._ready:
-            self._ready.wait_for(lambda: self._queue)
-
     def _loop(self) -> None:
-        raise NotImplementedError
+        try:
+            self._serve()
+        except BaseException as exc:
+            log.exception("the batching thread stopped")
+            with self._ready:  # what waits would never be answered: fail it now
+                self.running.clear()
+                while self._queue:
+                    self._queue.popleft().out.put(RuntimeError(f"the batching thread stopped: {exc}"))
+        finally:
+            self.running.clear()
 
-
-class BatchQueue(_Worker):
-    """Static batching: queued requests with the same sampling settings run as one batch."""
-
-    def __init__(self, engine: Engine, max_batch: int = 8, wait_s: float = 0.005, on_step=None):
-        self.wait_s = wait_s
-        super().__init__(engine, max_batch, on_step, "secbot-batcher")
-
-    def _collect(self) -> list[Job]:
-        self._wait_for_work()
-        time.sleep(self.wait_s)  # let requests arriving together share the batch
-        with self._ready:
-            first = self._queue.popleft()
-            jobs = [first] + [j for j in self._queue if j.key() == first.key()][: self.max_batch - 1]
-            for job in jobs[1:]:
-                self._queue.remove(job)
-        return jobs
-
-    def _loop(self) -> None:
+    def _serve(self) -> None:
         while True:
-            jobs = self._collect()
-            started = time.monotonic()
-            # The engine lock is held for the whole batch, so an adapter switch waits for it.
-            with self.engine._lock:
-                for job in jobs:
-                    job.start(self.engine.adapter)
-                try:
-                    self.engine.generate_streams(
-                        [j.prompt_ids for j in jobs], [j.max_new_tokens for j in jobs], jobs[0].sampling,
-                        queues=[j.out for j in jobs],
-                        on_finish=lambda row, tokens: setattr(jobs[row], "tokens", tokens))
-                except Exception:
-                    log.exception("batch of %d failed", len(jobs))
-            self.on_step(len(jobs), sum(j.tokens for j in jobs), time.monotonic() - started)
-
-
-class ContinuousBatcher(_Worker):
-    """Iteration-level batching for native transformers models (see the module docstring)."""
-
-    def __init__(self, engine: Engine, max_batch: int = 8, on_step=None):
-        self._eos = engine.eos_ids()
-        super().__init__(engine, max_batch, on_step, "secbot-continuous-batcher")
-
-    def _loop(self) -> None:
-        while True:
-            self._wait_for_work()
+            with self._ready:
+                self._ready.wait_for(lambda: self._queue)
             self.engine.wait_for_switches()
             with self.engine._lock:  # held while rows run: the adapter cannot change under them
                 try:
-                    Decoder(self.engine).run(self._take, self.on_step)
+                    Decoder(self.engine, self.prefill_chunk).run(self._take, self.on_step)
                 except Exception:
                     log.exception("generation failed; its requests got the error")
 
-    def _take(self, running: int) -> list[Row]:
-        """Queued requests to join the batch, unless an adapter switch is waiting for it to drain."""
-        if running >= self.max_batch or self.engine.switch_pending():
+    def _take(self, active: list[Row]) -> list[Row]:
+        """Queued requests that fit beside the active ones, in arrival order; none while an
+        adapter switch waits for the batch to drain."""
+        if len(active) >= self.max_batch or self.engine.switch_pending():
             return []
+        used = sum(len(row.prompt_ids) + row.text.limit for row in active)
         rows = []
         with self._ready:
-            while self._queue and running + len(rows) < self.max_batch:
-                job = self._queue.popleft()
+            while self._queue and len(active) + len(rows) < self.max_batch:
+                job = self._queue[0]
                 if job.cancelled.is_set():
+                    self._queue.popleft()
                     continue
+                if used + job.cost > self.max_batch_tokens:
+                    break
+                self._queue.popleft()
+                used += job.cost
                 job.start(self.engine.adapter)
                 text = TextDeltas(self.engine.tokenizer, self._eos, job.max_new_tokens, job.out,
-                                  lambda n, job=job: setattr(job, "tokens", n))
-                rows.append(Row(job.prompt_ids, job.sampling, text, job.cancelled))
+                                  lambda n, job=job: setattr(job, "tokens", n), self.engine.prompts.lead)
+                generator = None
+                if job.sampling.seed is not None:
+                    generator = torch.Generator(self.engine.device).manual_seed(job.sampling.seed)
+                rows.append(Row(job.prompt_ids, job.sampling, text, job.cancelled, generator))
         return rows

@@ -17,6 +17,7 @@ from typing import Protocol
 from secbot.model.engine import Engine
 from secbot.model.errors import ModelError
 from secbot.model.generation import Sampling
+from secbot.model.protocol import ChatCompletionChunk, ChatRequest
 
 
 class ModelUnavailable(ModelError):
@@ -129,20 +130,39 @@ class OpenAIClient:
         self.version_id = version.id if version else None
 
     def stream(self, question, history, usage: Usage, system_prompt: str | None = None) -> Iterator[str]:
-        import httpx
+        """The answer's text deltas. When the server says the conversation exceeds its context
+        (400 `context_length_exceeded`), the oldest turns are dropped one at a time and the
+        question asked again; the question itself is never cut."""
+        history = list(history)
+        while True:
+            try:
+                yield from self._stream(question, history, usage, system_prompt)
+                return
+            except ContextTooLong:
+                if not history:
+                    raise ModelUnavailable("the question alone is longer than the model server's "
+                                           "context window; ask a shorter one") from None
+                history = history[1:]
 
-        body = {"model": self.model, "messages": self.messages(question, history, system_prompt),
-                "stream": True, "max_completion_tokens": self.sampling.max_new_tokens,
-                "stream_options": {"include_usage": True}}
+    def _stream(self, question, history, usage: Usage, system_prompt: str | None) -> Iterator[str]:
+        import httpx
+        from pydantic import ValidationError
+
+        request = ChatRequest(model=self.model, messages=self.messages(question, history, system_prompt),
+                              stream=True, max_completion_tokens=self.sampling.max_new_tokens,
+                              stream_options={"include_usage": True})
         if self.sampling.do_sample:
-            body.update(temperature=self.sampling.temperature, top_p=self.sampling.top_p)
+            request.temperature, request.top_p = self.sampling.temperature, self.sampling.top_p
         else:
-            body.update(temperature=0.0)
+            request.temperature = 0.0
+        body = request.model_dump(exclude_none=True)
         usage.version_id = self.version_id
         try:
             with self.http.stream("POST", self.base + "/v1/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     response.read()
+                    if response.status_code == 400 and _error_code(response) == "context_length_exceeded":
+                        raise ContextTooLong(response.text)
                     raise ModelUnavailable(f"model server answered {response.status_code}: "
                                            f"{response.text[:300]}")
                 for line in response.iter_lines():
@@ -151,18 +171,31 @@ class OpenAIClient:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    chunk = json.loads(data)
-                    if chunk.get("error"):
-                        raise ModelUnavailable(f"model server failed mid-answer: {chunk['error']}")
-                    served = version_from_fingerprint(chunk.get("system_fingerprint"))
-                    if served is not None or chunk.get("system_fingerprint") == "secbot-base":
+                    raw = json.loads(data)
+                    if raw.get("error"):
+                        raise ModelUnavailable(f"model server failed mid-answer: {raw['error']}")
+                    chunk = ChatCompletionChunk.model_validate(raw)
+                    served = version_from_fingerprint(chunk.system_fingerprint)
+                    if served is not None or chunk.system_fingerprint == "secbot-base":
                         usage.version_id = served
-                    if chunk.get("usage"):
-                        usage.prompt_tokens = chunk["usage"].get("prompt_tokens")
-                        usage.completion_tokens = chunk["usage"].get("completion_tokens")
-                    for choice in chunk.get("choices") or []:
-                        delta = (choice.get("delta") or {}).get("content")
-                        if delta:
-                            yield delta
+                    if chunk.usage:
+                        usage.prompt_tokens = chunk.usage.prompt_tokens
+                        usage.completion_tokens = chunk.usage.completion_tokens
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield choice.delta.content
         except httpx.HTTPError as exc:
             raise ModelUnavailable(f"model server at {self.base} unreachable: {exc}") from exc
+        except (ValueError, ValidationError) as exc:
+            raise ModelUnavailable(f"model server at {self.base} sent a malformed chunk: {exc}") from exc
+
+
+class ContextTooLong(ModelError):
+    """The server's 400 `context_length_exceeded`: the conversation must shrink."""
+
+
+def _error_code(response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None

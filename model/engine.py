@@ -12,8 +12,8 @@ import torch
 
 from secbot.model.adapters import AdapterSet
 from secbot.model.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, drain
-from secbot.model.loading import LoadedModel, is_native, load_base
-from secbot.model.prompting import History, PromptBuilder, PromptFormat, detect_format
+from secbot.model.loading import LoadedModel, load_base
+from secbot.model.prompting import History, PromptBuilder
 from secbot.model.stepping import Decoder, Row
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,10 @@ class Engine:
 
     @classmethod
     def load(cls, model_dir: str | Path, adapter: str | Path | None = None, *, device: str = "auto",
-             dtype: str = "auto", trust_remote_code: bool = False,
-             prompt_format: str = "auto", system_prompt: str | None = None,
+             dtype: str = "auto", system_prompt: str | None = None,
              sampling: Sampling | None = None) -> "Engine":
-        loaded = load_base(model_dir, device=device, dtype=dtype,
-                           trust_remote_code=trust_remote_code)
-        fmt = (detect_format(loaded.tokenizer, loaded.path) if prompt_format == "auto"
-               else PromptFormat(prompt_format))
-        engine = cls(loaded, PromptBuilder(loaded.tokenizer, fmt, system_prompt), sampling, adapter)
+        loaded = load_base(model_dir, device=device, dtype=dtype)
+        engine = cls(loaded, PromptBuilder(loaded.tokenizer, system_prompt), sampling, adapter)
         engine.serve(None, None)
         return engine
 
@@ -89,27 +85,18 @@ class Engine:
         with self._switch_done:
             self._switch_done.wait_for(lambda: self._switches == 0)
 
-    def steppable(self) -> bool:
-        """Whether the model runs under the step-by-step decoder of continuous batching: native
-        transformers models do; remote-code ChatGLM-6B/2/3 keep their own cache layout and do not."""
-        return is_native(self.loaded.model)
-
     def context_length(self) -> int:
         config = self.loaded.model.config
         limits = [getattr(config, name, None) for name in ("max_position_embeddings", "seq_length")]
         limits.append(getattr(self.tokenizer, "model_max_length", None))
         return min(v for v in limits if isinstance(v, int) and 0 < v < 10**7)
 
-    def builder(self, system_prompt: str | None = None) -> PromptBuilder:
-        """The prompt builder, with another system prompt when one is given."""
-        if system_prompt is None or system_prompt == self.prompts.system_prompt:
-            return self.prompts
-        return PromptBuilder(self.tokenizer, self.prompts.format, system_prompt)
-
     def prompt_ids(self, query: str, history: History, sampling: Sampling,
                    system_prompt: str | None = None) -> list[int]:
+        """The prompt for (query, history), oldest turns dropped to leave room for the answer;
+        `ContextOverflow` when the question alone does not fit."""
         budget = self.context_length() - sampling.max_new_tokens
-        ids, dropped = self.builder(system_prompt).fit(query, history, max(budget, 1))
+        ids, dropped = self.prompts.with_system(system_prompt).fit(query, history, max(budget, 1))
         if dropped:
             log.info("dropped %d oldest turn(s) to fit the context window", dropped)
         return ids
@@ -140,9 +127,11 @@ class Engine:
         return [row.text for row in streamer.rows]
 
     def eos_ids(self) -> set[int]:
+        """Tokens that end an answer: the generation config's, EOS, and the template's end of turn."""
         eos = self.loaded.model.generation_config.eos_token_id
         ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        return ids | {self.tokenizer.eos_token_id}
+        end_of_turn = self.prompts.layout()[1]
+        return ids | {self.tokenizer.eos_token_id} | ({end_of_turn} if end_of_turn is not None else set())
 
     def generate_streams(self, prompts: Sequence[list[int]], limits: Sequence[int],
                          sampling: Sampling, queues=None, on_finish=None,
@@ -150,14 +139,15 @@ class Engine:
         """Generate for prompt ids as one batch, each row streaming into its own queue.
 
         Blocks until the batch is done (or `stop` is set); read the queues (`drain`) from other
-        threads meanwhile. Several rows on a native model run under `Decoder`, which drops each
-        row as it ends; one row, or a remote-code model, runs transformers' `generate`.
+        threads meanwhile. Several rows run under `Decoder`, which drops each row as it ends; one
+        row runs transformers' `generate`. The template's lead ("\n" on GLM-4) is left out of the text.
         """
-        streamer = BatchDeltaStreamer(self.tokenizer, self.eos_ids(), list(limits), queues, on_finish)
-        if len(prompts) > 1 and self.steppable():
+        streamer = BatchDeltaStreamer(self.tokenizer, self.eos_ids(), list(limits), queues, on_finish,
+                                      self.prompts.lead)
+        if len(prompts) > 1:
             pending = [[Row(list(p), sampling, text) for p, text in zip(prompts, streamer.rows)]]
             with self._lock:
-                Decoder(self).run(lambda running: pending.pop() if pending else [], stop=stop)
+                Decoder(self).run(lambda active: pending.pop() if pending else [], stop=stop)
             return streamer
         batch_sampling = Sampling(max_new_tokens=max(limits), do_sample=sampling.do_sample,
                                   top_p=sampling.top_p, temperature=sampling.temperature)

@@ -29,7 +29,7 @@ class UnreadableModelFile(ModelError):
 
 
 class RemoteCodeRequired(ModelError):
-    """The model directory needs its own Python code, which the user has not allowed."""
+    """The model directory ships its own Python code (ChatGLM-6B/2/3), which secbot does not run."""
 
 
 class AdapterMismatch(ModelError):

@@ -20,6 +20,7 @@ class Sampling:
     do_sample: bool = False
     top_p: float = 0.7
     temperature: float = 0.95
+    seed: int | None = None  # sampled answers repeat for the same seed
 
     def generate_kwargs(self) -> dict:
         kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
@@ -55,18 +56,21 @@ class TextDeltas:
     A delta is held back while it ends in an incomplete character (U+FFFD), so multi-byte
     characters split across tokens arrive whole; the deltas add up to the whole answer's decode,
     which `finish` checks. The answer ends at its first EOS token or at `limit` tokens,
-    whichever comes first.
+    whichever comes first. `lead`: text the chat template has the model write before the answer
+    proper ("\n" on GLM-4); it is held back and left out when the answer starts with it.
     """
 
     def __init__(self, tokenizer, eos_ids: set[int], limit: int, out: queue.Queue | None = None,
-                 on_finish=None):
+                 on_finish=None, lead: str = ""):
         self.tokenizer, self.eos_ids, self.limit = tokenizer, eos_ids, limit
         self.out = out if out is not None else queue.Queue()
         self.on_finish = on_finish or (lambda tokens: None)
         self.ids: list[int] = []
         self.done = False
         self.text = ""  # the whole answer, once finished
-        self._sent = ""
+        self._sent = ""  # text handed out
+        self._raw = ""  # decoded text seen so far, lead included
+        self._lead: str | None = lead or None
         self._window = 0  # first token of the decode window
         self._read = 0  # tokens already turned into text
 
@@ -91,19 +95,28 @@ class TextDeltas:
         return self.done
 
     def _put(self, delta: str) -> None:
-        self.out.put(delta)
-        self._sent += delta
+        self._raw += delta
+        if self._lead is not None:
+            if self._lead.startswith(self._raw):
+                return  # may still be the lead
+            delta = self._raw[len(self._lead):] if self._raw.startswith(self._lead) else self._raw
+            self._lead = None
+        if delta:
+            self.out.put(delta)
+            self._sent += delta
 
     def finish(self) -> None:
         if self.done:
             return
-        self.text = text = self._decode(self.ids)
-        if text.startswith(self._sent):
-            if text != self._sent:
-                self._put(text[len(self._sent):])
+        raw = self._decode(self.ids)
+        if raw.startswith(self._raw):
+            if raw != self._raw:
+                self._put(raw[len(self._raw):])
+            self.text = self._sent
         else:  # cannot happen with byte-level or SentencePiece decoding; say so if it does
             log.warning("streamed text diverged from the answer's decode after %d characters",
-                        len(os.path.commonprefix([text, self._sent])))
+                        len(os.path.commonprefix([raw, self._raw])))
+            self.text = raw
         self.done = True
         self.on_finish(len(self.ids))  # before the end marker: readers see the count
         self.out.put(_END)
@@ -121,10 +134,10 @@ class BatchDeltaStreamer(BaseStreamer):
     """
 
     def __init__(self, tokenizer, eos_ids: set[int], limits: list[int],
-                 queues: list[queue.Queue] | None = None, on_finish=None):
+                 queues: list[queue.Queue] | None = None, on_finish=None, lead: str = ""):
         on_finish = on_finish or (lambda row, tokens: None)
         queues = queues or [None] * len(limits)
-        self.rows = [TextDeltas(tokenizer, eos_ids, limit, q, lambda n, row=row: on_finish(row, n))
+        self.rows = [TextDeltas(tokenizer, eos_ids, limit, q, lambda n, row=row: on_finish(row, n), lead)
                      for row, (limit, q) in enumerate(zip(limits, queues))]
         self._prompt_seen = False
 

@@ -77,45 +77,37 @@ class LoadedModel:
     device: torch.device
 
 
-def is_native(model) -> bool:
-    """Whether `model` is transformers' own implementation (GLM, GLM-4), not remote code
-    (ChatGLM-6B/2/3), and so takes its newer arguments (`logits_to_keep`, cache objects)."""
-    return type(model).__module__.startswith("transformers.models.")
-
-
-def load_base(path: str | Path, device: str = "auto", dtype: str = "auto",
-              trust_remote_code: bool = False) -> LoadedModel:
-    """Load model and tokenizer from `path`; remote code (ChatGLM-6B/2/3) only when allowed."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+def load_base(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load model and tokenizer from `path` with transformers' own code; a checkpoint that ships
+    its own model code (ChatGLM-6B/2/3) is refused."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = check_model_dir(path)
     config_json = read_json(path / "config.json", "config.json")
     auto_map = config_json.get("auto_map") or {}
-    if auto_map and not trust_remote_code:
+    if auto_map:
         raise RemoteCodeRequired(
             f"{path} ships its own model code ({config_json.get('model_type', 'unknown')}, e.g. "
-            "ChatGLM-6B/2/3). Review that code, then allow it with SECBOT_TRUST_REMOTE_CODE=1 "
-            "or --trust-remote-code; or use a -hf checkpoint that transformers supports natively.")
+            "ChatGLM-6B/2/3), which secbot does not run: its cache layout and prompt format differ "
+            "from what secbot batches, trains and serves. Use a checkpoint transformers supports "
+            "natively: glm-4-9b-chat-hf or the GLM-4-0414 family (GLM-4-9B-0414, GLM-4-32B-0414).")
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise UnreadableModelFile(path, "config.json", exc) from None
     if (path / "tokenizer.json").is_file():  # its library reports a corrupt one as a missing protobuf
         read_json(path / "tokenizer.json", "tokenizer.json")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # tokenizers fail in many ways (a corrupt tokenizer.json even as ImportError)
         names = ", ".join(n for n in TOKENIZER_FILES if (path / n).is_file())
         raise UnreadableModelFile(path, f"the tokenizer ({names})", exc) from None
-    loader = AutoModelForCausalLM
-    if auto_map and "AutoModelForCausalLM" not in auto_map:
-        loader = AutoModel  # ChatGLM-6B registers its LM head under AutoModel only
     log.info("loading %s (%s) on %s as %s", path, config.model_type, dev, torch_dtype)
     try:
-        model = loader.from_pretrained(path, config=config, dtype=torch_dtype, local_files_only=True,
-                                       trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch_dtype,
+                                                     local_files_only=True)
     except Exception as exc:  # safetensors, torch and transformers each raise their own
         names = ", ".join(n for n in WEIGHT_FILES if (path / n).is_file())
         raise UnreadableModelFile(path, f"the weights ({names})", exc) from None

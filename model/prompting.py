@@ -1,20 +1,23 @@
-"""Prompt building, one code path for training and inference.
+"""Prompt building from the model's own chat template, one code path for training and inference.
 
-Formats (byte for byte as THUDM's models build them):
-- `chatglm`  (ChatGLM-6B): no history -> the bare query; else
-  ``[Round {i}]\\n问：{q}\\n答：{a}\\n`` from i=0, then ``[Round {n}]\\n问：{query}\\n答：``.
-- `chatglm2` (ChatGLM2): ``[Round {i+1}]\\n\\n问：{q}\\n\\n答：{a}\\n\\n`` then the open round.
-- `chat_template`: the tokenizer's own template (GLM-4 `-hf`, the tiny reference model), which
-  is also the only format with a place for the system prompt that fixes the assistant's identity.
+Inference gives the model exactly what its template renders with `add_generation_prompt`.
+Training derives the answer's place from the same template: it renders the conversation with
+and without the answer, and the difference is the target. For GLM-4 (`-hf` and 0414) the
+generation prompt ends at `<|assistant|>` and an answer turn is ``<|assistant|>\\n{answer}``,
+so the target is ``\\n{answer}`` followed by the end of the turn (`<|user|>`, the token that
+opens the next turn, which GLM-4's generation config counts as EOS). The text a model writes
+before the answer proper (that "\\n", the template's *lead*) is taken off what callers see.
+
+A model without a chat template (ChatGLM-6B/2/3, which need their own remote code) is refused
+with a clear message: `NoChatTemplate`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import Enum
-from pathlib import Path
+from dataclasses import dataclass, field
+
+from secbot.model.errors import ModelError
 
 History = Sequence[Sequence[str]]  # [[question, answer], ...], oldest first
 
@@ -22,86 +25,135 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are {name}, the security team's own assistant. You are not ChatGPT and not any other "
     "assistant. Answer security questions precisely; say so when you do not know."
 )
+_PROBE = "\u2063secbot-answer\u2063"  # stands in for an answer when reading the template's layout
 
 
-class PromptFormat(str, Enum):
-    CHAT_TEMPLATE = "chat_template"
-    CHATGLM = "chatglm"
-    CHATGLM2 = "chatglm2"
+class NoChatTemplate(ModelError):
+    def __init__(self):
+        super().__init__(
+            "the model's tokenizer has no chat template. secbot builds every prompt from the "
+            "template (tokenizer_config.json `chat_template`); ChatGLM-6B/2/3 checkpoints, which "
+            "have none, are not supported: use GLM-4 (glm-4-9b-chat-hf or the GLM-4-0414 family) "
+            "or add the template your model was trained with.")
 
 
-def chatglm_prompt(query: str, history: History) -> str:
-    if not history:
-        return query
-    prompt = "".join(f"[Round {i}]\n问：{q}\n答：{a}\n" for i, (q, a) in enumerate(history))
-    return prompt + f"[Round {len(history)}]\n问：{query}\n答："
+class ContextOverflow(ModelError):
+    """The question alone (with system prompt and template) does not fit the context window."""
+
+    def __init__(self, prompt_tokens: int, limit: int):
+        self.prompt_tokens, self.limit = prompt_tokens, limit
+        super().__init__(f"the prompt needs {prompt_tokens} tokens but only {limit} fit the "
+                         "context window with the requested answer length; shorten the question "
+                         "or ask for fewer tokens")
 
 
-def chatglm2_prompt(query: str, history: History) -> str:
-    prompt = "".join(f"[Round {i}]\n\n问：{q}\n\n答：{a}\n\n"
-                     for i, (q, a) in enumerate(history, start=1))
-    return prompt + f"[Round {len(history) + 1}]\n\n问：{query}\n\n答："
+class TemplateLayoutError(ModelError):
+    pass
 
 
-def detect_format(tokenizer, model_dir: str | Path | None = None) -> PromptFormat:
-    """The tokenizer's chat template when it has one, else the ChatGLM generation of the config."""
-    if getattr(tokenizer, "chat_template", None):
-        return PromptFormat.CHAT_TEMPLATE
-    config = {}
-    if model_dir is not None and (Path(model_dir) / "config.json").is_file():
-        config = json.loads((Path(model_dir) / "config.json").read_text())
-    # ChatGLM-6B's config carries 2-D position encoding; ChatGLM2/3 replaced it with MQA/RoPE.
-    if config.get("position_encoding_2d") or config.get("model_type") == "chatglm" and \
-            "multi_query_attention" not in config:
-        return PromptFormat.CHATGLM
-    return PromptFormat.CHATGLM2
+def messages_for(query: str, history: History, system_prompt: str | None) -> list[dict]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for q, a in history:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return messages + [{"role": "user", "content": query}]
 
 
 @dataclass
 class PromptBuilder:
-    """Turns (query, history) into model input ids; used by training and generation alike."""
+    """Turns (query, history) into model input ids, and (query, history, answer) into training
+    ids whose target is exactly what the template puts after the generation prompt."""
 
     tokenizer: object
-    format: PromptFormat
     system_prompt: str | None = None
+    _layout: tuple[str, int | None] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise NoChatTemplate()
+
+    def with_system(self, system_prompt: str | None) -> "PromptBuilder":
+        """This builder with another system prompt (itself when it is the same)."""
+        if system_prompt is None or system_prompt == self.system_prompt:
+            return self
+        return PromptBuilder(self.tokenizer, system_prompt)
+
+    def _render(self, messages: list[dict], generation: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
     def text(self, query: str, history: History = ()) -> str:
-        if self.format is PromptFormat.CHATGLM:
-            return chatglm_prompt(query, history)
-        if self.format is PromptFormat.CHATGLM2:
-            return chatglm2_prompt(query, history)
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        for q, a in history:
-            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        messages.append({"role": "user", "content": query})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        return self._render(messages_for(query, history, self.system_prompt), True)
 
     def ids(self, query: str, history: History = ()) -> list[int]:
-        # A chat template writes its own special tokens; the round formats rely on the
-        # tokenizer adding them ([gMASK] <sop> for ChatGLM).
-        add_special = self.format is not PromptFormat.CHAT_TEMPLATE
-        return self.tokenizer.encode(self.text(query, history), add_special_tokens=add_special)
+        # The template writes its own special tokens ([gMASK]<sop> for GLM-4).
+        return self.tokenizer.encode(self.text(query, history), add_special_tokens=False)
 
-    def answer_ids(self, answer: str, max_tokens: int | None = None) -> list[int]:
-        """The training target: the answer's tokens (cut to fit `max_tokens`) followed by EOS."""
-        ids = self.tokenizer.encode(answer, add_special_tokens=False)
+    def target_text(self, query: str, history: History, answer: str) -> str:
+        """What the template renders after the generation prompt when the answer is given."""
+        messages = messages_for(query, history, self.system_prompt)
+        prompt = self._render(messages, True)
+        full = self._render(messages + [{"role": "assistant", "content": answer}], False)
+        if not full.startswith(prompt):
+            raise TemplateLayoutError(
+                "the chat template does not render an answer after its generation prompt "
+                f"(prompt ends {prompt[-40:]!r}, with the answer {full[len(prompt) - 40:len(prompt)]!r}); "
+                "secbot cannot tell where the answer starts")
+        return full[len(prompt):]
+
+    def layout(self) -> tuple[str, int | None]:
+        """(lead, end of turn): the text the template puts before an answer ("\\n" on GLM-4),
+        and the token that ends an answer turn when the template writes none itself (the first
+        token of the next turn, `<|user|>` on GLM-4), read once from the template."""
+        if self._layout is None:
+            target = self.target_text("q", [], _PROBE)
+            lead = target[: target.index(_PROBE)] if _PROBE in target else ""
+            nxt = self._render(messages_for("q", [["q", _PROBE]], self.system_prompt), False)
+            after = nxt[nxt.index(_PROBE) + len(_PROBE):]
+            closing = self.tokenizer.encode(after, add_special_tokens=False) if after else []
+            end = closing[0] if closing and closing[0] in self._special_ids() else None
+            self._layout = (lead, end)
+        return self._layout
+
+    def _special_ids(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids)
+
+    @property
+    def lead(self) -> str:
+        return self.layout()[0]
+
+    def answer_ids(self, query: str, history: History, answer: str, max_tokens: int | None = None) -> list[int]:
+        """The training target: the template's text after the generation prompt, ending with the
+        turn's end token (the template's own, or the next turn's opening, or EOS); cut to fit
+        `max_tokens` with the end token kept."""
+        ids = self.tokenizer.encode(self.target_text(query, history, answer), add_special_tokens=False)
+        specials = self._special_ids()
+        closed = next((i for i, t in enumerate(ids) if t in specials), None)
+        if closed is not None:  # the template closes the turn itself (e.g. <|im_end|>)
+            ids, end = ids[:closed], ids[closed]
+        else:
+            end = self.layout()[1]
+            end = end if end is not None else self.tokenizer.eos_token_id
         if max_tokens is not None:
             ids = ids[: max(max_tokens - 1, 0)]
-        return ids + [self.tokenizer.eos_token_id]
+        return ids + [end]
 
-    def fit(self, query: str, history: History, max_tokens: int) -> tuple[list[int], int]:
+    def strip_lead(self, text: str) -> str:
+        lead = self.lead
+        return text[len(lead):] if lead and text.startswith(lead) else text
+
+    def fit(self, query: str, history: History, max_tokens: int, truncate: bool = False) -> tuple[list[int], int]:
         """Prompt ids within `max_tokens`, dropping the oldest turns first; returns (ids, dropped).
 
-        When the query alone is still too long, its tail is cut so the template stays intact.
+        When the query alone is still too long: `ContextOverflow`, or with `truncate` (training,
+        as THUDM's scripts cut sources) the query's tail is cut so the template stays intact.
         """
         history = list(history)
         for dropped in range(len(history) + 1):
             ids = self.ids(query, history[dropped:])
             if len(ids) <= max_tokens:
                 return ids, dropped
+        if not truncate:
+            raise ContextOverflow(len(ids), max_tokens)
         query_ids = self.tokenizer.encode(query, add_special_tokens=False)
         overflow = len(ids) - max_tokens
         cut = self.tokenizer.decode(query_ids[: max(len(query_ids) - overflow - 1, 0)])
-        ids = self.ids(cut, [])
-        return ids[:max_tokens], len(history)
+        return self.ids(cut, [])[:max_tokens], len(history)

@@ -1,7 +1,11 @@
-"""Training records in THUDM's `ptuning` format: `{prompt, response, history: [[q, a], ...]}`.
+"""Training records: THUDM's `ptuning` format `{prompt, response, history: [[q, a], ...]}`, and
+the chat format of GLM-4's fine-tuning scripts and OpenAI's chat JSONL,
+`{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...]}`.
 
 Reads a JSON-lines file (THUDM's `.json` is one record per line; `.jsonl` the same) or a JSON
-array. Column names are flags, so ADGEN's `content`/`summary` reads too.
+array; each record's format is told by its keys (`messages`, or the prompt column), so a file
+may mix them. Column names are flags, so ADGEN's `content`/`summary` reads too. A `system`
+message is not part of a record: secbot's configured system prompt (its identity) is used.
 """
 
 from __future__ import annotations
@@ -59,10 +63,54 @@ def _check_text(name: str, value: str) -> None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _message_text(i: int, message) -> tuple[str, str]:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise ValueError(f"messages[{i}] must be an object with a 'role'")
+    role, content = message["role"], message.get("content")
+    if isinstance(content, list):  # OpenAI text parts
+        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                   for p in content):
+            raise ValueError(f"messages[{i}].content: only text parts can be training data")
+        content = "".join(p["text"] for p in content)
+    if not isinstance(content, str):
+        raise ValueError(f"messages[{i}].content must be a string")
+    _check_text(f"messages[{i}].content", content)
+    return role, content
+
+
+def parse_messages(messages) -> Record:
+    """A chat `messages` list as a record: the last assistant message answers the user message
+    before it; earlier user/assistant pairs are its history; system messages are left out."""
+    if not isinstance(messages, list):
+        raise ValueError("'messages' must be a list of {role, content} objects")
+    turns = []
+    for i, message in enumerate(messages):
+        role, content = _message_text(i, message)
+        if role == "system":
+            continue
+        if role not in ("user", "assistant"):
+            raise ValueError(f"messages[{i}]: role '{role}' (tool calling) cannot be a training record; "
+                             "only user and assistant turns")
+        turns.append((i, role, content))
+    if len(turns) < 2 or turns[-1][1] != "assistant":
+        raise ValueError("'messages' must end with an assistant answer to a user message")
+    for k, (i, role, _) in enumerate(turns):
+        if role != ("user" if k % 2 == 0 else "assistant"):
+            raise ValueError(f"messages[{i}]: user and assistant messages must alternate, starting with the user")
+    texts = [t for _, _, t in turns]
+    for (i, _, text) in turns[-2:]:
+        if not text.strip():
+            raise ValueError(f"messages[{i}].content must not be empty")
+    pairs = tuple(zip(texts[0:-2:2], texts[1:-2:2]))
+    return Record(texts[-2], texts[-1], pairs)
+
+
 def parse_record(obj, columns: Columns = Columns()) -> Record:
-    """Validate one decoded JSON value; raises ValueError with the reason."""
+    """Validate one decoded JSON value (either format); raises ValueError with the reason."""
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    if "messages" in obj and columns.prompt not in obj:
+        return parse_messages(obj["messages"])
     prompt, response = obj.get(columns.prompt), obj.get(columns.response)
     for name, value in ((columns.prompt, prompt), (columns.response, response)):
         if not isinstance(value, str) or not value.strip():
@@ -141,7 +189,8 @@ def read_records(path: str | Path, columns: Columns = Columns(), skip_bad: bool 
     """All records of `path`; a bad one raises RecordError unless `skip_bad` collects it."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: no such file. Give a THUDM-format .json/.jsonl file.")
+        raise ModelError(f"{path}: no such file. Give a .json/.jsonl file of THUDM-format or chat "
+                         "`messages` records.")
     try:
         path.stat()
     except OSError as exc:
@@ -162,12 +211,25 @@ def read_records(path: str | Path, columns: Columns = Columns(), skip_bad: bool 
     return result
 
 
-def write_records(path: str | Path, records: Iterable[Record], columns: Columns = Columns()) -> int:
-    """THUDM JSON lines, UTF-8 unescaped; returns the count."""
+def to_messages(record: Record) -> dict:
+    """The record as a chat `messages` object (GLM-4 fine-tuning / OpenAI chat JSONL)."""
+    messages = []
+    for q, a in record.history:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return {"messages": messages + [{"role": "user", "content": record.prompt},
+                                    {"role": "assistant", "content": record.response}]}
+
+
+def write_records(path: str | Path, records: Iterable[Record], format: str = "thudm",
+                  columns: Columns = Columns()) -> int:
+    """JSON lines, UTF-8 unescaped, as THUDM records (`thudm`) or chat `messages`; returns the count."""
+    if format not in ("thudm", "messages"):
+        raise ValueError(f"format must be 'thudm' or 'messages', not {format!r}")
     count = 0
     with open(path, "w", encoding="utf-8") as fh:
         for record in records:
-            fh.write(json.dumps(record.to_json(columns), ensure_ascii=False) + "\n")
+            value = to_messages(record) if format == "messages" else record.to_json(columns)
+            fh.write(json.dumps(value, ensure_ascii=False) + "\n")
             count += 1
     return count
 

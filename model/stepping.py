@@ -13,6 +13,7 @@ transformers' `generate`, whose greedy output this matches token for token (test
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 
 from secbot.model.generation import Sampling, TextDeltas
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Row:
@@ -30,6 +33,7 @@ class Row:
     sampling: Sampling
     text: TextDeltas  # where the tokens go; its limit and EOS end the row
     cancelled: threading.Event | None = None
+    generator: torch.Generator | None = None  # the row's own random stream (a request's seed)
 
 
 class _Batch:
@@ -71,58 +75,117 @@ class _Batch:
         self.last = self.last.index_select(0, index)
 
 
-class Decoder:
-    """Decodes on the engine's active adapter; build and run it under the engine's lock."""
+class _Joining:
+    """Rows being prefilled, `chunk` prompt columns per step, into a cache of their own."""
 
-    def __init__(self, engine):
+    def __init__(self, decoder: "Decoder", rows: list[Row]):
+        self.rows = rows
+        prompts = [row.prompt_ids for row in rows]
+        n, width = len(prompts), max(map(len, prompts))
+        device = decoder.device
+        self.input_ids = torch.tensor([[decoder.pad] * (width - len(p)) + p for p in prompts], device=device)
+        real = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        cache = decoder._cache_class()
+        for i, (k, v) in enumerate(decoder.prefix or ()):
+            cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), i)
+        virtual = cache.get_seq_length()
+        self.mask = torch.cat([real.new_ones(n, virtual), real], dim=1)
+        self.positions = (real.cumsum(-1) - 1).clamp(min=0) + virtual
+        self.batch = _Batch(cache, self.mask[:, :virtual], real.sum(-1) + virtual)
+        self.virtual, self.width, self.done = virtual, width, 0
+
+    def step(self, decoder: "Decoder", chunk: int) -> bool:
+        """Prefill the next `chunk` columns; True once the whole prompt is in (and `batch.last` set)."""
+        end = min(self.done + chunk, self.width)
+        mask = self.mask[:, : self.virtual + end]
+        logits = decoder._forward(self.input_ids[:, self.done:end], mask, self.positions[:, self.done:end],
+                                  self.batch.cache)
+        self.done, self.batch.mask = end, mask
+        if end < self.width:
+            return False
+        self.batch.last = decoder._pick(logits, self.rows)
+        return True
+
+
+class Decoder:
+    """Decodes on the engine's active adapter; build and run it under the engine's lock.
+
+    New rows are prefilled `prefill_chunk` prompt tokens per step while the running rows keep
+    getting a token every step, so a long prompt joining never stalls running streams for more
+    than one chunk. A failed prefill (e.g. out of memory on a long prompt) fails only the rows
+    it was for: a group is retried one row at a time, and a row that fails alone gets the error.
+    """
+
+    def __init__(self, engine, prefill_chunk: int = 512):
         from transformers import DynamicCache
 
         self._cache_class = DynamicCache
         self.device, self.pad = engine.device, engine.tokenizer.pad_token_id
         self.network = engine.adapters.network()
         self.prefix = engine.adapters.prefix()
+        self.prefill_chunk = prefill_chunk
         top_k = getattr(engine.loaded.model.generation_config, "top_k", None)
         self.top_k = top_k if isinstance(top_k, int) and top_k > 0 else None
 
-    def run(self, take: Callable[[int], list[Row]], on_step=None, stop: threading.Event | None = None) -> None:
-        """Decode until no row runs and `take(running)` gives no new ones (or `stop` is set).
+    def run(self, take: Callable[[list[Row]], list[Row]], on_step=None,
+            stop: threading.Event | None = None) -> None:
+        """Decode until no row runs and `take(active rows)` gives no new ones (or `stop` is set).
 
-        `on_step(rows, tokens, seconds)` follows every forward pass. On an error every row
-        still running gets it, and it is raised.
+        `on_step(rows, tokens, seconds)` follows every step. An error in a decoding step is given
+        to every running row and raised; an error in a prefill only to the rows being prefilled.
         """
         rows: list[Row] = []
         batch: _Batch | None = None
+        joining: _Joining | None = None
+        retry: list[Row] = []  # rows of a failed group prefill, to prefill one at a time
         with torch.inference_mode():
             while True:
                 started = time.monotonic()
                 stopped = stop is not None and stop.is_set()
-                new = [] if stopped else take(len(rows))
-                try:
-                    if new:
-                        added, logits = self._prefill([row.prompt_ids for row in new])
-                        added.last = self._pick(logits, [row.sampling for row in new])
-                        if batch is None:
-                            batch = added
+                if joining is None and not stopped:
+                    new = [retry.pop(0)] if retry else take(list(rows))
+                    joining = _Joining(self, new) if new else None
+                if stopped or (joining is None and not rows):
+                    for row in rows + (joining.rows if joining else []) + retry:
+                        row.text.finish()
+                    return
+                joined: list[Row] = []
+                if joining is not None:
+                    try:
+                        if joining.step(self, self.prefill_chunk):
+                            joined, added = joining.rows, joining.batch
+                            joining = None
+                    except Exception as exc:
+                        failed, joining = joining.rows, None
+                        self._release_memory()
+                        if len(failed) > 1:
+                            retry += failed  # find the row that fails alone
                         else:
-                            batch.extend(added)
-                        rows += new
-                    elif rows and not stopped:
+                            log.warning("prefill of a %d-token prompt failed: %s", len(failed[0].prompt_ids), exc)
+                            failed[0].text.fail(exc)
+                decoded = bool(rows)
+                if decoded:
+                    try:
                         logits = self._decode(batch)
-                        batch.last = self._pick(logits, [row.sampling for row in rows])
+                        batch.last = self._pick(logits, rows)
+                    except BaseException as exc:
+                        for row in rows + joined + (joining.rows if joining else []) + retry:
+                            row.text.fail(exc)
+                        raise
+                if joined:
+                    if batch is None:
+                        batch = added
                     else:
-                        for row in rows:
-                            row.text.finish()
-                        return
-                except BaseException as exc:
-                    for row in rows + new:
-                        row.text.fail(exc)
-                    raise
-                fresh = len(new) or len(rows)
+                        batch.extend(added)
+                first_new = len(rows)
+                rows += joined
+                if on_step and (decoded or joined):
+                    on_step(len(rows), first_new * decoded + len(joined), time.monotonic() - started)
+                if not (decoded or joined):
+                    continue
                 tokens = batch.last.tolist()
-                done = {i for i in range(len(rows) - fresh, len(rows))
+                done = {i for i in range(0 if decoded else first_new, len(rows))
                         if rows[i].text.add(tokens[i]) or (rows[i].cancelled and rows[i].cancelled.is_set())}
-                if on_step:
-                    on_step(fresh, fresh, time.monotonic() - started)
                 if done:
                     for i in done:
                         rows[i].text.finish()
@@ -132,6 +195,10 @@ class Decoder:
                         batch.keep(kept)
                     else:
                         batch = None
+
+    def _release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _forward(self, input_ids, mask, positions, cache) -> torch.Tensor:
         out = self.network(input_ids=input_ids, attention_mask=self._attention_mask(mask, input_ids.shape[1]),
@@ -155,27 +222,16 @@ class Decoder:
         dtype = self.network.get_input_embeddings().weight.dtype
         return torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(~keep, torch.finfo(dtype).min)
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[_Batch, torch.Tensor]:
-        n, width = len(prompts), max(map(len, prompts))
-        input_ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        real = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        cache = self._cache_class()
-        for i, (k, v) in enumerate(self.prefix or ()):
-            cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), i)
-        virtual = cache.get_seq_length()
-        mask = torch.cat([real.new_ones(n, virtual), real], dim=1)
-        positions = (real.cumsum(-1) - 1).clamp(min=0) + virtual
-        logits = self._forward(input_ids, mask, positions, cache)
-        return _Batch(cache, mask, real.sum(-1) + virtual), logits
-
     def _decode(self, batch: _Batch) -> torch.Tensor:
         batch.mask = F.pad(batch.mask, (0, 1), value=1)
         logits = self._forward(batch.last[:, None], batch.mask, batch.positions[:, None], batch.cache)
         batch.positions = batch.positions + 1
         return logits
 
-    def _pick(self, logits: torch.Tensor, samplings: list[Sampling]) -> torch.Tensor:
-        """Next token per row: greedy, or temperature / top-k / top-p sampling as `generate` does."""
+    def _pick(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
+        """Next token per row: greedy, or temperature / top-k / top-p sampling as `generate` does
+        (from the row's own generator when its request gave a seed)."""
+        samplings = [row.sampling for row in rows]
         tokens = logits.argmax(-1)
         sampled = [i for i, s in enumerate(samplings) if s.do_sample]
         if not sampled:
@@ -189,6 +245,10 @@ class Decoder:
         probs = ordered.softmax(-1)
         top_p = torch.tensor([samplings[i].top_p for i in sampled], device=device)[:, None]
         ordered = ordered.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
-        choice = torch.multinomial(ordered.softmax(-1), 1)
+        probs = ordered.softmax(-1)
+        choice = torch.multinomial(probs, 1)
+        for k, i in enumerate(sampled):
+            if rows[i].generator is not None:
+                choice[k] = torch.multinomial(probs[k], 1, generator=rows[i].generator)
         tokens[sampled] = order.gather(-1, choice)[:, 0]
         return tokens

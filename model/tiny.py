@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-# A GLM-4-style template: [gMASK]<sop>, then role tags each followed by a newline.
+# glm-4-9b-chat-hf's template without its tool block: [gMASK]<sop>, each turn a role tag, a
+# newline and the content; the generation prompt ends at <|assistant|> (the model writes the "\n").
 CHAT_TEMPLATE = (
     "[gMASK]<sop>{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>",
                   "<|observation|>"]

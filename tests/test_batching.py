@@ -6,8 +6,11 @@ import time
 import pytest
 from peft import LoraConfig, PrefixTuningConfig, TaskType
 
-from secbot.model.batching import BatchQueue, ContinuousBatcher, Job, make_batcher
-from secbot.model.generation import Sampling, drain
+import torch
+
+from secbot.model.batching import ContinuousBatcher, Job
+from secbot.model.generation import Sampling, TextDeltas, drain
+from secbot.model.stepping import Decoder, Row
 from test_adapters import make_adapter
 
 QUESTIONS = [f"Q{i}: " + "how do we contain it? " * (i % 4 + 1) for i in range(12)]
@@ -49,16 +52,6 @@ def test_continuous_batching_equals_one_at_a_time_generation(fresh_engine, adapt
     assert answers == [expected(engine, q, n) for q, n in zip(QUESTIONS, LIMITS)]
     assert all(j.tokens <= n for j, n in zip(jobs, LIMITS)) and sum(j.tokens == n for j, n in zip(jobs, LIMITS)) > 3
     assert max(steps) == 4 and 1 in steps  # rows joined and left between steps
-
-
-def test_static_batching_equals_one_at_a_time_generation(engine):
-    batcher = BatchQueue(engine, max_batch=4)
-    jobs = [batcher.submit(job(engine, q, n)) for q, n in zip(QUESTIONS, LIMITS)]
-    assert ["".join(drain(j.out)) for j in jobs] == [expected(engine, q, n) for q, n in zip(QUESTIONS, LIMITS)]
-
-
-def test_the_tiny_model_gets_continuous_batching(engine):
-    assert isinstance(make_batcher(engine), ContinuousBatcher)
 
 
 def test_sampled_and_greedy_requests_share_a_batch(engine):
@@ -107,7 +100,7 @@ def test_the_glm4_0414_architecture_decodes_the_same_way(tmp_path):
 
     model_dir = build_tiny_model(tmp_path / "glm4", seed=1, architecture="glm4")
     engine = Engine.load(model_dir, system_prompt="You are secbot.")
-    assert type(engine.loaded.model).__name__ == "Glm4ForCausalLM" and engine.steppable()
+    assert type(engine.loaded.model).__name__ == "Glm4ForCausalLM"
     prefix = make_adapter(model_dir, tmp_path / "glm4-prefix", PrefixTuningConfig(
         task_type=TaskType.CAUSAL_LM, num_virtual_tokens=8), 13)
     for adapter in (None, prefix):
@@ -131,3 +124,93 @@ def test_requests_beyond_max_batch_wait_in_the_queue(engine):
     gate.set()
     assert ["".join(drain(j.out)) for j in jobs] == [expected(engine, q, 8) for q in QUESTIONS[:3]]
     assert batcher.queued() == 0
+
+
+@pytest.mark.parametrize("adapter", [None, "prefix"])
+def test_chunked_prefill_gives_the_same_answers(fresh_engine, adapters, adapter):
+    engine = fresh_engine
+    engine.use_adapter(adapters.get(adapter))
+    batcher = ContinuousBatcher(engine, max_batch=4, prefill_chunk=5)  # every prompt takes several chunks
+    jobs = [batcher.submit(job(engine, q, n)) for q, n in zip(QUESTIONS, LIMITS)]
+    assert ["".join(drain(j.out)) for j in jobs] == [expected(engine, q, n) for q, n in zip(QUESTIONS, LIMITS)]
+    engine.use_adapter(None)
+
+
+def never_ending(engine, prompt_ids, limit):
+    """A row without EOS: it runs for exactly `limit` tokens."""
+    return Row(prompt_ids, Sampling(max_new_tokens=limit), TextDeltas(engine.tokenizer, set(), limit))
+
+
+def test_a_long_prompt_joining_does_not_stop_running_streams(engine):
+    chunk = 64
+    short_ids = engine.prompt_ids("What is phishing?", [], Sampling())
+    long_ids = engine.prompt_ids("Summarise this incident log: " + "failed login from 10.0.0.7; " * 60,
+                                 [], Sampling())
+    assert len(long_ids) > 10 * chunk
+    running, joining = never_ending(engine, short_ids, 120), never_ending(engine, long_ids, 5)
+    trace = []  # (tokens of the running stream, tokens of the joining one) after each step
+
+    taken = []
+
+    def take(active):
+        if not taken:
+            taken.append(running)
+            return [running]
+        if len(running.text.ids) >= 5 and len(taken) == 1:  # joins while the first one streams
+            taken.append(joining)
+            return [joining]
+        return []
+
+    with engine._lock:
+        Decoder(engine, prefill_chunk=chunk).run(take, lambda rows, tokens, s: trace.append(
+            (len(running.text.ids), len(joining.text.ids))))
+    during = [r for r, j in trace if r >= 5 and j == 0]
+    chunks = -(-len(long_ids) // chunk)
+    # The running stream got a token on every step of the long prefill, one chunk per step.
+    assert len(during) >= chunks - 1 and during == list(range(during[0], during[0] + len(during)))
+    # And both answers are exactly what each gets alone.
+    for row, ids, limit in ((running, short_ids, 120), (joining, long_ids, 5)):
+        alone = never_ending(engine, ids, limit)
+        with engine._lock:
+            Decoder(engine).run(lambda active, pending=[alone]: [pending.pop()] if pending else [])
+        assert row.text.ids == alone.text.ids
+
+
+def test_an_out_of_memory_prefill_fails_only_its_own_request(engine, monkeypatch):
+    bad_question = "zebra quagga okapi " * 12
+    others = {t for q in QUESTIONS for t in engine.prompt_ids(q, [], Sampling())}
+    poison = next(t for t in engine.prompt_ids(bad_question, [], Sampling()) if t not in others)
+    forward = Decoder._forward
+
+    def failing(self, input_ids, *args):
+        if (input_ids == poison).any():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+        return forward(self, input_ids, *args)
+
+    monkeypatch.setattr(Decoder, "_forward", failing)
+    batcher = ContinuousBatcher(engine, max_batch=8)
+    first = batcher.submit(job(engine, QUESTIONS[0], 24))  # already running when the others join
+    first.started.wait(30)
+    group = [batcher.submit(job(engine, q, 12)) for q in QUESTIONS[1:4]]
+    bad = batcher.submit(job(engine, bad_question, 12))
+    group += [batcher.submit(job(engine, q, 12)) for q in QUESTIONS[4:6]]
+    with pytest.raises(torch.OutOfMemoryError):
+        list(drain(bad.out))
+    assert "".join(drain(first.out)) == expected(engine, QUESTIONS[0], 24)
+    assert ["".join(drain(j.out)) for j in group] == [expected(engine, q, 12) for q in QUESTIONS[1:6]]
+    after = batcher.submit(job(engine, QUESTIONS[7], 8))
+    assert "".join(drain(after.out)) == expected(engine, QUESTIONS[7], 8)
+
+
+def test_admission_keeps_the_batch_within_its_token_budget(engine):
+    jobs = [job(engine, q, 24) for q in QUESTIONS[:8]]
+    budget = max(j.cost for j in jobs) * 2 + 1  # room for two requests at a time, never three
+    rows = []
+    batcher = ContinuousBatcher(engine, max_batch=8, max_batch_tokens=budget,
+                                on_step=lambda n, tokens, s: rows.append(n))
+    for j in jobs:
+        batcher.submit(j)
+    assert ["".join(drain(j.out)) for j in jobs] == [expected(engine, q, 24) for q in QUESTIONS[:8]]
+    assert max(rows) == 2
+    with pytest.raises(ValueError, match="--max-batch-tokens"):
+        batcher.submit(job(engine, QUESTIONS[0], budget))

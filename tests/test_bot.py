@@ -249,10 +249,10 @@ def test_nothing_an_answer_says_can_notify_anyone_and_markdown_renders(bot, slac
 
 def test_a_long_answer_continues_in_further_messages_and_every_piece_takes_feedback(slack, tmp_path, tiny_dir):
     engine = Engine.load(tiny_dir, sampling=Sampling(max_new_tokens=600))
-    expected = engine.generate("Tell me everything about ransomware.")
+    expected = engine.generate("list every port")
     assert len(expected) > 800  # precondition: long enough for three 400-character messages
     bot = Bot(slack, tmp_path, InProcessClient(engine), split_at=400)
-    bot.mention("Tell me everything about ransomware.", ts="10.1")
+    bot.mention("list every port", ts="10.1")
     bot.answers("C1", "10.1", timeout=300)
     messages = slack.thread_messages("C1", "10.1")
     assert len(messages) >= 3

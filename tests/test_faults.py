@@ -163,7 +163,7 @@ def test_unwritable_paths_and_unusable_databases_get_one_line(tmp_path):
 
 @pytest.mark.parametrize("variable, value", [("SECBOT_RETRAIN_CRON", "every night"), ("SECBOT_TIMEZONE", "Mars/Base"),
                                              ("SECBOT_DEVICE", "tpu"), ("SECBOT_DTYPE", "fp8"),
-                                             ("SECBOT_PROMPT_FORMAT", "llama"), ("SECBOT_TRAINING", "wroker"),
+                                             ("SECBOT_TRAINING", "wroker"),
                                              ("SECBOT_MODEL_SERVER", "vlm"), ("SECBOT_RETRAIN_METHOD", "loar")])
 def test_a_bad_setting_gets_one_line_naming_it(tmp_path, variable, value):
     line = one_line_error(secbot("worker", env={"SECBOT_DATA_DIR": str(tmp_path), variable: value}))

@@ -60,13 +60,13 @@ def test_missing_shard_is_named(tiny_dir, tmp_path):
         load_base(target)
 
 
-def test_remote_code_needs_opt_in(tiny_dir, tmp_path):
+def test_a_checkpoint_with_its_own_model_code_is_refused_with_what_to_use(tiny_dir, tmp_path):
     target = tmp_path / "chatglm"
     shutil.copytree(tiny_dir, target)
     config = json.loads((target / "config.json").read_text())
     config["auto_map"] = {"AutoModel": "modeling_chatglm.ChatGLMForConditionalGeneration"}
     (target / "config.json").write_text(json.dumps(config))
-    with pytest.raises(RemoteCodeRequired, match="SECBOT_TRUST_REMOTE_CODE"):
+    with pytest.raises(RemoteCodeRequired, match="glm-4-9b-chat-hf"):
         load_base(target)
 
 

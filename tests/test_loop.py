@@ -272,3 +272,37 @@ def test_retrain_requests_queue_for_the_training_worker(loop_env):
     done = store.runs.get_run(queued.id)
     assert done.state is RunState.FAILED and "Skipped" in done.error  # nothing new: min 1000
     assert store.runs.next_queued_run() is None
+
+
+def test_a_version_change_switches_the_model_server_once_and_the_bot_only_follows(loop_env, tmp_path):
+    """The worker (or an admin's rollback) tells `secbot serve-model` to switch, once; the bot's
+    client never does, and learns from each answer which version served it."""
+    import httpx
+
+    from secbot.model.client import OpenAIClient, Usage
+    from servers import clean_env, free_port, secbot_server
+
+    store, pipeline, _, settings = loop_env
+    promoted = store.runs.active_version()
+    port, key = free_port(), "switch-count-key"
+    env = clean_env(SECBOT_MODEL_API_KEY=key, SECBOT_DATA_DIR=str(settings.data_dir),
+                    SECBOT_DATABASE_URL=settings.effective_database_url)
+    base = f"http://127.0.0.1:{port}"
+    with secbot_server(["serve-model", "--model", str(configure.resolve_model_dir(settings)),
+                        "--host", "127.0.0.1", "--port", str(port)], env, base + "/ready"):
+        def switches() -> float:
+            metrics = httpx.get(base + "/metrics").text
+            return float(next(l for l in metrics.splitlines() if l.startswith("secbot_adapter_switches_total")).split()[1])
+
+        assert httpx.get(base + "/ready").json()["version"] == promoted.id  # started on the active version
+        assert switches() == 0
+        worker = LearningLoop(store, pipeline.config, OpenAIClient(base, key, switches=True), LogReporter())
+        assert worker.rollback(None, "UADMIN").startswith("Rolled back")
+        assert switches() == 1 and httpx.get(base + "/ready").json()["version"] is None
+        bot = OpenAIClient(base, key)  # as the bot builds it: it follows, it does not switch
+        usage = Usage()
+        "".join(bot.stream("What is phishing?", [], usage))
+        assert usage.version_id is None
+        assert worker.rollback(promoted.id, "UADMIN").startswith("Rolled back")
+        "".join(bot.stream("What is phishing?", [], usage))
+        assert usage.version_id == promoted.id and switches() == 2  # one switch per change

@@ -28,7 +28,8 @@ def server(tiny_dir, tmp_path_factory):
     env = clean_env(SECBOT_MODEL_API_KEY=KEY, SECBOT_SYSTEM_PROMPT=SYSTEM, SECBOT_MAX_NEW_TOKENS="24",
                     SECBOT_DATA_DIR=str(tmp_path_factory.mktemp("srv")))
     base = f"http://127.0.0.1:{port}"
-    with secbot_server(["serve-model", "--model", str(tiny_dir), "--host", "127.0.0.1", "--port", str(port)],
+    with secbot_server(["serve-model", "--model", str(tiny_dir), "--host", "127.0.0.1", "--port", str(port),
+                        "--max-prompt-tokens", "1024"],
                        env, base + "/health"):
         yield base
 
@@ -115,27 +116,27 @@ def test_activating_an_adapter_mid_traffic_loses_no_request(server, local, adapt
 
 def test_bad_requests_get_json_errors(server):
     url = server + "/v1/chat/completions"
-    body = {"messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "secbot", "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(url, json=body).status_code == 401
     assert httpx.post(url, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
     auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     bad = httpx.post(url, content="{not json", headers=auth)
     assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]["message"]
-    not_user_last = httpx.post(url, headers=auth, json={"messages": [{"role": "assistant", "content": "x"}]})
+    not_user_last = httpx.post(url, headers=auth, json={"model": "secbot",
+                                                        "messages": [{"role": "assistant", "content": "x"}]})
     assert not_user_last.status_code == 400 and "last message" in not_user_last.json()["error"]["message"]
-    assert httpx.post(url, headers=auth, json={"messages": []}).status_code == 400
-    assert httpx.post(url, headers=auth, json={"messages": [{"role": "user", "content": "x"}],
-                                               "max_tokens": 10**6}).status_code == 400
-    huge = httpx.post(url, headers=auth, content=json.dumps({"messages": [{"role": "user", "content": "x" * 2_000_000}]}))
+    assert httpx.post(url, headers=auth, json={"model": "secbot", "messages": []}).status_code == 400
+    assert httpx.post(url, headers=auth, json={**body, "max_tokens": 10**6}).status_code == 400
+    deep = httpx.post(url, headers=auth, content="[" * 100_000 + "]" * 100_000)
+    assert deep.status_code == 400 and "nested" in deep.json()["error"]["message"]
+    huge = httpx.post(url, headers=auth, content=json.dumps({"model": "secbot", "messages": [{"role": "user", "content": "x" * 2_000_000}]}))
     assert huge.status_code == 413
     assert httpx.post(server + "/admin/adapter", json={"path": None}).status_code == 401
     missing = httpx.post(server + "/admin/adapter", json={"path": "/nowhere"}, headers=auth)
     assert missing.status_code == 400 and "/nowhere" in missing.json()["error"]["message"]
 
 
-def test_models_health_and_readiness(server):
-    models = httpx.get(server + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()
-    assert models["data"][0]["id"] == "secbot"
+def test_health_and_readiness(server):
     assert httpx.get(server + "/health").json() == {"status": "ok"}
     assert httpx.get(server + "/ready").json()["ready"] is True
 
@@ -168,7 +169,8 @@ def test_a_streaming_client_that_disconnects_stops_its_generation(server, local)
     full = local.generate_streams([local.prompt_ids(question, [], sampling)], [limit], sampling).tokens(0)
     assert full > 400  # left alone, this answer runs long
     before = generated_tokens(server)
-    body = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+    body = {"model": "secbot", "messages": [{"role": "system", "content": SYSTEM},
+                                            {"role": "user", "content": question}],
             "stream": True, "max_tokens": limit}
     with httpx.stream("POST", server + "/v1/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {KEY}"}) as response:
@@ -180,3 +182,179 @@ def test_a_streaming_client_that_disconnects_stops_its_generation(server, local)
         time.sleep(0.5)
         last, now = now, generated_tokens(server)
     assert now - before < full / 4
+
+
+# -- conformance, with the official OpenAI SDK as the client ----------------------------------
+
+LONG = "Question 1: list all ports"  # the tiny model answers this with hundreds of tokens
+
+
+@pytest.fixture(scope="module")
+def sdk(server):
+    import openai
+
+    return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def ask(sdk, question, system=SYSTEM, **extra):
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    return sdk.chat.completions.create(model="secbot", messages=messages, **extra)
+
+
+def test_max_completion_tokens_bounds_the_answer(sdk, local):
+    reply = ask(sdk, LONG, max_completion_tokens=3)
+    assert reply.usage.completion_tokens == 3 and reply.choices[0].finish_reason == "length"
+    assert reply.choices[0].message.content == local.generate(LONG, [], Sampling(max_new_tokens=3))
+    assert reply.choices[0].logprobs is None and reply.object == "chat.completion"
+
+
+def test_stop_strings_end_the_answer_before_them_streaming_or_not(sdk, local):
+    full = local.generate(LONG, [], Sampling(max_new_tokens=24))
+    stop = full[8:11]
+    expected = full[: full.index(stop)]
+    reply = ask(sdk, LONG, max_completion_tokens=24, stop=[stop, "never appears"])
+    assert reply.choices[0].message.content == expected and reply.choices[0].finish_reason == "stop"
+    chunks = list(ask(sdk, LONG, max_completion_tokens=24, stop=stop, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_n_choices_and_seed(sdk, local):
+    greedy = ask(sdk, "What is phishing?", n=2, max_completion_tokens=12)
+    assert [c.index for c in greedy.choices] == [0, 1]
+    expected = local.generate("What is phishing?", [], Sampling(max_new_tokens=12))
+    assert [c.message.content for c in greedy.choices] == [expected, expected]
+    sampled = dict(n=3, temperature=1.0, top_p=1.0, max_completion_tokens=16)
+    first = ask(sdk, "What is phishing?", seed=42, **sampled)
+    again = ask(sdk, "What is phishing?", seed=42, **sampled)
+    other = ask(sdk, "What is phishing?", seed=7, **sampled)
+    texts = [c.message.content for c in first.choices]
+    assert texts == [c.message.content for c in again.choices]  # a seed repeats the answers
+    assert texts != [c.message.content for c in other.choices] and len(set(texts)) > 1
+    streamed = list(ask(sdk, "What is phishing?", seed=42, stream=True, **sampled))
+    pieces = {0: "", 1: "", 2: ""}
+    for chunk in streamed:
+        for choice in chunk.choices:
+            pieces[choice.index] += choice.delta.content or ""
+    assert [pieces[i] for i in range(3)] == texts
+
+
+def test_text_parts_and_the_developer_role_read_as_plain_messages(sdk, local):
+    expected = local.generate("What is phishing?")
+    parts = sdk.chat.completions.create(model="secbot", messages=[
+        {"role": "developer", "content": [{"type": "text", "text": SYSTEM}]},
+        {"role": "user", "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "phishing?"}]}])
+    assert parts.choices[0].message.content == expected
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logprobs": True}, "logprobs"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"extra_body": {"best_of": 2}}, "best_of"),
+])
+def test_fields_not_served_are_refused_naming_them(sdk, extra, param):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(sdk, "What is phishing?", **extra)
+    assert caught.value.status_code == 400 and param in caught.value.message
+    assert caught.value.body["param"] == param and isinstance(caught.value.body["code"], str)
+
+
+def test_an_image_part_is_refused_naming_it(sdk):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="secbot", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}])
+    assert caught.value.body["param"] == "messages[0].content[1].type"
+
+
+def test_unknown_model_is_404_model_not_found(sdk):
+    import openai
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.code == "model_not_found"
+
+
+def test_models_list_as_vllm_shapes_it(sdk):
+    [card] = sdk.models.list().data
+    assert card.id == "secbot" and card.object == "model" and isinstance(card.created, int)
+
+
+def test_prompts_over_the_context_are_refused_never_cut(sdk):
+    import openai
+
+    question = "failed login from 10.0.0.7; " * 150  # about 2,100 tokens: over the tiny model's 2,048
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(sdk, question, max_completion_tokens=10)
+    assert caught.value.code == "context_length_exceeded" and "maximum context length is 2048" in caught.value.message
+    fits_context = "failed login from 10.0.0.7; " * 80  # about 1,150 tokens: over --max-prompt-tokens 1024
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(sdk, fits_context, max_completion_tokens=10)
+    assert caught.value.code == "context_length_exceeded" and "--max-prompt-tokens" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:  # the answer's room counts too
+        ask(sdk, "failed login from 10.0.0.7; " * 60, max_completion_tokens=4000)
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_the_bot_client_drops_the_oldest_turns_when_the_server_says_too_long(server, local):
+    history = [(f"old question {i}: " + "details " * 120, f"old answer {i}") for i in range(4)]
+    client = OpenAIClient(server + "/v1", KEY, system_prompt=SYSTEM, sampling=Sampling(max_new_tokens=24))
+    kept = next(k for k in range(5) if len(local.prompts.ids("What now?", history[k:])) <= 1024)
+    assert kept > 0
+    usage = Usage()
+    assert "".join(client.stream("What now?", history, usage)) == local.generate("What now?", history[kept:])
+
+
+def test_a_non_streaming_client_that_disconnects_stops_its_generation(server, sdk, local):
+    import openai
+
+    sampling = Sampling(max_new_tokens=1200)
+    full = local.generate_streams([local.prompt_ids(LONG, [], sampling)], [1200], sampling).tokens(0)
+    assert full > 400
+    before = generated_tokens(server)
+    with pytest.raises(openai.APITimeoutError):
+        ask(sdk.with_options(timeout=0.5), LONG, max_completion_tokens=1200)
+    last, now = -1.0, generated_tokens(server)
+    while now != last:  # until the server has stopped generating
+        time.sleep(0.5)
+        last, now = now, generated_tokens(server)
+    assert now - before < full / 4
+
+
+def test_ready_turns_503_when_the_batcher_stops(fresh_engine):
+    """/ready is what an orchestrator routes by: it must say no when answers cannot come."""
+    import asyncio
+
+    from secbot.model.server import create_server
+
+    app = create_server(fresh_engine)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://srv") as client:
+            for _ in range(50):  # the batching thread starts with the app
+                ready = await client.get("/ready")
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert ready.status_code == 200 and ready.json()["ready"] is True
+
+            def broken():
+                raise RuntimeError("engine lost its device")
+
+            fresh_engine.wait_for_switches = broken  # the batching thread dies on its next request
+            body = {"model": "secbot", "messages": [{"role": "user", "content": "hi"}]}
+            failed = await asyncio.wait_for(client.post("/v1/chat/completions", json=body), 30)
+            assert failed.status_code == 500  # the request it died on is answered, not left hanging
+            ready = await client.get("/ready")
+            assert ready.status_code == 503 and ready.json()["ready"] is False and "batching" in ready.json()["why"]
+            refused = await client.post("/v1/chat/completions", json=body)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+
+    asyncio.run(scenario())

@@ -1,55 +1,86 @@
+import copy
+from pathlib import Path
+
 import pytest
 
-from secbot.model.prompting import PromptBuilder, PromptFormat, chatglm2_prompt, chatglm_prompt, detect_format
+from secbot.model.prompting import ContextOverflow, NoChatTemplate, PromptBuilder
 
-H1 = [["什么是XSS？", "跨站脚本攻击。"]]
-H3 = [["q0", "a0"], ["q1", "a1"], ["q2", "a2"]]
-
-
-def test_chatglm6b_format_matches_thudm_byte_for_byte():
-    assert chatglm_prompt("你好", []) == "你好"
-    assert chatglm_prompt("怎么防御？", H1) == (
-        "[Round 0]\n问：什么是XSS？\n答：跨站脚本攻击。\n[Round 1]\n问：怎么防御？\n答：")
-    assert chatglm_prompt("q3", H3) == (
-        "[Round 0]\n问：q0\n答：a0\n[Round 1]\n问：q1\n答：a1\n[Round 2]\n问：q2\n答：a2\n"
-        "[Round 3]\n问：q3\n答：")
+TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
+GLM4_TEMPLATES = ["glm-4-9b-chat.jinja", "glm-4-0414.jinja"]
 
 
-def test_chatglm2_format_matches_thudm_byte_for_byte():
-    assert chatglm2_prompt("你好", []) == "[Round 1]\n\n问：你好\n\n答："
-    assert chatglm2_prompt("怎么防御？", H1) == (
-        "[Round 1]\n\n问：什么是XSS？\n\n答：跨站脚本攻击。\n\n[Round 2]\n\n问：怎么防御？\n\n答：")
-    assert chatglm2_prompt("q3", H3) == (
-        "[Round 1]\n\n问：q0\n\n答：a0\n\n[Round 2]\n\n问：q1\n\n答：a1\n\n"
-        "[Round 3]\n\n问：q2\n\n答：a2\n\n[Round 4]\n\n问：q3\n\n答：")
+def with_template(tokenizer, name: str):
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = (TEMPLATES / name).read_text(encoding="utf-8")
+    return tok
 
 
-def test_chat_template_path_uses_tokenizer_template_with_system_prompt(engine):
-    builder = PromptBuilder(engine.tokenizer, PromptFormat.CHAT_TEMPLATE, "You are secbot.")
+def test_tiny_template_renders_like_glm4(engine):
+    builder = PromptBuilder(engine.tokenizer, "You are secbot.")
     assert builder.text("q1", [["q0", "a0"]]) == (
         "[gMASK]<sop><|system|>\nYou are secbot.<|user|>\nq0<|assistant|>\na0"
-        "<|user|>\nq1<|assistant|>\n")
+        "<|user|>\nq1<|assistant|>")
     ids = builder.ids("q1")
     gmask = engine.tokenizer.convert_tokens_to_ids("[gMASK]")
     assert ids.count(gmask) == 1 and ids[0] == gmask
-    assert builder.answer_ids("a")[-1] == engine.tokenizer.eos_token_id
 
 
-def test_detect_format(engine, tmp_path):
-    assert detect_format(engine.tokenizer) is PromptFormat.CHAT_TEMPLATE
+@pytest.mark.parametrize("name", GLM4_TEMPLATES + [None])
+def test_training_target_is_what_the_template_puts_after_the_generation_prompt(engine, name):
+    """Upstream GLM-4 layout: the answer turn is <|assistant|>\\n{answer}, ended by the next
+    turn's <|user|>; the target is everything after the generation prompt up to that token."""
+    tok = with_template(engine.tokenizer, name) if name else engine.tokenizer
+    builder = PromptBuilder(tok, "You are secbot.")
+    history = [["What is XSS?", "Cross-site scripting."]]
+    prompt = builder.ids("怎么防御？", history)
+    target = builder.answer_ids("怎么防御？", history, "Escape output; set a CSP.")
+    user = tok.convert_tokens_to_ids("<|user|>")
+    assert builder.lead == "\n" and target[-1] == user
+    # The whole training sequence is exactly the upstream rendering of the conversation that
+    # continues with a next user turn, cut right after that turn's <|user|>.
+    continued = tok.apply_chat_template(
+        [{"role": "system", "content": "You are secbot."}, {"role": "user", "content": "What is XSS?"},
+         {"role": "assistant", "content": "Cross-site scripting."}, {"role": "user", "content": "怎么防御？"},
+         {"role": "assistant", "content": "Escape output; set a CSP."}, {"role": "user", "content": "next"}],
+        tokenize=False)
+    expected = continued[: continued.rindex("<|user|>") + len("<|user|>")]
+    assert tok.decode(prompt + target) == expected
+    assert tok.decode(target) == "\nEscape output; set a CSP.<|user|>"
+    # Inference sees the same prompt ids; what the model writes first ("\n") is not shown.
+    assert builder.strip_lead("\nEscape output.") == "Escape output."
 
-    class NoTemplate:
-        chat_template = None
 
-    (tmp_path / "config.json").write_text('{"model_type": "chatglm", "position_encoding_2d": true}')
-    assert detect_format(NoTemplate(), tmp_path) is PromptFormat.CHATGLM
-    (tmp_path / "config.json").write_text('{"model_type": "chatglm", "multi_query_attention": true}')
-    assert detect_format(NoTemplate(), tmp_path) is PromptFormat.CHATGLM2
+def test_a_template_that_strips_answers_gives_the_stripped_target(engine):
+    builder = PromptBuilder(with_template(engine.tokenizer, "glm-4-0414.jinja"))
+    target = builder.answer_ids("q", [], "  padded answer \n")
+    assert engine.tokenizer.decode(target) == "\npadded answer<|user|>"
 
 
-@pytest.mark.parametrize("fmt", list(PromptFormat))
-def test_fit_drops_oldest_turns_first(engine, fmt):
-    builder = PromptBuilder(engine.tokenizer, fmt, "You are secbot.")
+def test_a_template_that_closes_its_own_turns_ends_the_target_there(engine):
+    tok = copy.deepcopy(engine.tokenizer)
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|endoftext|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    builder = PromptBuilder(tok)
+    assert builder.lead == ""
+    target = builder.answer_ids("q", [], "an answer")
+    assert tok.decode(target) == "an answer<|endoftext|>"
+
+
+def test_answer_target_is_cut_to_fit_and_keeps_the_end_of_turn(engine):
+    builder = PromptBuilder(engine.tokenizer)
+    target = builder.answer_ids("q", [], "word " * 100, max_tokens=10)
+    assert len(target) == 10 and target[-1] == engine.tokenizer.convert_tokens_to_ids("<|user|>")
+
+
+def test_a_model_without_a_chat_template_is_refused_with_what_to_do(engine):
+    tok = copy.deepcopy(engine.tokenizer)
+    tok.chat_template = None
+    with pytest.raises(NoChatTemplate, match="GLM-4"):
+        PromptBuilder(tok)
+
+
+def test_fit_drops_oldest_turns_first(engine):
+    builder = PromptBuilder(engine.tokenizer, "You are secbot.")
     history = [[f"old question {i} " * 5, f"old answer {i} " * 5] for i in range(3)]
     full = builder.ids("newest?", history)
     budget = len(builder.ids("newest?", history[1:]))
@@ -59,8 +90,11 @@ def test_fit_drops_oldest_turns_first(engine, fmt):
     assert "old question 0" not in text and "old question 2" in text and "newest?" in text
 
 
-def test_fit_cuts_an_overlong_query_and_keeps_the_template(engine):
-    builder = PromptBuilder(engine.tokenizer, PromptFormat.CHAT_TEMPLATE, None)
-    ids, _ = builder.fit("word " * 500, [["q", "a"]], 40)
+def test_fit_never_cuts_the_question_unless_training_asks(engine):
+    builder = PromptBuilder(engine.tokenizer)
+    with pytest.raises(ContextOverflow) as caught:
+        builder.fit("word " * 500, [["q", "a"]], 40)
+    assert caught.value.limit == 40 and caught.value.prompt_tokens > 40
+    ids, _ = builder.fit("word " * 500, [["q", "a"]], 40, truncate=True)
     assert len(ids) <= 40
     assert engine.tokenizer.decode(ids).startswith("[gMASK]<sop><|user|>")

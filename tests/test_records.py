@@ -63,3 +63,45 @@ def test_write_then_read_round_trips_and_hash_is_stable(tmp_path):
     assert read_records(tmp_path / "out.jsonl").records == records
     assert records_hash(records) == records_hash(list(records))
     assert records_hash(records) != records_hash(records[::-1])
+
+
+GLM4_CHAT = [  # the layout of GLM-4's fine-tuning data (finetune_demo), one conversation per line
+    {"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                  {"role": "user", "content": "What is XSS?"},
+                  {"role": "assistant", "content": "Cross-site scripting."},
+                  {"role": "user", "content": "怎么防御？"},
+                  {"role": "assistant", "content": "转义输出，设置 CSP。"}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "Port of "}, {"type": "text", "text": "SSH?"}]},
+                  {"role": "assistant", "content": "22/tcp."}]},
+]
+
+
+def test_chat_messages_records_read_as_thudm_ones_and_round_trip(tmp_path):
+    path = tmp_path / "chat.jsonl"
+    lines = [json.dumps(r, ensure_ascii=False) for r in GLM4_CHAT]
+    lines.append(json.dumps({"prompt": "What is MFA?", "response": "Two or more factors.", "history": []}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records = read_records(path).records
+    assert records == [Record("怎么防御？", "转义输出，设置 CSP。", (("What is XSS?", "Cross-site scripting."),)),
+                       Record("Port of SSH?", "22/tcp."), Record("What is MFA?", "Two or more factors.")]
+    out = tmp_path / "out.jsonl"
+    assert write_records(out, records, "messages") == 3
+    first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    assert [m["role"] for m in first["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert read_records(out).records == records
+
+
+@pytest.mark.parametrize("messages, reason", [
+    ([{"role": "user", "content": "q"}], "end with an assistant"),
+    ([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}], "alternate"),
+    ([{"role": "user", "content": "q"}, {"role": "tool", "content": "{}"}, {"role": "assistant", "content": "a"}],
+     "tool calling"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}, {"role": "assistant", "content": "a"}],
+     "only text parts"),
+    ("not a list", "must be a list"),
+])
+def test_malformed_chat_records_say_why(tmp_path, messages, reason):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"messages": messages}) + "\n")
+    with pytest.raises(RecordError, match=reason):
+        read_records(path)

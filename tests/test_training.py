@@ -135,6 +135,31 @@ def test_killed_training_resumes_and_continues_the_step_count(tiny_dir, ptuned, 
     assert all((resumed[k] - unbroken[k]).abs().max() < 1e-4 for k in unbroken)
 
 
+def test_an_interrupted_prefix_projection_run_resumes_where_an_unbroken_one_ends(tiny_dir, tmp_path):
+    """The projection MLP is trainable state too: a resumed run must not restart it."""
+    config = TrainConfig(**{**PTUNING.__dict__, "prefix_projection": True, "prefix_hidden_size": 32,
+                            "pre_seq_len": 8, "max_steps": 30, "save_steps": 10, "lr": 1e-2})
+    unbroken = train(tiny_dir, RECORDS, tmp_path / "unbroken", config, system_prompt=SYSTEM, progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_a_checkpoint(entry):
+        if entry.get("step") == 20:
+            raise Crash
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Crash):
+        train(tiny_dir, RECORDS, out, config, system_prompt=SYSTEM, progress=False,
+              on_log=crash_after_a_checkpoint)
+    resumed = train(tiny_dir, RECORDS, out, config, system_prompt=SYSTEM, progress=False)
+    assert resumed.metadata["resumed_from_step"] == 10 and resumed.metadata["steps"] == 30
+    a = load_file(unbroken.adapter_dir / "adapter_model.safetensors")
+    b = load_file(out / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+
+
 def test_an_interrupted_run_with_other_data_is_not_resumed(tiny_dir, tmp_path):
     out = tmp_path / "a"
     config = TrainConfig(**{**PTUNING.__dict__, "max_steps": 3, "save_steps": 1})
@@ -177,17 +202,17 @@ def test_answer_only_logits_give_the_models_own_loss(tiny_dir, config):
     from peft import get_peft_model
 
     from secbot.model.loading import load_base
-    from secbot.model.prompting import PromptBuilder, PromptFormat
+    from secbot.model.prompting import PromptBuilder
     from secbot.model.training import answer_loss, collate, encode, peft_config_for
 
     loaded = load_base(tiny_dir)
     torch.manual_seed(0)
     model = get_peft_model(loaded.model, peft_config_for(config, loaded.model))
-    builder = PromptBuilder(loaded.tokenizer, PromptFormat.CHAT_TEMPLATE, SYSTEM)
+    builder = PromptBuilder(loaded.tokenizer, SYSTEM)
     batch = collate([encode(r, builder, config) for r in RECORDS], loaded.tokenizer.pad_token_id, loaded.device)
     assert len({int(m.sum()) for m in batch["attention_mask"]}) > 1  # rows of different lengths
     own = model(**batch).loss
-    ours = answer_loss(model, batch, native=True)
+    ours = answer_loss(model, batch)
     assert abs(ours.item() - own.item()) < 1e-5
     ours.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
