@@ -33,6 +33,18 @@ from secbot.model.prompting import PromptBuilder  # noqa: E402
 from secbot.model.stepping import Decoder, Row, _Joining  # noqa: E402
 from secbot.model.generation import TextDeltas  # noqa: E402
 from secbot.model.server import create_server  # noqa: E402
+from secbot.model.telemetry import Metrics  # noqa: E402
+
+STEPS: list[tuple[float, float]] = []  # (wall-clock end, compute seconds) of every batcher step
+_on_step = Metrics.on_step
+
+
+def _timed_step(self, rows, tokens, seconds):  # instrumentation: every step also gives a timestamp
+    STEPS.append((time.time(), seconds))
+    _on_step(self, rows, tokens, seconds)
+
+
+Metrics.on_step = _timed_step
 from secbot.model.tiny import build_tiny_model  # noqa: E402
 
 
@@ -117,17 +129,17 @@ def main() -> None:
               f"({weights / 1e9:.1f} GB of weights / {args.hbm_gbps:.0f} GB/s)")
 
 
-def stream_gaps(http, url, question, max_tokens, stop_ignoring_eos=False):
-    """Seconds between the content pieces of one streamed answer."""
+def stream_gaps(http, url, question, max_tokens):
+    """(wall-clock end, seconds) of each gap between the content pieces of one streamed answer."""
     gaps, last = [], None
     body = {"model": "secbot", "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
             "stream": True}
     with http.stream("POST", url, json=body) as response:
         for line in response.iter_lines():
             if '"content"' in line and '"content":""' not in line.replace(" ", ""):
-                now = time.perf_counter()
+                now = time.time()
                 if last is not None:
-                    gaps.append(now - last)
+                    gaps.append((now, now - last))
                 last = now
     return gaps
 
@@ -139,53 +151,87 @@ def long_question(engine, tokens: int) -> str:
     return text
 
 
-def mixed(engine, http, url, args) -> None:
-    """8 streams answering while long prompts join one after another: the running streams'
-    inter-token gaps, against the time of one prefill chunk and one decode step."""
-    runners = [f"Question {i}: list all ports" for i in range(8)]
-    longs = [long_question(engine, args.long_prompt) + f" case {i}" for i in range(4)]
+def _runners(url: str, questions: list[str], seconds_queue, stop, ready) -> None:
+    """In a process of its own (so client threads do not compete with the server for the GIL):
+    stream answers to `questions` until `stop`, and send back every inter-token gap."""
+    http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64))
     gaps: list[float] = []
-    stop = threading.Event()
 
     def runner(q):
         while not stop.is_set():
             gaps.extend(stream_gaps(http, url, q, 256))
+            ready.set()
 
-    def joiner():
-        for q in longs:
-            http.post(url, json={"model": "secbot", "messages": [{"role": "user", "content": q}], "max_tokens": 4})
-
-    threads = [threading.Thread(target=runner, args=(q,)) for q in runners]
+    threads = [threading.Thread(target=runner, args=(q,)) for q in questions]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    started = time.perf_counter()
-    joiner()
-    joined_s = time.perf_counter() - started
-    stop.set()
     for t in threads:
         t.join()
-    chunk_s, step_s = prefill_chunk_seconds(engine, args.prefill_chunk)
+    seconds_queue.put(gaps)
+
+
+def mixed(engine, http, url, args) -> None:
+    """8 streams answering while long prompts join one after another: the running streams'
+    inter-token gaps (measured by clients in another process), against the time of one prefill
+    chunk and one decode step."""
+    import multiprocessing
+
+    runners = [f"Question {i}: list all ports" for i in range(8)]
+    longs = [long_question(engine, args.long_prompt) + f" case {i}" for i in range(4)]
+    context = multiprocessing.get_context("spawn")
+    stop, ready, result = context.Event(), context.Event(), context.Queue()
+    clients = context.Process(target=_runners, args=(url, runners, result, stop, ready))
+    clients.start()
+    ready.wait(120)  # the streams are running
+    time.sleep(3.0)  # a window without joins, for comparison
+    started = time.time()
+    for q in longs:
+        http.post(url, json={"model": "secbot", "messages": [{"role": "user", "content": q}], "max_tokens": 4})
+    ended = time.time()
+    joined_s = ended - started
+    stop.set()
+    timed = result.get()
+    clients.join()
+    gaps = [g for at, g in timed if started <= at <= ended + 0.05]
+    quiet = [g for at, g in timed if at < started - 0.05]
+    chunk_s, step_s = prefill_chunk_seconds(engine, args.prefill_chunk, args.long_prompt)
     print(f"mixed workload: 8 streams running while {len(longs)} prompts of {args.long_prompt} tokens join "
           f"(prefill chunk {args.prefill_chunk}; all joined in {joined_s:.1f} s):")
-    print(f"  running streams' inter-token gap p50 {percentile(gaps, 0.5) * 1000:.1f} ms  "
-          f"p99 {percentile(gaps, 0.99) * 1000:.1f} ms  max {max(gaps) * 1000:.1f} ms  ({len(gaps)} gaps)")
-    print(f"  one decode step (8 rows) {step_s * 1000:.1f} ms + one prefill chunk {chunk_s * 1000:.1f} ms "
+    # Every step gives each running stream one token, so the time between steps is the time
+    # between a stream's tokens; what clients see between text pieces is longer wherever the
+    # tiny model's bytes need several tokens to make a whole character.
+    steps = [(b[0], b[0] - a[0], b[1]) for a, b in zip(STEPS, STEPS[1:])]
+    tokens = [g for at, g, _ in steps if started <= at <= ended]
+    compute = [c for at, _, c in steps if started <= at <= ended]
+    quiet_tokens = [g for at, g, _ in steps if started - 3.0 <= at < started]
+    for label, values in (("while they join", tokens), ("without joins", quiet_tokens)):
+        print(f"  running streams' inter-token gap {label}: p50 {percentile(values, 0.5) * 1000:.1f} ms  "
+              f"p99 {percentile(values, 0.99) * 1000:.1f} ms  max {max(values) * 1000:.1f} ms  ({len(values)} steps)")
+    for label, values in (("while they join", gaps), ("without joins", quiet)):
+        print(f"  text pieces as clients receive them {label}: p50 {percentile(values, 0.5) * 1000:.1f} ms  "
+              f"p99 {percentile(values, 0.99) * 1000:.1f} ms  max {max(values) * 1000:.1f} ms")
+    print(f"  one decode step (8 rows) {step_s * 1000:.1f} ms + the slowest prefill chunk {chunk_s * 1000:.1f} ms "
           f"= {(step_s + chunk_s) * 1000:.1f} ms: the longest a running stream should wait")
+    print(f"  inter-token gaps over that bound while joining: {sum(g > step_s + chunk_s for g in tokens)} "
+          f"of {len(tokens)}; the steps' own compute: max {max(compute) * 1000:.1f} ms (the rest of a gap is "
+          "the HTTP side and the clients sharing the CPU)")
 
 
-def prefill_chunk_seconds(engine, chunk: int) -> tuple[float, float]:
-    """Seconds for one prefill chunk of a long prompt, and for one decode step of 8 rows."""
-    ids = engine.prompts.ids(long_question(engine, chunk * 2))
+def prefill_chunk_seconds(engine, chunk: int, prompt_tokens: int) -> tuple[float, float]:
+    """Seconds for the slowest prefill chunk of a `prompt_tokens` prompt (the last: it attends to
+    the whole prompt), and for one decode step of 8 rows."""
+    ids = engine.prompts.ids(long_question(engine, prompt_tokens))
     with engine._lock, torch.inference_mode():
         decoder = Decoder(engine, chunk)
         row = Row(ids, Sampling(max_new_tokens=1), TextDeltas(engine.tokenizer, set(), 1))
         joining = _Joining(decoder, [row])
-        sync(engine.device)
-        t = time.perf_counter()
-        joining.step(decoder, chunk)
-        sync(engine.device)
-        chunk_s = time.perf_counter() - t
+        chunk_s, done = 0.0, False
+        while not done:
+            sync(engine.device)
+            t = time.perf_counter()
+            done = joining.step(decoder, chunk)
+            sync(engine.device)
+            chunk_s = max(chunk_s, time.perf_counter() - t)
         rows = [Row(engine.prompts.ids(f"Question {i}"), Sampling(max_new_tokens=2),
                     TextDeltas(engine.tokenizer, set(), 2)) for i in range(8)]
         batch = _Joining(decoder, rows)

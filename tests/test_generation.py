@@ -25,9 +25,9 @@ def test_batch_equals_single_greedy(engine):
 
 
 def test_max_new_tokens_bounds_the_answer(engine):
-    [ids] = engine._generate_ids([engine.prompt_ids("hi", [], Sampling(max_new_tokens=7))],
-                                 Sampling(max_new_tokens=7))
-    assert len(ids) == 7
+    sampling = Sampling(max_new_tokens=7)
+    streamer = engine.generate_streams([engine.prompt_ids("hi", [], sampling)], [7], sampling)
+    assert streamer.tokens(0) == 7
 
 
 def test_generation_stops_at_eos(fresh_engine):
@@ -41,9 +41,9 @@ def test_generation_stops_at_eos(fresh_engine):
         return logits
 
     fresh_engine.loaded.model.lm_head.register_forward_hook(prefer_eos_after_three)
-    answer_ids = fresh_engine._generate_ids([fresh_engine.prompt_ids("hi", [], Sampling())],
-                                            Sampling(max_new_tokens=50))[0]
-    assert answer_ids[:4].count(eos) == 1 and answer_ids[3] == eos
+    sampling = Sampling(max_new_tokens=50)
+    streamer = fresh_engine.generate_streams([fresh_engine.prompt_ids("hi", [], sampling)], [50], sampling)
+    assert streamer.tokens(0) == 3 and eos not in streamer.rows[0].ids  # three tokens, then the end
 
 
 def test_sampling_is_reproducible_for_a_seed_and_differs_from_greedy(engine):

@@ -162,14 +162,14 @@ def test_an_interrupted_prefix_projection_run_resumes_where_an_unbroken_one_ends
 
 def test_an_interrupted_run_with_other_data_is_not_resumed(tiny_dir, tmp_path):
     out = tmp_path / "a"
-    config = TrainConfig(**{**PTUNING.__dict__, "max_steps": 3, "save_steps": 1})
-    (tmp_path / "a.partial").mkdir()
-    trainer_records = RECORDS[:4]
-    from secbot.model.training import Trainer
+    config = TrainConfig(**{**PTUNING.__dict__, "max_steps": 3, "save_steps": 1, "logging_steps": 1})
 
-    trainer = Trainer(tiny_dir, trainer_records, out, config, system_prompt=SYSTEM, progress=False)
-    model, optimizer, scheduler, _, _ = trainer._prepare()
-    trainer._save_checkpoint(model, optimizer, scheduler, 1)
+    def crash_at_step_two(entry):
+        if entry.get("step") == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # interrupted after its step-1 checkpoint
+        train(tiny_dir, RECORDS[:4], out, config, system_prompt=SYSTEM, progress=False, on_log=crash_at_step_two)
     with pytest.raises(TrainingError, match="data_hash.*--restart"):
         train(tiny_dir, RECORDS, out, config, system_prompt=SYSTEM, progress=False)
     assert train(tiny_dir, RECORDS, out, config, system_prompt=SYSTEM, progress=False,
