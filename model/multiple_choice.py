@@ -111,8 +111,10 @@ def _is_jsonl(text: str) -> bool:
 
 
 def choice_scores(engine, question: Question) -> list[float]:
-    """Mean log-probability of each choice's line after the question (the active adapter's model)."""
+    """Mean log-probability of each choice's line as the answer to the question (the active
+    adapter's model): after the generation prompt and the template's lead ("\n" on GLM-4)."""
     prompt = engine.prompt_ids(question.prompt(), [], engine.sampling)
+    prompt = prompt + engine.tokenizer.encode(engine.prompts.lead, add_special_tokens=False)
     rows = [engine.tokenizer.encode(question.line(i), add_special_tokens=False) for i in range(len(question.choices))]
     width = len(prompt) + max(map(len, rows))
     pad = engine.tokenizer.pad_token_id
