@@ -145,6 +145,10 @@ class ChatRequest(BaseModel):
         for name in ("prediction", "reasoning_effort", "web_search_options", "verbosity"):
             if getattr(self, name) is not None:
                 raise unsupported(name)
+        if self.store:
+            raise unsupported("store", "completions are not stored for distillation or evals")
+        if self.service_tier not in (None, "auto", "default"):
+            raise unsupported("service_tier", "one tier is served")
 
     def conversation(self) -> tuple[str | None, list[tuple[str, str]], str]:
         """(system, history pairs, query): system/developer messages join into the system prompt;

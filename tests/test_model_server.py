@@ -253,6 +253,7 @@ def test_text_parts_and_the_developer_role_read_as_plain_messages(sdk, local):
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"logprobs": True}, "logprobs"),
     ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"store": True}, "store"),
     ({"extra_body": {"best_of": 2}}, "best_of"),
 ])
 def test_fields_not_served_are_refused_naming_them(sdk, extra, param):
