@@ -265,6 +265,16 @@ def cmd_demo(args, settings: Settings) -> int:
     return 0 if result.decision == "promoted" else 1
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
 def option_group(*options: tuple[tuple[str, ...], dict]) -> argparse.ArgumentParser:
     """Options several sub-commands share, defined once (argparse parent parser)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -337,13 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: 0.0.0.0 with SECBOT_MODEL_API_KEY, "
                    "else 127.0.0.1; without a key only loopback is allowed)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default: 8)")
-    p.add_argument("--max-batch-tokens", type=int, default=65536,
+    p.add_argument("--max-batch", type=positive_int, default=8, help="requests decoded together (default: 8)")
+    p.add_argument("--max-batch-tokens", type=positive_int, default=65536,
                    help="KV-cache room of the batch in tokens; each request reserves its prompt and its "
                         "max tokens, and waits until that fits (default: 65536)")
-    p.add_argument("--max-prompt-tokens", type=int, default=16384,
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=16384,
                    help="longer prompts are refused with 400 (default: 16384)")
-    p.add_argument("--prefill-chunk", type=int, default=512,
+    p.add_argument("--prefill-chunk", type=positive_int, default=512,
                    help="prompt tokens prefilled per step while other answers keep streaming (default: 512)")
     p.set_defaults(func=cmd_serve_model)
 

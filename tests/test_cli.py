@@ -2,6 +2,7 @@ import io
 import os
 import subprocess
 import sys
+import pytest
 
 
 from secbot.bot.settings import Settings
@@ -103,3 +104,12 @@ def test_chat_answers_from_the_bots_store_at_once_and_no_memory_turns_it_off(tin
     assert "Team answer · approved by @UTRUSTED" in on.stdout and f"record #{record.id}" in on.stdout
     off = secbot("chat", "--model", str(tiny_dir), "--no-memory", stdin="Which port is SSH on?\n", env=env)
     assert off.returncode == 0 and "TCP port 22" not in off.stdout and "team memory: off" in off.stderr
+
+
+@pytest.mark.parametrize("flag", ["--max-batch", "--max-batch-tokens", "--max-prompt-tokens", "--prefill-chunk"])
+def test_serve_model_sizes_must_be_positive(flag):
+    from secbot.bot.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve-model", flag, "0"])
+    assert getattr(build_parser().parse_args(["serve-model", flag, "3"]), flag[2:].replace("-", "_")) == 3
