@@ -2,8 +2,8 @@ import io
 import os
 import subprocess
 import sys
-import pytest
 
+import pytest
 
 from secbot.bot.settings import Settings
 from secbot.bot.terminal_chat import run_chat
