@@ -112,7 +112,7 @@ class ContinuousBatcher:
         adapter switch waits for the batch to drain."""
         if len(active) >= self.max_batch or self.engine.switch_pending():
             return []
-        used = sum(len(row.prompt_ids) + row.text.limit for row in active)
+        used = sum(row.cost for row in active)
         rows = []
         with self._ready:
             while self._queue and len(active) + len(rows) < self.max_batch:

@@ -130,8 +130,7 @@ class Engine:
         """Tokens that end an answer: the generation config's, EOS, and the template's end of turn."""
         eos = self.loaded.model.generation_config.eos_token_id
         ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        end_of_turn = self.prompts.layout()[1]
-        return ids | {self.tokenizer.eos_token_id} | ({end_of_turn} if end_of_turn is not None else set())
+        return ids | {self.tokenizer.eos_token_id, self.prompts.layout.end_of_turn}
 
     def generate_streams(self, prompts: Sequence[list[int]], limits: Sequence[int],
                          sampling: Sampling, queues=None, on_finish=None,

@@ -15,7 +15,8 @@ with a clear message: `NoChatTemplate`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 from secbot.model.errors import ModelError
 
@@ -26,6 +27,13 @@ DEFAULT_SYSTEM_PROMPT = (
     "assistant. Answer security questions precisely; say so when you do not know."
 )
 _PROBE = "\u2063secbot-answer\u2063"  # stands in for an answer when reading the template's layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    lead: str  # what the template has the model write before the answer proper ("\n" on GLM-4)
+    end_of_turn: int  # the token that ends an answer: the next turn's opening (<|user|>), or EOS
+    specials: frozenset[int]
 
 
 class NoChatTemplate(ModelError):
@@ -65,7 +73,6 @@ class PromptBuilder:
 
     tokenizer: object
     system_prompt: str | None = None
-    _layout: tuple[str, int | None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if not getattr(self.tokenizer, "chat_template", None):
@@ -99,39 +106,31 @@ class PromptBuilder:
                 "secbot cannot tell where the answer starts")
         return full[len(prompt):]
 
-    def layout(self) -> tuple[str, int | None]:
-        """(lead, end of turn): the text the template puts before an answer ("\\n" on GLM-4),
-        and the token that ends an answer turn when the template writes none itself (the first
-        token of the next turn, `<|user|>` on GLM-4), read once from the template."""
-        if self._layout is None:
-            target = self.target_text("q", [], _PROBE)
-            lead = target[: target.index(_PROBE)] if _PROBE in target else ""
-            nxt = self._render(messages_for("q", [["q", _PROBE]], self.system_prompt), False)
-            after = nxt[nxt.index(_PROBE) + len(_PROBE):]
-            closing = self.tokenizer.encode(after, add_special_tokens=False) if after else []
-            end = closing[0] if closing and closing[0] in self._special_ids() else None
-            self._layout = (lead, end)
-        return self._layout
-
-    def _special_ids(self) -> set[int]:
-        return set(self.tokenizer.all_special_ids)
+    @cached_property
+    def layout(self) -> Layout:
+        """Read once from the template: what it puts before an answer, and what ends an answer turn."""
+        target = self.target_text("q", [], _PROBE)
+        lead = target[: target.index(_PROBE)] if _PROBE in target else ""
+        nxt = self._render(messages_for("q", [["q", _PROBE]], self.system_prompt), False)
+        after = nxt[nxt.index(_PROBE) + len(_PROBE):]
+        closing = self.tokenizer.encode(after, add_special_tokens=False) if after else []
+        specials = frozenset(self.tokenizer.all_special_ids)
+        end = closing[0] if closing and closing[0] in specials else self.tokenizer.eos_token_id
+        return Layout(lead, end, specials)
 
     @property
     def lead(self) -> str:
-        return self.layout()[0]
+        return self.layout.lead
 
     def answer_ids(self, query: str, history: History, answer: str, max_tokens: int | None = None) -> list[int]:
         """The training target: the template's text after the generation prompt, ending with the
         turn's end token (the template's own, or the next turn's opening, or EOS); cut to fit
         `max_tokens` with the end token kept."""
         ids = self.tokenizer.encode(self.target_text(query, history, answer), add_special_tokens=False)
-        specials = self._special_ids()
-        closed = next((i for i, t in enumerate(ids) if t in specials), None)
+        end = self.layout.end_of_turn
+        closed = next((i for i, t in enumerate(ids) if t in self.layout.specials), None)
         if closed is not None:  # the template closes the turn itself (e.g. <|im_end|>)
             ids, end = ids[:closed], ids[closed]
-        else:
-            end = self.layout()[1]
-            end = end if end is not None else self.tokenizer.eos_token_id
         if max_tokens is not None:
             ids = ids[: max(max_tokens - 1, 0)]
         return ids + [end]

@@ -35,6 +35,11 @@ class Row:
     cancelled: threading.Event | None = None
     generator: torch.Generator | None = None  # the row's own random stream (a request's seed)
 
+    @property
+    def cost(self) -> int:
+        """Tokens the row may hold in the KV cache: its prompt and its whole answer."""
+        return len(self.prompt_ids) + self.text.limit
+
 
 class _Batch:
     """The running rows' KV cache, attention mask, next positions and last tokens."""
