@@ -123,7 +123,7 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
     @app.post("/v1/chat/completions", dependencies=[Depends(bearer)])
     async def chat(request: Request, req: ChatRequest = Depends(chat_request)):
         started = time.monotonic()
-        plan = service.plan(req)
+        plan = await run_in_threadpool(service.plan, req)  # tokenising a long prompt stays off the event loop
         try:
             choices = service.start(plan)
         except BatcherStopped as exc:
