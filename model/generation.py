@@ -31,7 +31,7 @@ class Sampling:
         return kwargs
 
 
-_END = object()
+END = object()  # the marker that closes an answer's queue
 log = logging.getLogger(__name__)
 
 
@@ -119,7 +119,7 @@ class TextDeltas:
             self.text = raw
         self.done = True
         self.on_finish(len(self.ids))  # before the end marker: readers see the count
-        self.out.put(_END)
+        self.out.put(END)
 
     def fail(self, exc: BaseException) -> None:
         if not self.done:
@@ -164,7 +164,7 @@ def drain(q: queue.Queue):
     """Deltas from one row's queue until its end marker; re-raises a generation error."""
     while True:
         item = q.get()
-        if item is _END:
+        if item is END:
             return
         if isinstance(item, BaseException):
             raise item

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from secbot.model.batching import ContinuousBatcher, Job
 from secbot.model.client import version_fingerprint
 from secbot.model.engine import Engine
-from secbot.model.generation import _END, Sampling
+from secbot.model.generation import END, Sampling
 from secbot.model.protocol import APIError, ChatRequest
 
 
@@ -86,7 +86,7 @@ class Choices:
                 self.cancel()
                 raise item
             scanner, job = self.scanners[index], self.jobs[index]
-            if item is _END:
+            if item is END:
                 open_ -= 1
                 rest = scanner.flush()
                 self.finish[index] = "stop" if scanner.stopped or job.tokens < job.max_new_tokens else "length"
