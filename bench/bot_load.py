@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from secbot.bot.app import create_app
-from secbot.bot.offline_slack import OfflineSlack, event_body, mention_event, signature_headers
-from secbot.bot.serve import asgi_app
+from secbot.bot import configure
+from secbot.bot.slack.offline import OfflineSlack, event_body, mention_event, signature_headers
+from secbot.bot.slack.transport import asgi_app
 from secbot.bot.settings import Settings
-from secbot.feedback.store import Store
+from secbot.feedback.store.repositories import Store
 
 SECRET = "bench-secret"
 
@@ -63,7 +63,7 @@ def main() -> None:
         settings = Settings(_env_file=None, slack_bot_token="xoxb-bench", slack_signing_secret=SECRET,
                             slack_api_url=slack.api_url, data_dir=tmp)
         store = Store(settings.effective_database_url)
-        app = create_app(settings, store, FixedLatencyModel(args.model_latency))
+        app = configure.slack_app(settings, store, FixedLatencyModel(args.model_latency)).app
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

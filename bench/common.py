@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 
-from secbot.model.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
-from secbot.model.tiny import build_tokenizer  # noqa: E402
+from secbot.model.runtime.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
+from secbot.model.runtime.tiny import build_tokenizer  # noqa: E402
 
 
 def random_glm4_9b(device: str = "cuda", dtype: str = "auto", config=None) -> LoadedModel:

@@ -20,10 +20,10 @@ import torch
 
 from common import add_model_args, random_glm4_9b, sync
 
-from secbot.model.engine import Engine  # noqa: E402
-from secbot.model.generation import Sampling  # noqa: E402
-from secbot.model.prompting import PromptBuilder  # noqa: E402
-from secbot.model.tiny import build_tiny_model  # noqa: E402
+from secbot.model.runtime.engine import Engine  # noqa: E402
+from secbot.model.runtime.generation import Sampling  # noqa: E402
+from secbot.model.runtime.prompting import PromptBuilder  # noqa: E402
+from secbot.model.runtime.tiny import build_tiny_model  # noqa: E402
 
 QUESTIONS = ["What is phishing?", "什么是勒索软件？", "How do I rotate a leaked AWS key?",
              "Explain lateral movement.", "什么是横向移动？", "What does an EDR agent record?",

@@ -24,11 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from secbot.feedback.entities import RecordSource, RecordStatus
-from secbot.feedback.evalsets import builtin_heldout, general_set
-from secbot.feedback.records import NewRecord
-from secbot.feedback.store import Store
-from secbot.model.records import Record
+from secbot.feedback.store.entities import RecordSource, RecordStatus
+from secbot.feedback.learning.evalsets import builtin_heldout, general_set
+from secbot.feedback.store.records import NewRecord
+from secbot.feedback.store.repositories import Store
+from secbot.model.training.record_formats import Record
 
 DATA = json.loads((Path(__file__).parent / "data" / "memory_paraphrases.json").read_text(encoding="utf-8"))
 THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]

@@ -20,7 +20,7 @@ import re
 import time
 from pathlib import Path
 
-from secbot.feedback.redaction import Redactor
+from secbot.feedback.intake.redaction import Redactor
 
 DATA = Path(__file__).parent / "data"
 

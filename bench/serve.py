@@ -27,13 +27,13 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 import uvicorn  # noqa: E402
 
-from secbot.model.engine import Engine  # noqa: E402
-from secbot.model.generation import Sampling  # noqa: E402
-from secbot.model.prompting import PromptBuilder  # noqa: E402
-from secbot.model.stepping import Decoder, Row, _Joining  # noqa: E402
-from secbot.model.generation import TextDeltas  # noqa: E402
-from secbot.model.server import create_server  # noqa: E402
-from secbot.model.telemetry import Metrics  # noqa: E402
+from secbot.model.runtime.engine import Engine  # noqa: E402
+from secbot.model.runtime.generation import Sampling  # noqa: E402
+from secbot.model.runtime.prompting import PromptBuilder  # noqa: E402
+from secbot.model.runtime.step_decoder import Decoder, Row, _Joining  # noqa: E402
+from secbot.model.runtime.generation import TextDeltas  # noqa: E402
+from secbot.model.serving.http_api import create_server  # noqa: E402
+from secbot.model.serving.telemetry import Metrics  # noqa: E402
 
 STEPS: list[tuple[float, float]] = []  # (wall-clock end, compute seconds) of every batcher step
 _on_step = Metrics.on_step
@@ -45,7 +45,7 @@ def _timed_step(self, rows, tokens, seconds):  # instrumentation: every step als
 
 
 Metrics.on_step = _timed_step
-from secbot.model.tiny import build_tiny_model  # noqa: E402
+from secbot.model.runtime.tiny import build_tiny_model  # noqa: E402
 
 
 def percentile(values, q):

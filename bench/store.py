@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 
-from secbot.feedback.curation import curate
-from secbot.feedback.entities import RecordStatus
-from secbot.feedback.identity import IdentityGuard
-from secbot.feedback.intake import Intake
-from secbot.feedback.store import Store
+from secbot.feedback.learning.curation import curate
+from secbot.feedback.store.entities import RecordStatus
+from secbot.feedback.intake.identity import IdentityGuard
+from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.store.repositories import Store
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ import torch
 
 from common import add_model_args, random_glm4_9b, sync  # noqa: E402
 
-from secbot.model.loading import load_base  # noqa: E402
-from secbot.model.records import Record  # noqa: E402
-from secbot.model.tiny import build_tiny_model, corpus_lines  # noqa: E402
-from secbot.model.training import TrainConfig, Trainer, encode, peft_config_for  # noqa: E402
+from secbot.model.runtime.loading import load_base  # noqa: E402
+from secbot.model.training.record_formats import Record  # noqa: E402
+from secbot.model.runtime.tiny import build_tiny_model, corpus_lines  # noqa: E402
+from secbot.model.training.trainer import TrainConfig, Trainer, encode, peft_config_for  # noqa: E402
 
 
 def make_records(tokenizer, seq_len: int, n: int) -> list[Record]:
@@ -102,7 +102,7 @@ def hf_trainer(loaded, records, config, out, at_end):
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer as HFTrainer, TrainingArguments
 
-    from secbot.model.prompting import PromptBuilder
+    from secbot.model.runtime.prompting import PromptBuilder
 
     builder = PromptBuilder(loaded.tokenizer)
     rows = []

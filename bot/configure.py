@@ -1,23 +1,44 @@
-"""Settings → the configuration of each layer, in one place: the engine and model client, the
-store and its intake, the answering policy, and the learning loop (with the tiny model's
-embedded CPU profile)."""
+"""Settings → components, in one place: the engine and model client, the store and its intake,
+the answering policy, the learning loop (with the tiny model's embedded CPU profile), the Slack
+Web API client, the Slack app with its listeners' dependencies, and the bot process as a whole.
+
+Slack's modules are imported inside the functions that build Slack parts, so the training
+worker, which uses this module too, never loads them (`tests/test_architecture.py`).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from secbot.bot.settings import Settings
 from secbot.feedback.answering import MemoryPolicy, Responder
-from secbot.feedback.gate import GateConfig
-from secbot.feedback.intake import Intake
-from secbot.feedback.loop import Schedule
-from secbot.feedback.pipeline import LoopConfig
-from secbot.feedback.store import Store
-from secbot.model.client import InProcessClient, ModelClient, OpenAIClient
-from secbot.model.engine import Engine
-from secbot.model.generation import Sampling
-from secbot.model.tiny import ensure_tiny_model
-from secbot.model.training import TrainConfig
+from secbot.feedback.learning.gate import GateConfig
+from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.learning.loop import LearningLoop, Reporter, Schedule, follow_active_version, serve_active
+from secbot.feedback.learning.periodic import Periodic
+from secbot.feedback.learning.pipeline import LoopConfig
+from secbot.feedback.store.repositories import Store
+from secbot.model.serving.client import InProcessClient, ModelClient, OpenAIClient
+from secbot.model.runtime.engine import Engine
+from secbot.model.runtime.generation import Sampling
+from secbot.model.runtime.tiny import ensure_tiny_model
+from secbot.model.training.trainer import TrainConfig
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
+
+    from secbot.bot.slack.admin import LoopControl
+    from secbot.bot.slack.app import SecbotApp
+    from secbot.bot.slack.deps import Deps
+    from secbot.bot.slack.reporting import SlackReporter
+
+log = logging.getLogger(__name__)
+PRUNE_EVENTS_EVERY = 6 * 3600.0
 
 # The tiny reference model's embedded profile: P-tuning settings that reproduce corrections in
 # a few hundred CPU steps, and gate margins that fit a random model's noise (its held-out
@@ -106,3 +127,119 @@ def loop_config(settings: Settings) -> LoopConfig:
 
 def schedule(settings: Settings) -> Schedule:
     return Schedule(settings.effective_database_url, settings.retrain_cron, settings.timezone)
+
+
+def learning_loop(settings: Settings, store: Store, model: ModelClient | None, reporter: Reporter, *,
+                  training: str | None = None) -> LearningLoop:
+    """The learning loop with its schedule; `training` overrides SECBOT_TRAINING (the worker: local)."""
+    return LearningLoop(store, loop_config(settings), model, reporter, training=training or settings.training,
+                        schedule=schedule(settings))
+
+
+class SettingsError(Exception):
+    """Slack settings are missing for the chosen mode."""
+
+
+def slack_client(settings: Settings) -> WebClient:
+    """The Web API client: SLACK_API_URL honoured, rate limits and dropped connections retried."""
+    from slack_sdk import WebClient
+    from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return WebClient(token=token, base_url=settings.slack_api_url,
+                     retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=5),
+                                     ConnectionErrorRetryHandler(max_retry_count=2)])
+
+
+def slack_reporter(settings: Settings, store: Store, client: WebClient | None = None) -> SlackReporter:
+    """The learning loop's reporter for a process that talks to Slack: run reports to SECBOT_ADMIN_CHANNEL."""
+    from secbot.bot.slack.reporting import SlackReporter
+
+    return SlackReporter(client or slack_client(settings), store, settings.admin_channel)
+
+
+def slack_deps(settings: Settings, store: Store, model: ModelClient, *, loop: LoopControl | None = None,
+               client: WebClient | None = None, update_interval: float = 1.0, split_at: int | None = None) -> Deps:
+    """What the Slack listeners work with: the Web API client, intake, the answerer (team memory,
+    then the model), the admin commands and the user directory."""
+    from secbot.bot.slack.admin import AdminCommands
+    from secbot.bot.slack.delivery import Answerer
+    from secbot.bot.slack.deps import Deps
+    from secbot.bot.slack.rendering import MESSAGE_LIMIT
+    from secbot.bot.slack.users import Directory
+
+    client = client or slack_client(settings)
+    directory = Directory(client)
+    feed = intake(settings, store)
+    answerer = Answerer(client, feed, responder(settings, store, model), name_of=directory.name,
+                        interval=update_interval, timeout=settings.answer_timeout,
+                        limit=split_at or MESSAGE_LIMIT, streaming=settings.streaming)
+    admin = AdminCommands(store, settings.admins, loop, directory.name)
+    return Deps(settings, client, store, feed, answerer, admin, directory)
+
+
+@dataclass
+class SlackBot:
+    """The Slack app and what its listeners were built with."""
+
+    app: SecbotApp
+    deps: Deps
+
+
+def slack_app(settings: Settings, store: Store, model: ModelClient, *, loop: LoopControl | None = None,
+              http_mode: bool = True, client: WebClient | None = None, update_interval: float = 1.0,
+              split_at: int | None = None, listener_executor: Executor | None = None) -> SlackBot:
+    """The Slack app, after checking that the settings its mode needs are there; listeners run on
+    `listener_executor` (bolt's default pool when None)."""
+    from secbot.bot.slack.app import create_app
+
+    if not settings.slack_bot_token:
+        raise SettingsError("SLACK_BOT_TOKEN is not set: create the app from deploy/manifest.yml "
+                            "and export its bot token (xoxb-...).")
+    if http_mode and not settings.slack_signing_secret:
+        raise SettingsError("SLACK_SIGNING_SECRET is not set: HTTP mode verifies every request "
+                            "with it (Basic Information → App Credentials).")
+    deps = slack_deps(settings, store, model, loop=loop, client=client, update_interval=update_interval,
+                      split_at=split_at)
+    return SlackBot(create_app(deps, http_mode=http_mode, listener_executor=listener_executor), deps)
+
+
+@dataclass
+class BotProcess:
+    """The Slack bot process: store, model on the active version, learning loop, the app, and
+    what it does in the background once started."""
+
+    settings: Settings
+    store: Store
+    model: ModelClient
+    loop: LearningLoop
+    reporter: SlackReporter
+    slack: SlackBot
+    periodic: Periodic | None = None
+
+    def start(self) -> None:
+        """Schedule, run reports, following the model, forgetting old event ids, recovery."""
+        self.periodic = Periodic()
+        if isinstance(self.model, InProcessClient):
+            log.warning("serving %s", serve_active(self.store, self.model))
+            follow_active_version(self.store, self.model, self.periodic)  # promotions made by a worker
+        # A model server is told to switch by whichever process changes the active version; each
+        # answer says which version produced it, so this process never switches it on its own.
+        if self.settings.scheduler:
+            self.loop.start_schedule()
+        self.reporter.start(self.periodic)
+        self.periodic.every(PRUNE_EVENTS_EVERY, self.store.events.prune, "secbot-prune-events")
+        self.store.memory.warm()
+        # Questions a stopped process left unanswered are finished in the background, not before serving.
+        threading.Thread(target=self.slack.deps.answerer.recover, name="secbot-recover", daemon=True).start()
+
+
+def bot_process(settings: Settings, *, http_mode: bool) -> BotProcess:
+    """Every part of `secbot serve`, built from settings and not yet started."""
+    store = open_store(settings)
+    model = model_client(settings)
+    client = slack_client(settings)
+    reporter = slack_reporter(settings, store, client)
+    loop = learning_loop(settings, store, model, reporter)
+    bot = slack_app(settings, store, model, loop=loop, http_mode=http_mode, client=client)
+    return BotProcess(settings, store, model, loop, reporter, bot)

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from secbot.feedback.db import mask_password
-from secbot.model.prompting import DEFAULT_SYSTEM_PROMPT
+from secbot.feedback.store.db import mask_password
+from secbot.model.runtime.prompting import DEFAULT_SYSTEM_PROMPT
 
 IdList = Annotated[list[str], NoDecode]
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from secbot.feedback.entities import TrainingRecord
-from secbot.feedback.intake import AUTO_APPROVED
-from secbot.feedback.memory import Match, TeamMemory
-from secbot.feedback.records import Records
-from secbot.model.client import ModelClient, Usage
+from secbot.feedback.store.entities import TrainingRecord
+from secbot.feedback.intake.submissions import AUTO_APPROVED
+from secbot.feedback.memory.matching import Match
+from secbot.feedback.store.memory_index import TeamMemory
+from secbot.feedback.store.records import Records
+from secbot.model.serving.client import ModelClient, Usage
 
 REFERENCE_CHARS = 800  # of each reference's answer put into the prompt
 

@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from secbot.feedback.db import make_engine
-from secbot.feedback.migrate import include_object
-from secbot.feedback.schema import Base
+from secbot.feedback.store.db import make_engine
+from secbot.feedback.store.migrate import include_object
+from secbot.feedback.store.schema import Base
 
 
 def run_migrations(connection) -> None:

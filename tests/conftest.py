@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
+from contextlib import contextmanager
 
 import pytest
 import torch
 
-from secbot.model.engine import Engine
-from secbot.model.tiny import build_tiny_model
+from secbot.model.runtime.engine import Engine
+from secbot.model.runtime.tiny import build_tiny_model
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -32,29 +34,46 @@ def fresh_engine(tiny_dir) -> Engine:
 POSTGRES_URL = os.environ.get("SECBOT_TEST_POSTGRES_URL")
 
 
-def _reset_postgres(url: str) -> None:
+@contextmanager
+def postgres_database(server_url: str):
+    """A database of its own on the server SECBOT_TEST_POSTGRES_URL names, created for one test and
+    dropped after it; nothing that was there before is touched."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
 
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
+    name = f"secbot_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except SQLAlchemyError as exc:
+        admin.dispose()
+        pytest.skip(f"cannot create a test database on {make_url(server_url).render_as_string()}: "
+                    f"{str(exc).splitlines()[0]}")
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     """An empty database: a SQLite file, and PostgreSQL when SECBOT_TEST_POSTGRES_URL is set."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'secbot.db'}"
+        yield f"sqlite:///{tmp_path / 'secbot.db'}"
+        return
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL tests need SECBOT_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1/test)")
-    _reset_postgres(POSTGRES_URL)
-    return POSTGRES_URL
+    with postgres_database(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture
 def store(db_url):
-    from secbot.feedback.store import Store
+    from secbot.feedback.store.repositories import Store
 
     s = Store(db_url)
     yield s
@@ -63,7 +82,7 @@ def store(db_url):
 
 @pytest.fixture
 def intake(store):
-    from secbot.feedback.intake import Intake
+    from secbot.feedback.intake.submissions import Intake
 
     return Intake(store, trusted={"UTRUSTED"})
 

@@ -27,7 +27,7 @@ def free_port() -> int:
 @contextmanager
 def secbot_server(args: list[str], env: dict[str, str], probe_url: str, timeout: float = 120):
     """Run `secbot ARGS` until it answers HTTP at `probe_url`; stop it afterwards."""
-    proc = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli.commands", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
     try:

@@ -8,7 +8,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from secbot.bot.offline_slack import form_body, interactive_body
+from secbot.bot.slack.offline import form_body, interactive_body
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 DROP = object()

@@ -2,8 +2,8 @@ import pytest
 from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
 
 from secbot.model.errors import ModelFilesError
-from secbot.model.generation import Sampling
-from secbot.model.loading import load_base
+from secbot.model.runtime.generation import Sampling
+from secbot.model.runtime.loading import load_base
 
 GREEDY = Sampling(max_new_tokens=16)
 
@@ -54,7 +54,8 @@ def test_switching_between_lora_and_prefix_keeps_the_base_intact(fresh_engine, a
     fresh_engine.use_adapter(adapters["prefix1"])
     prefix = answer(fresh_engine)
     fresh_engine.use_adapter(adapters["lora"])
-    assert answer(fresh_engine) == lora != base != prefix
+    assert answer(fresh_engine) == lora
+    assert len({base, lora, prefix}) == 3, (base, lora, prefix)  # each adapter changes the answer its own way
     fresh_engine.use_adapter(None)
     assert answer(fresh_engine) == base
     assert fresh_engine.adapter is None

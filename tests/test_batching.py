@@ -8,9 +8,9 @@ from peft import LoraConfig, PrefixTuningConfig, TaskType
 
 import torch
 
-from secbot.model.batching import ContinuousBatcher, Job
-from secbot.model.generation import Sampling, TextDeltas, drain
-from secbot.model.stepping import Decoder, Row
+from secbot.model.serving.batching import ContinuousBatcher, Job
+from secbot.model.runtime.generation import Sampling, TextDeltas, drain
+from secbot.model.runtime.step_decoder import Decoder, Row
 from test_adapters import make_adapter
 
 QUESTIONS = [f"Q{i}: " + "how do we contain it? " * (i % 4 + 1) for i in range(12)]
@@ -95,8 +95,8 @@ def test_an_adapter_switch_waits_for_running_rows(fresh_engine, adapters):
 
 
 def test_the_glm4_0414_architecture_decodes_the_same_way(tmp_path):
-    from secbot.model.engine import Engine
-    from secbot.model.tiny import build_tiny_model
+    from secbot.model.runtime.engine import Engine
+    from secbot.model.runtime.tiny import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "glm4", seed=1, architecture="glm4")
     engine = Engine.load(model_dir, system_prompt="You are secbot.")

@@ -2,25 +2,27 @@
 (tests/fixtures/slack), answering through the offline Slack Web API and the tiny model."""
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
 
 import pytest
 from conftest import answered
 from slack_payloads import DROP, command, event, interaction
 
-from secbot.bot.answering import INTERRUPTED
-from secbot.bot.app import create_app
-from secbot.bot.offline_slack import BOT_USER_ID, OfflineSlack, signature_headers
-from secbot.bot.rendering import ZWSP, neutralise
+from secbot.bot.slack.delivery import INTERRUPTED
+from secbot.bot import configure
+from secbot.bot.slack.offline import BOT_USER_ID, OfflineSlack, signature_headers
+from secbot.bot.slack.rendering import ZWSP, neutralise
 from secbot.bot.settings import Settings
-from secbot.feedback.entities import RecordSource, RecordStatus
-from secbot.feedback.intake import Intake
-from secbot.feedback.redaction import Redactor
-from secbot.feedback.store import Store
-from secbot.model.client import InProcessClient, OpenAIClient
-from secbot.model.engine import Engine
-from secbot.model.generation import Sampling
+from secbot.feedback.store.entities import RecordSource, RecordStatus
+from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.intake.redaction import Redactor
+from secbot.feedback.store.repositories import Store
+from secbot.model.serving.client import InProcessClient, OpenAIClient
+from secbot.model.runtime.engine import Engine
+from secbot.model.runtime.generation import Sampling
 
 SECRET = "test-signing-secret"
 ADMIN, ANALYST, OTHER, TRUSTED = "UADMIN", "UANALYST", "UOTHER", "UTRUSTED"
@@ -44,6 +46,29 @@ def make_settings(slack, tmp_path, **extra) -> Settings:
                     trusted_analysts=[TRUSTED], **extra)
 
 
+class Listeners(ThreadPoolExecutor):
+    """bolt's pool for listeners, able to say when every listener it was handed has returned."""
+
+    def __init__(self):
+        super().__init__(max_workers=5)
+        self.futures, self.lock = [], threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        with self.lock:
+            self.futures.append(future)
+        return future
+
+    def settle(self, timeout=120) -> None:
+        """Wait until every listener started so far (and any it led to) has finished."""
+        while True:
+            with self.lock:
+                pending = [f for f in self.futures if not f.done()]
+            if not pending:
+                return
+            wait(pending, timeout)
+
+
 class Bot:
     """The app under test plus what Slack would send it."""
 
@@ -51,7 +76,14 @@ class Bot:
         self.slack = slack
         self.settings = make_settings(slack, tmp_path, **extra)
         self.store = Store(self.settings.effective_database_url)
-        self.app = create_app(self.settings, self.store, model, update_interval=0.05, split_at=split_at)
+        self.listeners = Listeners()
+        self.slack_bot = configure.slack_app(self.settings, self.store, model, update_interval=0.05,
+                                             split_at=split_at, listener_executor=self.listeners)
+        self.app, self.deps = self.slack_bot.app, self.slack_bot.deps
+
+    def settle(self) -> None:
+        """Every event sent so far has been handled to the end (not only acknowledged)."""
+        self.listeners.settle()
 
     def send(self, body: str, content_type="application/json", headers=None, secret=SECRET):
         return self.app.handle_raw(body, signature_headers(body, secret, content_type=content_type) | (headers or {}))
@@ -142,8 +174,8 @@ def test_a_retried_event_and_one_message_sent_as_two_events_are_answered_once(bo
     bot.answers("C1", "3.1")
     restarted = Bot(slack, tmp_path, InProcessClient(bot_engine))
     assert restarted.mention("What is a zero-day?", ts="3.1", event_id="EvSAME").status == 200
-    slack.wait_for(lambda: len(slack.calls_to("chat.stopStream")) >= 1)
-    time.sleep(0.5)  # what a duplicate would post comes within this; nothing may
+    restarted.settle()
+    bot.settle()
     assert len(slack.calls_to("chat.startStream")) == 1 and len(bot.store.conversations.thread_turns("C1", "3.1")) == 1
 
 
@@ -170,7 +202,7 @@ def test_dms_are_answered_with_or_without_a_mention_and_own_messages_and_edits_a
     bot.event("message_mpim", event__channel="G1", event__ts="5.4", event__user=ANALYST, event__text="chatter")
     bot.event("message_thread_broadcast", event__channel="C9", event__ts="5.6", event__thread_ts="5.5",
               event__user=ANALYST)  # a thread secbot is not in
-    time.sleep(0.5)  # anything the bot would post comes within this; nothing may
+    bot.settle()
     assert len(slack.calls) == before
 
 
@@ -188,14 +220,15 @@ def test_thread_broadcasts_file_shares_and_group_dm_mentions_are_answered(bot, s
     bot.event("message_mpim", event__channel="G2", event__ts="6.5", event__user=ANALYST,
               event__text=f"<@{BOT_USER_ID}> What is DLP?")
     bot.answers("G2", "6.5")
-    time.sleep(0.3)
+    bot.settle()
     assert slack.thread_messages("D2", "6.4") == []
 
 
 def test_the_home_tab_is_published_only_when_the_home_tab_opens(bot, slack):
     bot.event("app_home_opened", event__user=ADMIN, event__tab="messages")
     bot.event("app_home_opened", event__user=ADMIN)
-    view = slack.wait_for(lambda: slack.views.get(ADMIN))
+    bot.settle()
+    view = slack.views.get(ADMIN)
     assert "Active model" in json.dumps(view) and len(slack.calls_to("views.publish")) == 1
     bot.event("app_home_opened", event__user=ANALYST)
     assert "Mention me" in json.dumps(slack.wait_for(lambda: slack.views.get(ANALYST)))
@@ -369,10 +402,9 @@ def test_review_from_a_channel_and_from_the_app_home(bot, slack):
                  actions__0__action_id=approve["action_id"], actions__0__value=approve["value"])
     slack.wait_for(lambda: bot.store.records.get(first.id).status is RecordStatus.APPROVED)
     # From the App Home: no response_url; the record changes and the Home is published again.
-    started = time.perf_counter()
     response = bot.interact("block_actions_home", user__id=ADMIN, actions__0__action_id="review_reject",
                             actions__0__value=str(second.id))
-    assert response.status == 200 and time.perf_counter() - started < 3
+    assert response.status == 200  # acknowledged (how fast: bench/bot_load.py)
     slack.wait_for(lambda: bot.store.records.get(second.id).status is RecordStatus.REJECTED)
     slack.wait_for(lambda: slack.views.get(ADMIN) and "Recently approved" in json.dumps(slack.views[ADMIN]))
     # A non-admin's click in the Home changes nothing and gets a note in the app's DM.
@@ -436,7 +468,7 @@ def test_bad_signatures_and_malformed_payloads_get_the_right_status(bot, slack):
     assert bot.interact("block_actions", actions__0__action_id="no_such_button").status == 200
     broken = bot.interact("view_submission", view__callback_id="correction_modal", view__state=DROP)
     assert broken.status == 200 and json.loads(broken.body)["response_action"] == "errors"
-    time.sleep(0.3)
+    bot.settle()
     assert slack.calls_to("chat.startStream") == [] and slack.calls_to("chat.postMessage") == []
 
 
@@ -483,7 +515,7 @@ def test_questions_a_stopped_process_left_are_finished_at_start_up(bot, slack, b
     bot.store.conversations.add_answer_messages(half, "C1", [shown])
     waiting = intake.question(channel="C1", thread_ts="21.0", question="What is a keylogger?", asker=ANALYST,
                               question_ts="21.0")
-    assert bot.app.secbot.answerer.recover(older_than=timedelta(0)) == 2
+    assert bot.deps.answerer.recover(older_than=timedelta(0)) == 2
     cut = slack.messages[("C1", shown)]
     assert cut["text"].startswith(INTERRUPTED.split("{")[0]) and "▍" not in cut["text"]
     assert bot.store.conversations.get_turn(half).error_id in cut["text"]

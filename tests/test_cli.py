@@ -6,16 +6,16 @@ import sys
 import pytest
 
 from secbot.bot.settings import Settings
-from secbot.bot.terminal_chat import run_chat
+from secbot.bot.cli.terminal_chat import run_chat
 from secbot.feedback.answering import Responder
-from secbot.feedback.store import Store
-from secbot.model.client import InProcessClient
-from secbot.model.generation import Sampling
+from secbot.feedback.store.repositories import Store
+from secbot.model.serving.client import InProcessClient
+from secbot.model.runtime.generation import Sampling
 from servers import clean_env
 
 
 def secbot(*args, env=None, cwd=None, stdin=""):
-    return subprocess.run([sys.executable, "-m", "secbot.bot.cli", *args], input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", *args], input=stdin, text=True,
                           capture_output=True, env=clean_env(**(env or {})), cwd=cwd, timeout=300)
 
 
@@ -90,7 +90,7 @@ def test_settings_defaults(monkeypatch, tmp_path):
 def test_chat_answers_from_the_bots_store_at_once_and_no_memory_turns_it_off(tiny_dir, tmp_path):
     env = {"SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MAX_NEW_TOKENS": "12", "SECBOT_TRUSTED_ANALYSTS": "UTRUSTED"}
     question = "What port does SSH use?"
-    from secbot.feedback.intake import Intake
+    from secbot.feedback.intake.submissions import Intake
 
     store = Store(f"sqlite:///{tmp_path / 'secbot.db'}")  # the bot's store: SECBOT_DATA_DIR's default
     intake = Intake(store, trusted=["UTRUSTED"])
@@ -108,7 +108,7 @@ def test_chat_answers_from_the_bots_store_at_once_and_no_memory_turns_it_off(tin
 
 @pytest.mark.parametrize("flag", ["--max-batch", "--max-batch-tokens", "--max-prompt-tokens", "--prefill-chunk"])
 def test_serve_model_sizes_must_be_positive(flag):
-    from secbot.bot.cli import build_parser
+    from secbot.bot.cli.commands import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve-model", flag, "0"])

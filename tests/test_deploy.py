@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from secbot.bot.cli import build_parser
+from secbot.bot.cli.commands import build_parser
 from secbot.bot.settings import Settings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"

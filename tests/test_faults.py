@@ -1,7 +1,6 @@
 """Faults and bad input, through the real paths: nothing stored is lost, the active model never
 changes by accident, and every mistake gets one line that says what to do."""
 
-import json
 import os
 import signal
 import subprocess
@@ -16,23 +15,23 @@ from conftest import answered
 from peft import PrefixTuningConfig, TaskType, get_peft_model
 from servers import clean_env, free_port, secbot_server
 
-from secbot.feedback.entities import RecordStatus, RunState
-from secbot.feedback.intake import Intake
-from secbot.feedback.loop import LearningLoop, LogReporter, serve_active
-from secbot.feedback.pipeline import LoopConfig
-from secbot.feedback.store import Store
-from secbot.model.client import InProcessClient
-from secbot.model.engine import Engine
-from secbot.model.loading import load_base
+from secbot.feedback.store.entities import RecordStatus, RunState
+from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.learning.loop import LearningLoop, LogReporter, serve_active
+from secbot.feedback.learning.pipeline import LoopConfig
+from secbot.feedback.store.repositories import Store
+from secbot.model.serving.client import InProcessClient
+from secbot.model.runtime.engine import Engine
+from secbot.model.runtime.loading import load_base
 
 
 def secbot(*args, env=None, stdin="", timeout=300):
-    return subprocess.run([sys.executable, "-m", "secbot.bot.cli", *args], input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", *args], input=stdin, text=True,
                           capture_output=True, env=clean_env(**(env or {})), timeout=timeout)
 
 
 def one_line_error(out) -> str:
-    assert out.returncode in (1, 2), out.stdout + out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr  # what main returns for every error a user can fix
     assert "Traceback" not in out.stderr, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.startswith("secbot:")]
     assert len(lines) == 1, out.stderr
@@ -108,7 +107,7 @@ def test_killing_the_worker_kills_its_training_and_no_second_run_starts_beside_i
     env = clean_env(SECBOT_DATA_DIR=str(tmp_path), SECBOT_MODEL=str(tiny_dir), SECBOT_SCHEDULER="0",
                     SECBOT_RETRAIN_MAX_STEPS="100000", SECBOT_TRUSTED_ANALYSTS="UTRUSTED",
                     SECBOT_MAX_AUTHOR_SHARE="1")
-    worker = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli", "worker"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli.commands", "worker"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pid_file = tmp_path / "runs" / f"run-{queued.id}" / "worker.pid"
     deadline = time.time() + 180
@@ -229,4 +228,5 @@ def test_a_stuffed_slack_payload_is_no_poison(tmp_path):
                                        "UTRUSTED", answer)
         assert submission.record.status is RecordStatus.PENDING and submission.record.flags, question
         assert "admin must review" in submission.message()
-    assert json.dumps(store.records.counts()) and store.memory.size() == 0
+    counts = store.records.counts()
+    assert (counts["pending"], counts["approved"]) == (4, 0) and store.memory.size() == 0

@@ -2,7 +2,7 @@ import threading
 
 import torch
 
-from secbot.model.generation import Sampling
+from secbot.model.runtime.generation import Sampling
 
 QUERIES = [("What is phishing?", []),
            ("怎么防御？", [["什么是XSS？", "跨站脚本攻击。"]]),
@@ -76,7 +76,7 @@ def test_closing_a_stream_stops_generation_and_frees_the_engine(engine):
 def test_text_deltas_add_up_to_the_decode_for_any_token_sequence(engine):
     import random
 
-    from secbot.model.generation import TextDeltas, drain
+    from secbot.model.runtime.generation import TextDeltas, drain
 
     tokenizer, rng = engine.tokenizer, random.Random(0)
     eos = engine.eos_ids()

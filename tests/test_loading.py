@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from secbot.model.errors import ModelFilesError, RemoteCodeRequired
-from secbot.model.loading import load_base, pick_device, pick_dtype
-from secbot.model.tiny import build_tiny_model
+from secbot.model.runtime.loading import load_base, pick_device, pick_dtype
+from secbot.model.runtime.tiny import build_tiny_model
 
 
 def test_tiny_model_round_trips_through_disk(tiny_dir, tmp_path):

@@ -1,5 +1,6 @@
 """The learning loop: corrections → run → gate → promotion, and everything that must not happen."""
 
+import json
 import os
 import signal
 import threading
@@ -13,18 +14,20 @@ from conftest import answered
 from sqlalchemy import create_engine, text
 
 from secbot.bot import configure
-from secbot.bot.demo import CORRECTIONS, PARAPHRASES, demo_settings, run_demo
-from secbot.feedback.curation import author_cap, curate
-from secbot.feedback.entities import RunState, TrainingRecord
-from secbot.feedback.gate import GateConfig, decide
-from secbot.feedback.identity import IdentityGuard, identity_sets
-from secbot.feedback.intake import Intake
-from secbot.feedback.loop import LearningLoop, LogReporter, serve_active
-from secbot.feedback.pipeline import RetrainPipeline
-from secbot.feedback.schedule import JOB_ID, start_scheduler
-from secbot.feedback.schema import RunRow, utcnow
-from secbot.feedback.store import Store
-from secbot.model.client import InProcessClient
+from secbot.bot.cli.demo import CORRECTIONS, PARAPHRASES, demo_settings, run_demo
+from secbot.feedback.learning.curation import author_cap, curate
+from secbot.feedback.store.entities import RunState, TrainingRecord
+from secbot.feedback.learning.gate import GateConfig, decide
+from secbot.feedback.intake.identity import IdentityGuard, identity_sets
+from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.learning.loop import LearningLoop, LogReporter, serve_active
+from secbot.feedback.learning.pipeline import RetrainPipeline
+from secbot.feedback.learning.schedule import JOB_ID, start_scheduler
+from secbot.feedback.store.schema import RunRow, utcnow
+from secbot.feedback.store.repositories import Store
+from secbot.feedback.learning.evalsets import builtin_heldout
+from secbot.model.serving.client import InProcessClient
+from secbot.model.training.record_formats import Record, read_records, write_records
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,9 @@ def test_the_nightly_run_trains_identity_and_replays_earlier_records(loop_env):
     mix = report.data["mix"]
     assert (mix["new"], mix["identity"]) == (1, len(identity_sets().train))
     assert mix["replayed"] == 4 and mix["general"] == 1  # 4 earlier and 1 general record per new one
-    assert "What is phishing?" in trained or "What is MFA?" in trained  # earlier corrections replayed
+    answers = {json.loads(line)["response"] for line in trained.splitlines() if line.strip()}
+    replayed = [answer for _, _, answer in CORRECTIONS if answer in answers]  # the demo's earlier corrections
+    assert len(replayed) == 4, replayed
     for prompt in identity_sets().train:
         assert prompt in trained
     for prompt in identity_sets().heldout:  # never trained; the gate asks them
@@ -145,6 +150,38 @@ def test_a_run_whose_process_died_is_found_by_its_stale_heartbeat(loop_env):
     assert run_id in pipeline.recover()
     stale = store.runs.get_run(run_id)
     assert stale.state is RunState.FAILED and "no heartbeat" in stale.error
+
+
+def test_a_heldout_file_joins_the_exam_and_keeps_its_questions_out_of_training(loop_env, tmp_path):
+    store, pipeline, _, _ = loop_env
+    exam = tmp_path / "team-exam.jsonl"
+    write_records(exam, [Record("What is a SOC?", "The team's own exam answer."),
+                         Record("What is a CASB?", "A cloud access security broker.")])
+    add_correction(store, "What is a SOC?", "The security operations centre watches alerts all day.")
+    add_correction(store, "What is a WAF?", "A web application firewall filters HTTP traffic.")
+    pipeline.config = replace(pipeline.config, heldout_file=exam,
+                              train=replace(pipeline.config.train, max_steps=2))
+    report = pipeline.run("UADMIN")
+    run_dir = pipeline.config.runs_dir / f"run-{report.run_id}"
+    assert report.data["excluded"]["heldout"] == 1  # the SOC correction: its question is on the exam
+    trained = read_records(run_dir / "train.jsonl").records
+    assert "What is a WAF?" in {r.prompt for r in trained} and "What is a SOC?" not in {r.prompt for r in trained}
+    examined = read_records(run_dir / "heldout.jsonl").records
+    assert {"What is a SOC?", "What is a CASB?"} <= {r.prompt for r in examined}
+    assert len(examined) == len(builtin_heldout()) + 2
+
+
+def test_a_run_past_its_timeout_is_killed_and_fails(loop_env):
+    store, pipeline, _, _ = loop_env
+    active = store.runs.active_version()
+    add_correction(store, "What is XDR?", "Extended detection and response across hosts and network.")
+    # The training process cannot even start torch within a second: the timeout must end it.
+    pipeline.config = replace(pipeline.config, timeout_s=1.0, train=replace(pipeline.config.train, max_steps=100_000))
+    report = pipeline.run("UADMIN")
+    assert report.decision == "failed" and "timed out after 1 s" in report.summary
+    run = store.runs.get_run(report.run_id)
+    assert run.state is RunState.FAILED and "timed out" in run.error
+    assert store.runs.active_version().id == active.id and store.runs.lock_owner("retrain") is None
 
 
 def test_two_concurrent_retrain_requests_start_one_run(loop_env):
@@ -279,7 +316,7 @@ def test_a_version_change_switches_the_model_server_once_and_the_bot_only_follow
     client never does, and learns from each answer which version served it."""
     import httpx
 
-    from secbot.model.client import OpenAIClient, Usage
+    from secbot.model.serving.client import OpenAIClient, Usage
     from servers import clean_env, free_port, secbot_server
 
     store, pipeline, _, settings = loop_env

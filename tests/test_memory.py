@@ -9,11 +9,11 @@ import pytest
 from conftest import answered
 
 from secbot.feedback.answering import MemoryPolicy, Responder, provenance
-from secbot.feedback.entities import RecordStatus
-from secbot.feedback.memory import intent, terms
-from secbot.feedback.store import Store
-from secbot.model.client import InProcessClient
-from secbot.model.generation import Sampling
+from secbot.feedback.store.entities import RecordStatus
+from secbot.feedback.memory.matching import intent, terms
+from secbot.feedback.store.repositories import Store
+from secbot.model.serving.client import InProcessClient
+from secbot.model.runtime.generation import Sampling
 
 
 THREADS = itertools.count(1000)
@@ -120,7 +120,8 @@ def test_a_weaker_match_goes_to_the_model_as_reference(store, intake, model):
     responder = Responder(store.memory, store.records, model, system_prompt="You are secbot.")
     reply = responder.reply("How long are firewall logs archived?")  # confidence 0.47: a weaker match
     assert reply.kind == "model+references" and [r.id for r in reply.references] == [record.id]
-    "".join(reply.deltas())
+    "".join(reply.deltas())  # the model is asked as the answer is read
+    assert reply.usage.prompt_tokens > 0 and reply.record is None  # the model wrote it, not memory
     [(question, _, system)] = model.calls
     assert system.startswith("You are secbot.") and f"[#{record.id}]" in system and "400 days in the SIEM." in system
 
@@ -145,8 +146,8 @@ def test_thread_follow_ups_rank_with_the_threads_earlier_questions(store, intake
 def test_memory_survives_a_restart_and_other_processes_see_it_at_once(db_url, intake, model):
     APPROVER = textwrap.dedent("""
         import sys
-        from secbot.feedback.intake import Intake
-        from secbot.feedback.store import Store
+        from secbot.feedback.intake.submissions import Intake
+        from secbot.feedback.store.repositories import Store
         store = Store(sys.argv[1], migrate=False)
         intake = Intake(store, trusted={"UTRUSTED"})
         turn = intake.question(channel="C", thread_ts="p.0", question="Who is on call for security?",

@@ -10,7 +10,7 @@ import pytest
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from rouge_chinese import Rouge
 
-from secbot.model.evaluation import compute_metrics, read_predictions, write_predictions
+from secbot.model.training.evaluation import compute_metrics, read_predictions, write_predictions
 
 PAIRS = [
     ("勒索软件会加密文件并索要赎金。", "勒索软件会加密文件，并要求支付赎金。"),
@@ -65,7 +65,7 @@ def test_predictions_file_round_trips_and_scores_from_the_cli(tmp_path):
     first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
     assert first == {"labels": PAIRS[0][1], "predict": PAIRS[0][0]}
     assert read_predictions(path) == (list(preds), list(labels))
-    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli", "eval", "--predictions", str(path)],
+    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", "eval", "--predictions", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == compute_metrics(preds, labels)
@@ -74,6 +74,6 @@ def test_predictions_file_round_trips_and_scores_from_the_cli(tmp_path):
 def test_bad_predictions_file_names_the_line(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text('{"labels": "a", "predict": "a"}\nnot json\n')
-    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli", "eval", "--predictions", str(path)],
+    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", "eval", "--predictions", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "p.txt:2" in out.stderr

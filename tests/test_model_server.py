@@ -9,10 +9,10 @@ import httpx
 import pytest
 from peft import PrefixTuningConfig, TaskType, get_peft_model
 
-from secbot.model.client import OpenAIClient, Usage
-from secbot.model.engine import Engine
-from secbot.model.generation import Sampling
-from secbot.model.loading import load_base
+from secbot.model.serving.client import OpenAIClient, Usage
+from secbot.model.runtime.engine import Engine
+from secbot.model.runtime.generation import Sampling
+from secbot.model.runtime.loading import load_base
 from servers import clean_env, free_port, secbot_server
 
 KEY = "model-server-test-key"
@@ -23,7 +23,7 @@ QUESTIONS = [f"Question {i}: what is {topic}?" for i, topic in enumerate(
 
 
 @pytest.fixture(scope="module")
-def server(tiny_dir, tmp_path_factory):
+def running_server(tiny_dir, tmp_path_factory):
     port = free_port()
     env = clean_env(SECBOT_MODEL_API_KEY=KEY, SECBOT_SYSTEM_PROMPT=SYSTEM, SECBOT_MAX_NEW_TOKENS="24",
                     SECBOT_DATA_DIR=str(tmp_path_factory.mktemp("srv")))
@@ -32,6 +32,15 @@ def server(tiny_dir, tmp_path_factory):
                         "--max-prompt-tokens", "1024"],
                        env, base + "/health"):
         yield base
+
+
+@pytest.fixture
+def server(running_server):
+    """The module's server, back on the base model after each test whatever the test did."""
+    yield running_server
+    back = httpx.post(running_server + "/admin/adapter", json={"path": None, "version": None},
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+    assert back.status_code == 200 and back.json()["adapter"] is None, back.text
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +76,10 @@ def test_answers_equal_the_in_process_engine_streaming_and_not(server, local):
         assert response.status_code == 200
         body = response.json()
         assert body["choices"][0]["message"]["content"] == expected
-        assert body["usage"]["completion_tokens"] > 0 and body["choices"][0]["finish_reason"] in ("stop", "length")
+        sampling = Sampling(max_new_tokens=24)
+        tokens = local.generate_streams([local.prompt_ids(question, hist, sampling)], [24], sampling).tokens(0)
+        finish = "length" if tokens == 24 else "stop"
+        assert body["usage"]["completion_tokens"] > 0 and body["choices"][0]["finish_reason"] == finish
         client = OpenAIClient(server + "/v1", KEY, system_prompt=SYSTEM, sampling=Sampling(max_new_tokens=24))
         usage = Usage()
         deltas = list(client.stream(question, hist, usage))
@@ -107,6 +119,7 @@ def test_activating_an_adapter_mid_traffic_loses_no_request(server, local, adapt
         t.join(120)
     assert all(results[q].status_code == 200 for q in QUESTIONS)
     for q in QUESTIONS:  # every answer comes whole from one adapter or the other
+        assert local.generate(q) != tuned.generate(q), q  # (the two can be told apart)
         assert results[q].json()["choices"][0]["message"]["content"] in (local.generate(q), tuned.generate(q))
     assert complete(server, QUESTIONS[0]).json()["choices"][0]["message"]["content"] == tuned.generate(QUESTIONS[0])
     back = httpx.post(server + "/admin/adapter", json={"path": None}, headers={"Authorization": f"Bearer {KEY}"})
@@ -158,9 +171,36 @@ def test_the_client_switches_the_servers_version_and_answers_say_which_served(se
     assert httpx.get(server + "/ready").json()["version"] is None
 
 
+def metric(base, name: str) -> float:
+    """One sample of the server's /metrics, by its name with labels (0 when absent)."""
+    return next((float(line.rsplit(" ", 1)[1]) for line in httpx.get(base + "/metrics").text.splitlines()
+                 if line.startswith(name + " ")), 0.0)
+
+
 def generated_tokens(base) -> float:
-    metrics = httpx.get(base + "/metrics").text
-    return float(next(l for l in metrics.splitlines() if l.startswith("secbot_generated_tokens_total")).split()[1])
+    return metric(base, "secbot_generated_tokens_total")
+
+
+def until(condition, what: str, deadline_s: float = 300.0):
+    """Poll `condition` until it holds; the deadline only turns a hang into a failure that says so."""
+    ends = time.monotonic() + deadline_s
+    while not (value := condition()):
+        assert time.monotonic() < ends, f"gave up waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def hang_up_once_decoding(base, body: dict) -> None:
+    """Send a chat request over a raw socket, wait until the server is generating its answer,
+    then close the connection (what a client that gives up does, whatever its timeout)."""
+    import socket
+
+    payload = json.dumps(body).encode()
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: srv\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        until(lambda: metric(base, "secbot_decoding_requests") >= 1, "the request to start decoding")
 
 
 def test_a_streaming_client_that_disconnects_stops_its_generation(server, local):
@@ -177,11 +217,8 @@ def test_a_streaming_client_that_disconnects_stops_its_generation(server, local)
         lines = response.iter_lines()
         while '"content"' not in next(lines):
             pass  # hang up after the first piece of the answer
-    last, now = -1.0, generated_tokens(server)
-    while now != last:  # until the server has stopped generating
-        time.sleep(0.5)
-        last, now = now, generated_tokens(server)
-    assert now - before < full / 4
+    until(lambda: metric(server, "secbot_decoding_requests") == 0, "the batch to empty")
+    assert generated_tokens(server) - before < full / 4
 
 
 # -- conformance, with the official OpenAI SDK as the client ----------------------------------
@@ -190,10 +227,10 @@ LONG = "Question 1: list all ports"  # the tiny model answers this with hundreds
 
 
 @pytest.fixture(scope="module")
-def sdk(server):
+def sdk(running_server):
     import openai
 
-    return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=running_server + "/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
 def ask(sdk, question, system=SYSTEM, **extra):
@@ -312,27 +349,24 @@ def test_the_bot_client_drops_the_oldest_turns_when_the_server_says_too_long(ser
     assert "".join(client.stream("What now?", history, usage)) == local.generate("What now?", history[kept:])
 
 
-def test_a_non_streaming_client_that_disconnects_stops_its_generation(server, sdk, local):
-    import openai
-
+def test_a_non_streaming_client_that_disconnects_stops_its_generation(server, local):
     sampling = Sampling(max_new_tokens=1200)
     full = local.generate_streams([local.prompt_ids(LONG, [], sampling)], [1200], sampling).tokens(0)
     assert full > 400
-    before = generated_tokens(server)
-    with pytest.raises(openai.APITimeoutError):
-        ask(sdk.with_options(timeout=0.5), LONG, max_completion_tokens=1200)
-    last, now = -1.0, generated_tokens(server)
-    while now != last:  # until the server has stopped generating
-        time.sleep(0.5)
-        last, now = now, generated_tokens(server)
-    assert now - before < full / 4
+    before, hung_up = generated_tokens(server), metric(server, 'secbot_requests_total{status="499"}')
+    hang_up_once_decoding(server, {"model": "secbot", "max_completion_tokens": 1200,
+                                   "messages": [{"role": "system", "content": SYSTEM},
+                                                {"role": "user", "content": LONG}]})
+    until(lambda: metric(server, 'secbot_requests_total{status="499"}') > hung_up, "the server to see the hang-up")
+    until(lambda: metric(server, "secbot_decoding_requests") == 0, "the batch to empty")
+    assert generated_tokens(server) - before < full / 2  # it stopped, well before the answer's end
 
 
 def test_ready_turns_503_when_the_batcher_stops(fresh_engine):
     """/ready is what an orchestrator routes by: it must say no when answers cannot come."""
     import asyncio
 
-    from secbot.model.server import create_server
+    from secbot.model.serving.http_api import create_server
 
     app = create_server(fresh_engine)
 

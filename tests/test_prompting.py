@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from secbot.model.prompting import ContextOverflow, NoChatTemplate, PromptBuilder
+from secbot.model.runtime.prompting import ContextOverflow, NoChatTemplate, PromptBuilder
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
 GLM4_TEMPLATES = ["glm-4-9b-chat.jinja", "glm-4-0414.jinja"]

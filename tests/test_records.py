@@ -3,7 +3,7 @@ import json
 import pytest
 
 from secbot.model.errors import ModelError
-from secbot.model.records import Columns, Record, RecordError, read_records, records_hash, write_records
+from secbot.model.training.record_formats import Columns, Record, RecordError, read_records, records_hash, write_records
 
 
 def test_reads_thudm_json_lines_and_arrays(tmp_path):

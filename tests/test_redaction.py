@@ -8,8 +8,8 @@ import pytest
 from conftest import answered
 from sqlalchemy import create_engine, text
 
-from secbot.feedback.redaction import Redactor
-from secbot.model.records import write_records
+from secbot.feedback.intake.redaction import Redactor
+from secbot.model.training.record_formats import write_records
 
 PLANTED = {
     "aws_access_key": "AKIAIOSFODNN7EXAMPLE",

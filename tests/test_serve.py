@@ -2,13 +2,12 @@
 
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 import yaml
 
-from secbot.bot.offline_slack import OfflineSlack, event_body, mention_event, signature_headers
+from secbot.bot.slack.offline import OfflineSlack, event_body, mention_event, signature_headers
 from servers import clean_env, free_port, secbot_server
 
 SECRET = "serve-test-secret"
@@ -29,9 +28,8 @@ def served(tiny_dir, tmp_path):
 def test_http_mode_answers_signed_events_and_rejects_bad_ones(served):
     url, slack = served
     body = event_body(mention_event("What is phishing?", channel="C1", ts="1.1"))
-    started = time.perf_counter()
     response = httpx.post(url, content=body, headers=signature_headers(body, SECRET))
-    assert response.status_code == 200 and time.perf_counter() - started < 3
+    assert response.status_code == 200  # acknowledged (how fast: bench/bot_load.py)
     slack.wait_for(lambda: [m for m in slack.thread_messages("C1", "1.1") if m.get("blocks")], timeout=120)
     bad = httpx.post(url, content=body, headers=signature_headers(body, "not-the-secret"))
     assert bad.status_code == 401
@@ -40,7 +38,7 @@ def test_http_mode_answers_signed_events_and_rejects_bad_ones(served):
 
 
 def test_serve_without_tokens_says_what_to_set(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli", "serve", "--http"],
+    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", "serve", "--http"],
                          env=clean_env(SECBOT_DATA_DIR=str(tmp_path)),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "SLACK_BOT_TOKEN" in out.stderr and "Traceback" not in out.stderr
@@ -49,7 +47,7 @@ def test_serve_without_tokens_says_what_to_set(tmp_path):
 def test_the_manifest_declares_exactly_the_scopes_and_events_the_code_uses():
     from pathlib import Path
 
-    from secbot.bot.listeners import BOT_EVENTS, BOT_SCOPES
+    from secbot.bot.slack.listeners import BOT_EVENTS, BOT_SCOPES
 
     manifest = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "manifest.yml").read_text())
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == BOT_EVENTS

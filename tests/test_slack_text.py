@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from secbot.bot.incoming import mentions, normalise
-from secbot.bot.rendering import (ZWSP, InertStream, escape_mrkdwn, neutralise, notification_text,
+from secbot.bot.slack.incoming import mentions, normalise
+from secbot.bot.slack.rendering import (ZWSP, InertStream, escape_mrkdwn, neutralise, notification_text,
                                   split_markdown)
 
 NAMES = {"U2": "bob", "U3": "carol"}.get

@@ -14,7 +14,7 @@ from servers import clean_env
 from slack_payloads import payload
 from websockets.asyncio.server import serve
 
-from secbot.bot.offline_slack import BOT_USER_ID, OfflineSlack
+from secbot.bot.slack.offline import BOT_USER_ID, OfflineSlack
 
 
 class SlackSocket:
@@ -75,7 +75,7 @@ def socket_mode(tiny_dir, tmp_path):
         env = clean_env(SLACK_BOT_TOKEN="xoxb-socket-test", SLACK_APP_TOKEN="xapp-1-A111-socket-test",
                         SLACK_API_URL=slack.api_url, SECBOT_MODEL=str(tiny_dir), SECBOT_DATA_DIR=str(tmp_path),
                         SECBOT_MAX_NEW_TOKENS="16", SECBOT_ADMINS="UADMIN", SECBOT_SCHEDULER="0")
-        proc = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli", "serve"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli.commands", "serve"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             wait(lambda: socket.connections or proc.poll() is not None)

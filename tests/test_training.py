@@ -7,11 +7,11 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from secbot.model.engine import Engine
-from secbot.model.evaluation import evaluate, read_predictions
-from secbot.model.generation import Sampling
-from secbot.model.records import Record, write_records
-from secbot.model.training import METADATA_FILE, TrainConfig, TrainingError, train
+from secbot.model.runtime.engine import Engine
+from secbot.model.training.evaluation import evaluate, read_predictions
+from secbot.model.runtime.generation import Sampling
+from secbot.model.training.record_formats import Record, write_records
+from secbot.model.training.trainer import METADATA_FILE, TrainConfig, TrainingError, train
 from servers import clean_env
 
 SYSTEM = "You are secbot."
@@ -98,7 +98,7 @@ def test_output_holds_only_adapter_weights_metadata_and_loss_curve(ptuned, tiny_
 def test_adapter_reloaded_in_a_fresh_process_gives_identical_answers(tiny_dir, ptuned, data_file, tmp_path):
     engine = Engine.load(tiny_dir, ptuned.adapter_dir, system_prompt=SYSTEM)
     expected = engine.generate_batch([(r.prompt, r.history) for r in RECORDS], GREEDY)
-    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli", "eval", "--model", str(tiny_dir),
+    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", "eval", "--model", str(tiny_dir),
                           "--adapter", str(ptuned.adapter_dir), "--data", str(data_file),
                           "--out", str(tmp_path), "--max-new-tokens", "40"],
                          capture_output=True, text=True, env=cli_env(), timeout=300)
@@ -110,7 +110,7 @@ def test_adapter_reloaded_in_a_fresh_process_gives_identical_answers(tiny_dir, p
 
 def test_killed_training_resumes_and_continues_the_step_count(tiny_dir, ptuned, data_file, tmp_path):
     out = tmp_path / "resumed"
-    proc = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli", "train", "--data", str(data_file),
+    proc = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli.commands", "train", "--data", str(data_file),
                              "--model", str(tiny_dir), "--out", str(out), *config_flags(PTUNING)],
                             env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     partial = out.with_name("resumed.partial")
@@ -184,7 +184,7 @@ def test_existing_output_is_never_overwritten(tiny_dir, ptuned):
 def test_malformed_data_fails_with_line_or_is_skipped_and_counted(tiny_dir, tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"prompt": "q", "response": "a"}\n{"prompt": "q2"}\n{"prompt": "q3", "response": "a3"}\n')
-    args = [sys.executable, "-m", "secbot.bot.cli", "train", "--data", str(data), "--model", str(tiny_dir),
+    args = [sys.executable, "-m", "secbot.bot.cli.commands", "train", "--data", str(data), "--model", str(tiny_dir),
             "--out", str(tmp_path / "o"), "--max-steps", "2", "--batch-size", "2", "--grad-accum", "1",
             "--pre-seq-len", "4"]
     out = subprocess.run(args, capture_output=True, text=True, env=cli_env(), timeout=300)
@@ -201,9 +201,9 @@ def test_answer_only_logits_give_the_models_own_loss(tiny_dir, config):
     import torch
     from peft import get_peft_model
 
-    from secbot.model.loading import load_base
-    from secbot.model.prompting import PromptBuilder
-    from secbot.model.training import answer_loss, collate, encode, peft_config_for
+    from secbot.model.runtime.loading import load_base
+    from secbot.model.runtime.prompting import PromptBuilder
+    from secbot.model.training.trainer import answer_loss, collate, encode, peft_config_for
 
     loaded = load_base(tiny_dir)
     torch.manual_seed(0)

@@ -1,0 +1,5 @@
+import sys
+
+from secbot.bot.cli.commands import main
+
+sys.exit(main())

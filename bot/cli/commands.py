@@ -1,0 +1,417 @@
+"""The `secbot` command line: one sub-command per job, each a small function."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+
+from pydantic import ValidationError
+
+from secbot.bot.settings import Settings, explain
+from secbot.model.errors import ModelError
+from secbot.model.training.record_formats import Columns
+from secbot.model.training.trainer import TrainConfig
+
+log = logging.getLogger("secbot")
+
+
+def cmd_config(args, settings: Settings) -> int:
+    for name, value in settings.describe():
+        print(f"{name}={value}")
+    return 0
+
+
+def cmd_tiny_model(args, settings: Settings) -> int:
+    from secbot.model.runtime.tiny import build_tiny_model
+
+    path = build_tiny_model(args.dir, seed=args.seed)
+    print(f"tiny reference model written to {path}")
+    return 0
+
+
+def cmd_chat(args, settings: Settings) -> int:
+    from secbot.bot import configure
+    from secbot.bot.cli.terminal_chat import run_chat
+    from secbot.feedback.learning.loop import serve_active
+    from secbot.model.serving.client import InProcessClient
+
+    store = configure.open_store(settings)
+    if args.model or args.adapter or not settings.model_url:
+        model = InProcessClient(configure.load_engine(settings, args.model, args.adapter))
+        served = serve_active(store, model) if not args.adapter else f"adapter {args.adapter}"
+        print(f"model {model.engine.loaded.path} on {model.engine.device}, {served}", file=sys.stderr)
+    else:
+        model = configure.model_client(settings)
+        print(f"model server {settings.model_url}", file=sys.stderr)
+    memory = not args.no_memory
+    print(f"team memory: {'on' if memory else 'off'} ({store.memory.size()} approved record(s), "
+          f"{settings.effective_database_url.split('://')[0]} store)", file=sys.stderr)
+    return run_chat(configure.responder(settings, store, model, memory))
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One --option per dataclass field, with its default and help, so CLI and code agree."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        args = typing.get_args(kind)
+        base = next((a for a in args if a is not type(None)), kind) if args else kind
+        help_text = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default is not None else "")
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, type=base, default=f.default, help=help_text,
+                                choices=f.metadata.get("choices"))
+
+
+def dataclass_from_args(cls, args):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def cmd_train(args, settings: Settings) -> int:
+    from secbot.bot.configure import resolve_model_dir
+    from secbot.model.training.record_formats import read_records
+    from secbot.model.training.trainer import train
+
+    columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
+    data = read_records(args.data, columns, skip_bad=args.skip_bad)
+    for bad in data.skipped:
+        print(f"skipped {bad}", file=sys.stderr)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} malformed record(s) of {args.data}", file=sys.stderr)
+    val = read_records(args.val, columns).records if args.val else []
+    result = train(resolve_model_dir(settings, args.model), data.records, args.out,
+                   dataclass_from_args(TrainConfig, args), val,
+                   system_prompt=settings.effective_system_prompt, restart=args.restart)
+    print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.metadata["steps"],
+                      "tokens_per_s": result.metadata["tokens_per_s"],
+                      **result.metadata["metrics"]}, ensure_ascii=False))
+    return 0
+
+
+def cmd_eval(args, settings: Settings) -> int:
+    from secbot.model.training.evaluation import compute_metrics, evaluate, read_predictions
+    from secbot.model.runtime.generation import Sampling
+    from secbot.model.training.record_formats import read_records
+
+    if args.predictions:
+        metrics = compute_metrics(*read_predictions(args.predictions))
+    else:
+        if not args.data:
+            print("secbot eval: give --data FILE (records to answer) or --predictions FILE",
+                  file=sys.stderr)
+            return 2
+        from secbot.bot.configure import load_engine
+
+        columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
+        records = read_records(args.data, columns).records
+        engine = load_engine(settings, args.model, args.adapter)
+        metrics, _ = evaluate(engine, records, args.out, batch_size=args.batch_size,
+                              sampling=Sampling(max_new_tokens=args.max_new_tokens), progress=True)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_db(args, settings: Settings) -> int:
+    from secbot.feedback.store.db import Database, mask_password
+    from secbot.feedback.store.migrate import current_revision, upgrade
+
+    url = settings.effective_database_url
+    Database(url).check()
+    if args.action == "upgrade":
+        upgrade(url)
+    print(f"{mask_password(url)}: schema revision {current_revision(url) or 'none'}")
+    return 0
+
+
+def cmd_export(args, settings: Settings) -> int:
+    from secbot.bot.configure import open_store
+    from secbot.model.training.record_formats import write_records
+
+    status = None if args.status == "all" else args.status
+    records = [r.as_record() for r in open_store(settings).records.list(status)]
+    count = write_records(args.out, records, args.format)
+    print(f"exported {count} {args.status} record(s) to {args.out}")
+    return 0
+
+
+def cmd_import(args, settings: Settings) -> int:
+    from secbot.bot import configure
+
+    columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
+    store = configure.open_store(settings)
+    result = configure.intake(settings, store).import_file(args.file, status=args.status, columns=columns,
+                                                           author=args.author)
+    print(f"imported {result.added} record(s) as {args.status}; {result.duplicates} already "
+          f"present; {result.redactions} secret(s) redacted"
+          + (f"; {result.flagged} held for review (identity or impostor answers)" if result.flagged else ""))
+    return 0
+
+
+def cmd_rollback(args, settings: Settings) -> int:
+    from secbot.bot import configure
+    from secbot.feedback.learning.loop import LogReporter
+
+    store = configure.open_store(settings)
+    # Tell a model server to switch when one is configured; in-process bots follow the store.
+    model = configure.model_client(settings) if settings.model_url else None
+    message = configure.learning_loop(settings, store, model, LogReporter()).rollback(args.version, args.by)
+    print(message)
+    return 1 if message.startswith("Rollback refused") else 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from secbot.bot import configure
+    from secbot.bot.slack.transport import serve_http, serve_socket_mode
+
+    http = args.http or not settings.slack_app_token
+    try:
+        bot = configure.bot_process(settings, http_mode=http)
+    except configure.SettingsError as exc:
+        print(f"secbot: {exc}", file=sys.stderr)
+        return 2
+    bot.start()
+    if http:
+        print(f"secbot listening for Slack events on http://{args.host}:{args.port}/slack/events",
+              file=sys.stderr, flush=True)
+        serve_http(bot.slack.app, args.host, args.port)
+    else:
+        print("secbot connected to Slack in Socket Mode", file=sys.stderr, flush=True)
+        serve_socket_mode(bot.slack.app, settings.slack_app_token.get_secret_value())
+    return 0
+
+
+def cmd_serve_model(args, settings: Settings) -> int:
+    from secbot.bot import configure
+    from secbot.feedback.learning.loop import serve_active
+    from secbot.model.serving.client import InProcessClient
+    from secbot.model.errors import ModelError
+    from secbot.model.serving.http_api import serve_model
+
+    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    host = args.host or ("0.0.0.0" if key else "127.0.0.1")
+    if not key and not is_loopback(host):
+        print(f"secbot: serve-model without SECBOT_MODEL_API_KEY listens on 127.0.0.1 only, not {host}: "
+              "set the key (and give it to the bot) to serve other hosts.", file=sys.stderr)
+        return 2
+    engine = configure.load_engine(settings, args.model, args.adapter)
+    try:  # the store says which version is active; the data dir is shared with the worker
+        served = serve_active(configure.open_store(settings), InProcessClient(engine))
+    except ModelError as exc:
+        served = f"the base model (no store: {exc})"
+    print(f"secbot: serving {served}", file=sys.stderr)
+    if not key:
+        print("secbot: no SECBOT_MODEL_API_KEY: listening on loopback only; adapter switches are refused",
+              file=sys.stderr)
+    print(f"secbot model server on http://{host}:{args.port}/v1 ({engine.loaded.path} on "
+          f"{engine.device})", file=sys.stderr, flush=True)
+    serve_model(engine, host, args.port, api_key=key, model_name=settings.model_name,
+                max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
+                max_prompt_tokens=args.max_prompt_tokens, prefill_chunk=args.prefill_chunk)
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_revoke(args, settings: Settings) -> int:
+    from secbot.bot.slack.admin import AdminCommands
+    from secbot.bot.configure import open_store
+
+    message = AdminCommands(open_store(settings), settings.admins).revoke(args.record, args.by)
+    print(message)
+    return 1 if message.startswith("Nothing revoked") else 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from secbot.bot import configure
+    from secbot.feedback.learning.loop import LogReporter
+
+    store = configure.open_store(settings)
+    # With SECBOT_MODEL_URL set, a promotion tells the model server to switch (this process is
+    # the one that does); the worker itself loads the model only to train and evaluate, in its
+    # subprocesses. Run reports are kept with each run; the bot posts them to Slack.
+    model = configure.model_client(settings) if settings.model_url else None
+    loop = configure.learning_loop(settings, store, model, LogReporter(), training="local")
+    if settings.scheduler:
+        loop.start_schedule()
+    print("secbot training worker: waiting for queued runs" +
+          (f" and the schedule ({settings.retrain_cron} {settings.timezone})" if settings.scheduler else ""),
+          file=sys.stderr, flush=True)
+    loop.work()
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from secbot.bot.cli.demo import run_demo
+
+    result = run_demo(args.data_dir)
+    return 0 if result.decision == "promoted" else 1
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
+def option_group(*options: tuple[tuple[str, ...], dict]) -> argparse.ArgumentParser:
+    """Options several sub-commands share, defined once (argparse parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    for flags, kwargs in options:
+        parent.add_argument(*flags, **kwargs)
+    return parent
+
+
+MODEL = option_group((("--model",), {"help": "model directory or `tiny` (default: SECBOT_MODEL)"}))
+ADAPTER = option_group((("--adapter",), {"help": "adapter directory (default: the active version's, "
+                                                 "or SECBOT_ADAPTER)"}))
+COLUMNS = option_group((("--prompt-column",), {"default": "prompt"}),
+                       (("--response-column",), {"default": "response"}),
+                       (("--history-column",), {"default": "history", "help": "'' for none"}))
+BY = option_group((("--by",), {"default": "cli", "help": "recorded as who did it"}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="secbot", description="A security team's own LLM in Slack.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print the effective configuration, secrets masked")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("tiny-model", help="write the tiny GLM reference model and tokenizer to DIR")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("chat", help="chat with the model in the terminal (stdin may be piped)",
+                       parents=[MODEL, ADAPTER])
+    p.add_argument("--no-memory", action="store_true", help="answer from the model only, not the "
+                   "team's approved records")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("train", help="P-tune (v2) or LoRA-tune an adapter on training records",
+                       parents=[MODEL, COLUMNS])
+    p.add_argument("--data", required=True, help=".json/.jsonl (one record per line) or JSON array: "
+                   "THUDM prompt/response/history, or chat `messages`")
+    p.add_argument("--out", required=True, help="adapter directory to create")
+    p.add_argument("--val", help="validation records; their loss is reported")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed records, and count them")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted run's checkpoint")
+    add_dataclass_options(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="answer records and score them as THUDM does (ROUGE, BLEU-4)",
+                       parents=[MODEL, ADAPTER, COLUMNS])
+    p.add_argument("--data", help="records to answer")
+    p.add_argument("--out", help="write generated_predictions.txt and metrics.json here")
+    p.add_argument("--predictions", help="score an existing generated_predictions.txt instead")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="the whole loop offline: ask, correct, retrain, ask again")
+    p.add_argument("--data-dir", help="keep the demo's model, database and runs here "
+                   "(default: a new temporary directory)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set)")
+    p.add_argument("--http", action="store_true", help="HTTP Events API instead of Socket Mode")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("serve-model", help="OpenAI-compatible model server (batched, streaming)",
+                       parents=[MODEL, ADAPTER])
+    p.add_argument("--host", help="address to listen on (default: 0.0.0.0 with SECBOT_MODEL_API_KEY, "
+                   "else 127.0.0.1; without a key only loopback is allowed)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=positive_int, default=8, help="requests decoded together (default: 8)")
+    p.add_argument("--max-batch-tokens", type=positive_int, default=65536,
+                   help="KV-cache room of the batch in tokens; each request reserves its prompt and its "
+                        "max tokens, and waits until that fits (default: 65536)")
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=16384,
+                   help="longer prompts are refused with 400 (default: 16384)")
+    p.add_argument("--prefill-chunk", type=positive_int, default=512,
+                   help="prompt tokens prefilled per step while other answers keep streaming (default: 512)")
+    p.set_defaults(func=cmd_serve_model)
+
+    p = sub.add_parser("worker", help="training worker for the GPU host: queued runs and the schedule")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("db", help="database schema: `upgrade` to the latest, `current` to show it")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("export", help="write training records as JSON lines")
+    p.add_argument("out")
+    p.add_argument("--status", default="approved", choices=["approved", "pending", "rejected", "all"])
+    p.add_argument("--format", default="thudm", choices=["thudm", "messages"],
+                   help="thudm: prompt/response/history (default); messages: GLM-4 / OpenAI chat "
+                        "`messages` lists")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="add training records, THUDM or chat `messages` format, told "
+                       "apart per line (all or nothing)", parents=[COLUMNS])
+    p.add_argument("file")
+    p.add_argument("--status", default="approved", choices=["approved", "pending"],
+                   help="approved (default: an admin is importing) or pending (review first)")
+    p.add_argument("--author", default="import", help="recorded as the records' author")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("revoke", help="take an approved record back: out of team memory and of every "
+                       "later training run", parents=[BY])
+    p.add_argument("record", type=int, help="record number (see /secbot review, the App Home, export)")
+    p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("rollback", help="make an earlier model version active (default: the one "
+                       "before the active one)", parents=[BY])
+    p.add_argument("version", nargs="?", type=int, help="version number (see /secbot status)")
+    p.set_defaults(func=cmd_rollback)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"secbot: bad configuration: {explain(exc)}. Fix it in the environment or .env.", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, settings)
+    except ModelError as exc:
+        print(f"secbot: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be written or read
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"secbot: cannot use{where}: {exc.strerror or exc}. Check the path and its permissions.",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""What the listeners work with, handed to them through bolt's context (`context["secbot"]`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+
+from secbot.bot.slack.admin import AdminCommands
+from secbot.bot.slack.delivery import Answerer
+from secbot.bot.settings import Settings
+from secbot.bot.slack.users import Directory
+from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.store.repositories import Store
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    client: WebClient
+    store: Store
+    intake: Intake
+    answerer: Answerer
+    admin: AdminCommands
+    directory: Directory
+
+    def allowed(self, user: str | None, channel: str | None) -> str | None:
+        """Why `user` may not use secbot in `channel` (None when they may)."""
+        s = self.settings
+        if s.channels and channel and not channel.startswith("D") and channel not in s.channels:
+            return ("I only answer in the security team's channels. Ask me in one of them, or in a DM.")
+        if s.allowed_usergroup and user not in self.directory.members(s.allowed_usergroup):
+            return "Sorry, secbot is only open to the security team. Ask an admin to add you to its user group."
+        return None

@@ -1,0 +1,107 @@
+"""Block Kit, built with slack_sdk's models (validated when turned into JSON): answer messages and
+their feedback controls, the correction modal, the review queue and the App Home."""
+
+from __future__ import annotations
+
+import json
+
+from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, ContextActionsBlock, ContextBlock,
+                                     DividerBlock, FeedbackButtonObject, FeedbackButtonsElement, HeaderBlock,
+                                     InputBlock, MarkdownBlock, MarkdownTextObject, PlainTextInputElement,
+                                     PlainTextObject, SectionBlock)
+from slack_sdk.models.views import View
+
+from secbot.bot.slack.rendering import escape_mrkdwn, neutralise
+from secbot.feedback.store.entities import TrainingRecord
+
+SECTION_LIMIT = 3000  # Slack's limit on a section's text
+FEEDBACK, OPEN_CORRECTION = "feedback", "open_correction"
+LEGACY_UP, LEGACY_DOWN = "feedback_up", "feedback_down"  # buttons on answers from earlier versions
+REVIEW_APPROVE, REVIEW_REJECT, REVIEW_REVOKE = "review_approve", "review_reject", "review_revoke"
+CORRECTION_MODAL, CORRECTION_INPUT, CORRECTION_SHORTCUT = "correction_modal", "correction", "correct_answer"
+
+
+def dicts(blocks: list[Block]) -> list[dict]:
+    return [b.to_dict() for b in blocks]
+
+
+def feedback_blocks(turn_id: int, footer: str | None = None) -> list[dict]:
+    """What goes under an answer: where it came from, 👍/👎, and "Correct this answer"."""
+    blocks: list[Block] = []
+    if footer:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=escape_mrkdwn(footer))]))
+    blocks += [
+        ContextActionsBlock(block_id=f"feedback-{turn_id}", elements=[FeedbackButtonsElement(
+            action_id=FEEDBACK,
+            positive_button=FeedbackButtonObject(text="👍 Helpful", value=f"up:{turn_id}"),
+            negative_button=FeedbackButtonObject(text="👎 Wrong", value=f"down:{turn_id}"))]),
+        ActionsBlock(block_id=f"correct-{turn_id}", elements=[ButtonElement(
+            action_id=OPEN_CORRECTION, value=str(turn_id), text=":pencil2: Correct this answer")]),
+    ]
+    return dicts(blocks)
+
+
+def answer_blocks(markdown: str, turn_id: int | None = None, footer: str | None = None) -> list[dict]:
+    """An answer (or a piece of one) as a `markdown` block; the last piece carries feedback."""
+    body = dicts([MarkdownBlock(text=neutralise(markdown) or " ")])
+    return body + (feedback_blocks(turn_id, footer) if turn_id is not None else [])
+
+
+def correction_offer_blocks(turn_id: int) -> list[dict]:
+    """The ephemeral reply to a correction reaction (reactions carry no trigger_id)."""
+    return dicts([
+        SectionBlock(text=MarkdownTextObject(text="Want to teach secbot the right answer?")),
+        ActionsBlock(elements=[ButtonElement(action_id=OPEN_CORRECTION, value=str(turn_id), style="primary",
+                                             text="Correct this answer")])])
+
+
+def correction_modal(turn_id: int, channel: str, question: str, answer: str) -> dict:
+    return View(
+        type="modal", callback_id=CORRECTION_MODAL, title="Correct this answer", submit="Save correction",
+        close="Cancel", private_metadata=json.dumps({"turn_id": turn_id, "channel": channel}),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(
+                text=f"*Question*\n{escape_mrkdwn(question)[:SECTION_LIMIT - 20]}")),
+            InputBlock(block_id=CORRECTION_INPUT, label="The answer secbot should have given",
+                       element=PlainTextInputElement(action_id=CORRECTION_INPUT, multiline=True,
+                                                     initial_value=answer[:3000] or None, max_length=3000)),
+            ContextBlock(elements=[MarkdownTextObject(
+                text="Your correction becomes a training record (secrets are redacted). Once approved it "
+                     "answers at once from team memory and the next training run learns it.")]),
+        ]).to_dict()
+
+
+def message_modal(title: str, text: str) -> dict:
+    return View(type="modal", title=title[:24], blocks=[
+        SectionBlock(text=MarkdownTextObject(text=escape_mrkdwn(text)))]).to_dict()
+
+
+def record_summary(record: TrainingRecord, name_of=lambda user: user) -> str:
+    prompt = record.prompt if len(record.prompt) < 300 else record.prompt[:297] + "…"
+    response = record.response if len(record.response) < 600 else record.response[:597] + "…"
+    flags = f" :warning: flagged: {', '.join(record.flags)}" if record.flags else ""
+    return (f"*#{record.id}* from @{escape_mrkdwn(name_of(record.author))} ({record.source.value}){flags}\n"
+            f"*Q:* {escape_mrkdwn(prompt)}\n*A:* {escape_mrkdwn(response)}")
+
+
+def review_blocks(records: list[TrainingRecord], total_pending: int, name_of=lambda user: user) -> list[dict]:
+    if not records:
+        return dicts([SectionBlock(text=MarkdownTextObject(text="No records wait for review."))])
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"*{total_pending} record(s) wait for review*"))]
+    for record in records:
+        blocks += [
+            SectionBlock(text=MarkdownTextObject(text=record_summary(record, name_of))),
+            ActionsBlock(block_id=f"review-{record.id}", elements=[
+                ButtonElement(action_id=REVIEW_APPROVE, value=str(record.id), style="primary", text="Approve"),
+                ButtonElement(action_id=REVIEW_REJECT, value=str(record.id), style="danger", text="Reject")]),
+        ]
+    return dicts(blocks)
+
+
+def home_view(status: str, review: list[dict] | None) -> dict:
+    blocks = [HeaderBlock(text=PlainTextObject(text="secbot")),
+              SectionBlock(text=MarkdownTextObject(text=status[:SECTION_LIMIT]))]
+    view = View(type="home", blocks=blocks + ([DividerBlock()] if review is not None else []))
+    data = view.to_dict()
+    data["blocks"] += review or []
+    return data

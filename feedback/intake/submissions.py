@@ -1,0 +1,151 @@
+"""What enters the store, and with which review status.
+
+Every text secbot keeps passes through here: questions, answers, corrections, 👍'd answers,
+imports. Each is redacted first (`feedback.redaction`). A new record is approved at once only
+when a trusted analyst sent it and nothing about it needs a human: identity questions and
+answers claiming another assistant's identity wait for review whoever sends them, imports
+included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from secbot.feedback.store.entities import RecordFlag, RecordSource, RecordStatus, TrainingRecord, Turn
+from secbot.feedback.errors import StoreError
+from secbot.feedback.intake.identity import IdentityGuard
+from secbot.feedback.store.records import NewRecord
+from secbot.feedback.intake.redaction import Redactor
+from secbot.feedback.store.repositories import Store
+from secbot.model.training.record_formats import Columns, Record, read_records
+
+AUTO_APPROVED = "auto:trusted"
+FLAG_REASONS = {RecordFlag.IDENTITY.value: "it answers who the assistant is, which only the configured identity may",
+                RecordFlag.IMPOSTOR.value: "its answer speaks as another assistant or vendor"}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A correction or 👍 as stored: the record, and whether it is new."""
+
+    record: TrainingRecord
+    created: bool
+
+    def message(self) -> str:
+        """What to tell the analyst who sent it."""
+        rec = self.record
+        if not self.created:
+            return {
+                RecordStatus.REJECTED: f"This exact answer was already submitted and rejected (record #{rec.id}); "
+                                       "it will not be reviewed again. Write a different answer, or ask an admin.",
+                RecordStatus.APPROVED: f"This exact answer is already approved as record #{rec.id}.",
+                RecordStatus.PENDING: f"This exact answer already waits for review as record #{rec.id}.",
+                RecordStatus.SUPERSEDED: f"This exact answer was record #{rec.id}, since replaced by "
+                                         f"record #{rec.superseded_by}.",
+                RecordStatus.REVOKED: f"This exact answer was record #{rec.id}, which an admin revoked; "
+                                      "it will not be used.",
+            }[rec.status]
+        if rec.status is RecordStatus.APPROVED:
+            return (f"Thanks! Saved as record #{rec.id} and approved: secbot answers with it from now on, "
+                    "and the next training run learns it.")
+        if rec.flags:
+            why = "; ".join(FLAG_REASONS.get(f, f) for f in rec.flags)
+            return f"Thanks! Saved as record #{rec.id}. An admin must review it first: {why}."
+        return f"Thanks! Saved as record #{rec.id}, waiting for an admin's review."
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: int
+    duplicates: int
+    redactions: int
+    flagged: int  # held for review although imported as approved
+
+
+class Intake:
+    def __init__(self, store: Store, *, trusted: Iterable[str] = (), redactor: Redactor | None = None,
+                 guard: IdentityGuard | None = None):
+        self.store = store
+        self.trusted = set(trusted)
+        self.redactor = redactor or Redactor()
+        self.guard = guard or IdentityGuard()
+
+    # -- conversation text -----------------------------------------------------------------------
+    def question(self, *, channel: str, thread_ts: str, question: str, asker: str | None,
+                 question_ts: str | None) -> int:
+        clean = self.redactor.redact(question)
+        return self.store.conversations.record_question(channel=channel, thread_ts=thread_ts,
+                                                        question=clean.text, asker=asker,
+                                                        question_ts=question_ts, redactions=clean.count)
+
+    def answer(self, turn_id: int, answer: str | None, **fields) -> None:
+        clean = self.redactor.redact(answer or "")
+        self.store.conversations.record_answer(turn_id, answer=clean.text if answer is not None else None,
+                                               redactions=clean.count, **fields)
+
+    # -- records ---------------------------------------------------------------------------------
+    def correction(self, turn_id: int, author: str, text: str) -> Submission:
+        """An analyst's corrected answer to a turn: the turn's question as prompt, the thread's
+        earlier turns as history."""
+        if not text.strip():
+            raise StoreError("a correction needs an answer")
+        turn, history = self._turn_and_history(turn_id)
+        return self._submit(Record(turn.question, text, tuple(history)), RecordSource.CORRECTION, author, turn)
+
+    def thumbs_up(self, turn_id: int, user: str) -> Submission | None:
+        """A 👍'd answer as a record; None when the turn has no answer."""
+        turn, history = self._turn_and_history(turn_id)
+        if not turn.answer or turn.error_id:
+            return None
+        return self._submit(Record(turn.question, turn.answer, tuple(history)), RecordSource.APPROVED_ANSWER,
+                            user, turn)
+
+    def _turn_and_history(self, turn_id: int) -> tuple[Turn, list[tuple[str, str]]]:
+        turn = self.store.conversations.get_turn(turn_id)
+        if turn is None:
+            raise StoreError(f"no turn {turn_id}")
+        return turn, self.store.conversations.thread_history(turn.channel, turn.thread_ts, before_turn=turn.id)
+
+    def clean(self, record: Record) -> tuple[Record, int]:
+        """The record with every field redacted, and how many secrets were replaced."""
+        found = 0
+
+        def redact(text: str) -> str:
+            nonlocal found
+            result = self.redactor.redact(text)
+            found += result.count
+            return result.text
+
+        return Record(redact(record.prompt), redact(record.response),
+                      tuple((redact(q), redact(a)) for q, a in record.history)), found
+
+    def _new(self, record: Record, source: RecordSource, author: str | None, *, approve: bool,
+             turn: Turn | None = None) -> NewRecord:
+        record, redactions = self.clean(record)
+        flags = self.guard.flags(record)
+        approved = approve and not flags
+        return NewRecord(record, source, RecordStatus.APPROVED if approved else RecordStatus.PENDING, author,
+                         reviewer=(AUTO_APPROVED if author in self.trusted else author) if approved else None,
+                         turn_id=turn.id if turn else None,
+                         model_version_id=turn.model_version_id if turn else None,
+                         flags=flags, redactions=redactions)
+
+    def _submit(self, record: Record, source: RecordSource, author: str, turn: Turn) -> Submission:
+        new = self._new(record, source, author, approve=author in self.trusted, turn=turn)
+        stored, created = self.store.records.add(new)
+        return Submission(stored, created)
+
+    def import_records(self, records: Sequence[Record], *, status: RecordStatus | str, author: str) -> ImportResult:
+        """Records from a file, in one transaction. Approved ones still wait for review when flagged."""
+        approve = RecordStatus(status) is RecordStatus.APPROVED
+        items = [self._new(r, RecordSource.IMPORT, author, approve=approve) for r in records]
+        added, duplicates = self.store.records.add_many(items)
+        return ImportResult(added, duplicates, sum(i.redactions for i in items),
+                            sum(1 for i in items if approve and i.flags))
+
+    def import_file(self, path: str | Path, *, status: RecordStatus | str = RecordStatus.APPROVED,
+                    author: str = "import", columns: Columns = Columns()) -> ImportResult:
+        """All records of a THUDM file or none: a malformed line imports nothing and is named."""
+        return self.import_records(read_records(path, columns).records, status=status, author=author)

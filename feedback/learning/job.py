@@ -1,0 +1,57 @@
+"""The training job of a nightly run, as the pipeline hands it to its subprocess.
+
+One typed spec, written as `job.json` in the run directory and read back by
+`feedback.train_job`; the data files sit beside it under fixed names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from secbot.model.training.trainer import TrainConfig
+
+# Evaluation sets, each answered by the candidate and the active version.
+EVAL_SETS = ("heldout", "identity_heldout", "identity_train", "corrections")
+
+
+@dataclass
+class JobSpec:
+    model_dir: str
+    run_dir: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    active_adapter: str | None = None
+    system_prompt: str | None = None
+    assistant_name: str = "secbot"
+    eval_max_new_tokens: int = 128
+    mcq_file: str | None = None
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.run_dir)
+
+    def data(self, name: str) -> Path:
+        """The run's data file `name` (train, val, or an evaluation set)."""
+        return self.dir / f"{name}.jsonl"
+
+    @property
+    def adapter(self) -> Path:
+        return self.dir / "adapter"
+
+    @property
+    def result(self) -> Path:
+        return self.dir / "result.json"
+
+    @property
+    def file(self) -> Path:
+        return self.dir / "job.json"
+
+    def write(self) -> Path:
+        self.file.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
+        return self.file
+
+    @classmethod
+    def read(cls, path: str | Path) -> "JobSpec":
+        raw = json.loads(Path(path).read_text())
+        return cls(**raw | {"train": TrainConfig(**raw["train"])})

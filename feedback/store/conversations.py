@@ -1,0 +1,153 @@
+"""Conversations: Slack threads, their turns (question and answer), every message of an answer,
+and the feedback analysts give on turns. Text arrives here already redacted (`feedback.intake`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from secbot.feedback.store.db import Database
+from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
+from secbot.feedback.errors import StoreError
+from secbot.feedback.store.schema import AnswerMessageRow, FeedbackRow, ThreadRow, TurnRow
+
+TURN_COLUMNS = (TurnRow, ThreadRow.channel_id, ThreadRow.thread_ts)
+
+
+def _turn(row: TurnRow, channel: str, thread_ts: str) -> Turn:
+    return Turn(id=row.id, channel=channel, thread_ts=thread_ts, question=row.question,
+                answer=row.answer, asker=row.asker_id, question_ts=row.question_ts,
+                answer_ts=row.answer_ts, model_version_id=row.model_version_id,
+                memory_record_id=row.memory_record_id, error_id=row.error_id,
+                latency_ms=row.latency_ms, prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens, created_at=row.created_at)
+
+
+class Conversations:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def _thread_id(self, s: Session, channel: str, thread_ts: str) -> int:
+        found = s.scalar(select(ThreadRow.id).filter_by(channel_id=channel, thread_ts=thread_ts))
+        if found is not None:
+            return found
+        try:
+            with s.begin_nested():
+                thread = ThreadRow(channel_id=channel, thread_ts=thread_ts)
+                s.add(thread)
+            return thread.id
+        except IntegrityError:  # another process created it first
+            return s.scalar(select(ThreadRow.id).filter_by(channel_id=channel, thread_ts=thread_ts))
+
+    def record_question(self, *, channel: str, thread_ts: str, question: str, asker: str | None = None,
+                        question_ts: str | None = None, redactions: int = 0) -> int:
+        """Store a question as soon as it arrives (so it is kept even if answering fails)."""
+        with self.db.session() as s:
+            turn = TurnRow(thread_id=self._thread_id(s, channel, thread_ts), question=question,
+                           asker_id=asker, question_ts=question_ts, redactions=redactions)
+            s.add(turn)
+            s.flush()
+            return turn.id
+
+    def record_answer(self, turn_id: int, *, answer: str | None, answer_ts: str | None = None,
+                      model_version_id: int | None = None, memory_record_id: int | None = None,
+                      latency_ms: int | None = None, prompt_tokens: int | None = None,
+                      completion_tokens: int | None = None, error_id: str | None = None,
+                      redactions: int = 0) -> None:
+        with self.db.session() as s:
+            turn = s.get(TurnRow, turn_id)
+            if turn is None:
+                raise StoreError(f"no turn {turn_id}")
+            turn.answer, turn.answer_ts, turn.error_id = answer, answer_ts, error_id
+            turn.model_version_id, turn.memory_record_id = model_version_id, memory_record_id
+            turn.latency_ms, turn.prompt_tokens, turn.completion_tokens = latency_ms, prompt_tokens, completion_tokens
+            turn.redactions += redactions
+
+    def add_answer_messages(self, turn_id: int, channel: str, message_ts: Sequence[str]) -> None:
+        """Every Slack message that shows a piece of the turn's answer (kept once each)."""
+        with self.db.session() as s:
+            known = set(s.scalars(select(AnswerMessageRow.ts).where(
+                AnswerMessageRow.channel_id == channel, AnswerMessageRow.ts.in_(list(message_ts)))))
+            s.add_all(AnswerMessageRow(channel_id=channel, ts=ts, turn_id=turn_id)
+                      for ts in dict.fromkeys(message_ts) if ts not in known)
+
+    def answer_messages(self, turn_id: int) -> list[str]:
+        with self.db.reading() as s:
+            return sorted(s.scalars(select(AnswerMessageRow.ts).where(AnswerMessageRow.turn_id == turn_id)),
+                          key=float)
+
+    def get_turn(self, turn_id: int) -> Turn | None:
+        with self.db.reading() as s:
+            row = s.execute(select(*TURN_COLUMNS).join(ThreadRow, ThreadRow.id == TurnRow.thread_id)
+                            .where(TurnRow.id == turn_id)).first()
+            return _turn(*row) if row else None
+
+    def turn_for_message(self, channel: str, ts: str) -> Turn | None:
+        """The turn whose answer includes the Slack message `ts` (any piece of a split answer).
+        A question's own message is not its answer: feedback there is not feedback on the answer."""
+        with self.db.reading() as s:
+            turn_id = s.scalar(select(AnswerMessageRow.turn_id).filter_by(channel_id=channel, ts=ts))
+        return self.get_turn(turn_id) if turn_id is not None else None
+
+    def thread_history(self, channel: str, thread_ts: str,
+                       before_turn: int | None = None) -> list[tuple[str, str]]:
+        """The thread's answered turns, oldest first, as `[q, a]` history."""
+        with self.db.reading() as s:
+            query = (select(TurnRow.question, TurnRow.answer).join(ThreadRow, ThreadRow.id == TurnRow.thread_id)
+                     .where(ThreadRow.channel_id == channel, ThreadRow.thread_ts == thread_ts,
+                            TurnRow.answer.is_not(None), TurnRow.error_id.is_(None)).order_by(TurnRow.id))
+            if before_turn is not None:
+                query = query.where(TurnRow.id < before_turn)
+            return [(q, a) for q, a in s.execute(query)]
+
+    def thread_turns(self, channel: str, thread_ts: str) -> list[Turn]:
+        """Every turn of a thread, oldest first, answered or not."""
+        with self.db.reading() as s:
+            rows = s.execute(select(*TURN_COLUMNS).join(ThreadRow, ThreadRow.id == TurnRow.thread_id)
+                             .where(ThreadRow.channel_id == channel, ThreadRow.thread_ts == thread_ts)
+                             .order_by(TurnRow.id)).all()
+            return [_turn(*row) for row in rows]
+
+    def thread_known(self, channel: str, thread_ts: str) -> bool:
+        with self.db.reading() as s:
+            return s.scalar(select(ThreadRow.id).filter_by(channel_id=channel, thread_ts=thread_ts)) is not None
+
+    def unfinished_turns(self, before: datetime) -> list[Turn]:
+        """Questions stored before `before` with neither answer nor error: their process died."""
+        with self.db.reading() as s:
+            rows = s.execute(select(*TURN_COLUMNS).join(ThreadRow, ThreadRow.id == TurnRow.thread_id)
+                             .where(TurnRow.answer.is_(None), TurnRow.error_id.is_(None),
+                                    TurnRow.created_at < before).order_by(TurnRow.id)).all()
+            return [_turn(*row) for row in rows]
+
+    def mark_failed(self, turn_id: int, error_id: str) -> bool:
+        """Give an unfinished turn an error id; False when it finished meanwhile."""
+        with self.db.session() as s:
+            done = s.execute(update(TurnRow).where(TurnRow.id == turn_id, TurnRow.answer.is_(None),
+                                                   TurnRow.error_id.is_(None)).values(error_id=error_id))
+            return done.rowcount == 1
+
+    # -- feedback ------------------------------------------------------------------------------
+    def record_feedback(self, turn_id: int, user: str, kind: FeedbackKind | str,
+                        source: FeedbackSource | str) -> bool:
+        """Store one feedback event; the same user, turn and kind is kept once. True if new."""
+        kind, source = FeedbackKind(kind), FeedbackSource(source)
+        with self.db.session() as s:
+            if s.get(TurnRow, turn_id) is None:
+                raise StoreError(f"no turn {turn_id}")
+            try:
+                with s.begin_nested():
+                    s.add(FeedbackRow(turn_id=turn_id, user_id=user, kind=kind, source=source))
+                return True
+            except IntegrityError:
+                return False
+
+    def feedback_counts(self, turn_id: int) -> dict[str, int]:
+        with self.db.reading() as s:
+            rows = s.execute(select(FeedbackRow.kind, func.count()).where(
+                FeedbackRow.turn_id == turn_id).group_by(FeedbackRow.kind))
+            return {kind.value: n for kind, n in rows}

@@ -1,0 +1,161 @@
+"""What the feedback store hands out: plain, immutable dataclasses and the enums they use.
+
+Repositories return these rather than ORM rows, so nothing outside `feedback` depends on a
+session being open or on the schema's shape.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from secbot.model.training.record_formats import Record
+
+
+class FeedbackKind(str, enum.Enum):
+    THUMBS_UP = "thumbs_up"
+    THUMBS_DOWN = "thumbs_down"
+    CORRECTION_REQUESTED = "correction_requested"
+
+
+class FeedbackSource(str, enum.Enum):
+    REACTION = "reaction"
+    BUTTON = "button"
+    SHORTCUT = "shortcut"
+
+
+class RecordSource(str, enum.Enum):
+    CORRECTION = "correction"
+    APPROVED_ANSWER = "approved_answer"
+    IMPORT = "import"
+
+
+class RecordFlag(str, enum.Enum):
+    """Why a reviewer must look at a record, whoever sent it."""
+
+    IDENTITY = "identity"  # it answers who the assistant is
+    IMPOSTOR = "impostor"  # its answer speaks as another assistant or vendor
+
+
+class RecordStatus(str, enum.Enum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SUPERSEDED = "superseded"  # a newer approved record answers the same question
+    REVOKED = "revoked"  # an admin took an approved record back
+
+
+class RunState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    PROMOTED = "promoted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.FAILED, RunState.REJECTED, RunState.PROMOTED)
+
+
+class VersionStatus(str, enum.Enum):
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One question in a Slack thread and the answer secbot gave, with what produced it."""
+
+    id: int
+    channel: str
+    thread_ts: str
+    question: str
+    answer: str | None
+    asker: str | None
+    question_ts: str | None
+    answer_ts: str | None  # the answer's first message; `answer_messages` has every piece
+    model_version_id: int | None
+    memory_record_id: int | None  # the team record that answered it, when memory did
+    error_id: str | None
+    latency_ms: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.answer is not None or self.error_id is not None
+
+    @property
+    def is_direct_message(self) -> bool:
+        return self.channel.startswith("D")
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """A `{prompt, response, history}` example with its provenance and review state."""
+
+    id: int
+    prompt: str
+    response: str
+    history: tuple[tuple[str, str], ...]
+    source: RecordSource
+    status: RecordStatus
+    author: str | None
+    reviewer: str | None
+    reviewed_at: datetime | None
+    turn_id: int | None
+    model_version_id: int | None
+    flags: tuple[str, ...]  # why a reviewer must look: "identity", "impostor"
+    superseded_by: int | None
+    created_at: datetime
+
+    def as_record(self) -> Record:
+        return Record(self.prompt, self.response, self.history)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable, ordered list of approved record ids frozen for one training run."""
+
+    id: int
+    record_ids: tuple[int, ...]
+    content_hash: str
+    excluded: dict
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    state: RunState
+    snapshot_id: int | None
+    method: str
+    hyperparameters: dict
+    metrics: dict
+    log_path: str | None
+    requested_by: str | None
+    error: str | None
+    report: dict = field(default_factory=dict)  # what the admins are told (see RunReport)
+    reported_at: datetime | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Version:
+    """A servable model: the base plus, optionally, an adapter. At most one is active."""
+
+    id: int
+    adapter_path: str | None
+    base_model: str
+    run_id: int | None
+    status: VersionStatus
+    metrics: dict
+    created_at: datetime
+    promoted_at: datetime | None
+    promoted_by: str | None

@@ -1,0 +1,49 @@
+"""The feedback store: one database, four repositories by aggregate.
+
+    store.conversations  threads, turns, answer messages, feedback   (feedback.conversations)
+    store.records        training records, snapshots, team memory    (feedback.records)
+    store.runs           training runs, model versions, locks        (feedback.runs)
+    store.events         Slack event ids already handled             (feedback.events)
+
+Repositories return plain dataclasses (`feedback.entities`). What enters the store is redacted
+and given its review status by `feedback.intake`; the repositories store what they are given.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from secbot.feedback.store.conversations import Conversations
+from secbot.feedback.store.db import Database
+from secbot.feedback.store.events import Events
+from secbot.feedback.store.records import Records
+from secbot.feedback.store.runs import Runs
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """The store on any SQLAlchemy URL; `migrate=True` brings the schema up to date first."""
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.db = Database(url)
+        self.db.check()
+        if migrate:
+            from secbot.feedback.store.migrate import upgrade
+
+            upgrade(self.db)
+        self.conversations = Conversations(self.db)
+        self.records = Records(self.db)
+        self.runs = Runs(self.db)
+        self.events = Events(self.db)
+        self.memory = self.records.memory
+        if migrate and self.records.memory_needs_rebuild():
+            log.warning("team memory indexed %d approved record(s) from before it existed",
+                        self.records.rebuild_memory())
+
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    def close(self) -> None:
+        self.db.close()
