@@ -19,14 +19,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 import httpx
 import uvicorn
 
 from secbot.bot import configure
+from secbot.bot.settings import Settings
 from secbot.bot.slack.offline import OfflineSlack, event_body, mention_event, signature_headers
 from secbot.bot.slack.transport import asgi_app
-from secbot.bot.settings import Settings
 from secbot.feedback.store.repositories import Store
 
 SECRET = "bench-secret"
@@ -60,9 +59,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     with OfflineSlack() as slack:
-        settings = Settings(_env_file=None, slack_bot_token="xoxb-bench", slack_signing_secret=SECRET,
-                            slack_api_url=slack.api_url, data_dir=tmp)
-        store = Store(settings.effective_database_url)
+        settings = Settings.read(None, storage={"data_dir": tmp},
+                                 slack={"bot_token": "xoxb-bench", "signing_secret": SECRET, "api_url": slack.api_url})
+        store = Store(settings.storage.url)
         app = configure.slack_app(settings, store, FixedLatencyModel(args.model_latency)).app
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-
 from secbot.model.runtime.loading import LoadedModel, pick_device, pick_dtype  # noqa: E402
 from secbot.model.runtime.tiny import build_tokenizer  # noqa: E402
 

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-
-
 from common import add_model_args, random_glm4_9b, sync
 
 from secbot.model.runtime.engine import Engine  # noqa: E402

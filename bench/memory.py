@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from secbot.feedback.store.entities import RecordSource, RecordStatus
 from secbot.feedback.learning.evalsets import builtin_heldout, general_set
+from secbot.feedback.store.entities import RecordSource, RecordStatus
 from secbot.feedback.store.records import NewRecord
 from secbot.feedback.store.repositories import Store
 from secbot.model.training.record_formats import Record

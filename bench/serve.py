@@ -20,18 +20,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
-from common import add_model_args, random_glm4_9b, sync  # noqa: E402
-
 import httpx  # noqa: E402
 import torch  # noqa: E402
 import uvicorn  # noqa: E402
+from common import add_model_args, random_glm4_9b, sync  # noqa: E402
 
 from secbot.model.runtime.engine import Engine  # noqa: E402
-from secbot.model.runtime.generation import Sampling  # noqa: E402
+from secbot.model.runtime.generation import (
+    Sampling,  # noqa: E402
+    TextDeltas,  # noqa: E402
+)
 from secbot.model.runtime.prompting import PromptBuilder  # noqa: E402
 from secbot.model.runtime.step_decoder import Decoder, Row, _Joining  # noqa: E402
-from secbot.model.runtime.generation import TextDeltas  # noqa: E402
 from secbot.model.serving.http_api import create_server  # noqa: E402
 from secbot.model.serving.telemetry import Metrics  # noqa: E402
 

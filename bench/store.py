@@ -12,11 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from secbot.feedback.learning.curation import curate
-from secbot.feedback.store.entities import RecordStatus
 from secbot.feedback.intake.identity import IdentityGuard
 from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.learning.curation import curate
+from secbot.feedback.store.entities import RecordStatus
 from secbot.feedback.store.repositories import Store
 
 

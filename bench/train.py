@@ -23,13 +23,11 @@ import time
 from pathlib import Path
 
 import torch
-
-
 from common import add_model_args, random_glm4_9b, sync  # noqa: E402
 
 from secbot.model.runtime.loading import load_base  # noqa: E402
-from secbot.model.training.record_formats import Record  # noqa: E402
 from secbot.model.runtime.tiny import build_tiny_model, corpus_lines  # noqa: E402
+from secbot.model.training.record_formats import Record  # noqa: E402
 from secbot.model.training.trainer import TrainConfig, Trainer, encode, peft_config_for  # noqa: E402
 
 
@@ -51,10 +49,10 @@ def make_records(tokenizer, seq_len: int, n: int) -> list[Record]:
 def child(args) -> dict:
     loaded = random_glm4_9b(args.device, args.dtype) if args.random else \
         load_base(args.model, device=args.device, dtype=args.dtype)
-    config = TrainConfig(method=args.method, pre_seq_len=args.pre_seq_len, lr=1e-3,
-                         batch_size=args.batch_size, grad_accum=args.grad_accum,
-                         max_steps=args.steps, logging_steps=args.steps, save_steps=10**9,
-                         max_source_length=args.seq_len, max_target_length=args.seq_len)
+    config = TrainConfig.of(method=args.method, pre_seq_len=args.pre_seq_len, lr=1e-3,
+                            batch_size=args.batch_size, grad_accum=args.grad_accum,
+                            max_steps=args.steps, logging_steps=args.steps, save_steps=10**9,
+                            max_source_length=args.seq_len, max_target_length=args.seq_len)
     records = make_records(loaded.tokenizer, args.seq_len, args.batch_size * args.grad_accum * 2)
     if loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -100,7 +98,8 @@ def loop_clock_class():
 def hf_trainer(loaded, records, config, out, at_end):
     """The baseline: transformers.Trainer on a PEFT model, default settings otherwise."""
     from peft import get_peft_model
-    from transformers import DataCollatorForSeq2Seq, Trainer as HFTrainer, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, TrainingArguments
+    from transformers import Trainer as HFTrainer
 
     from secbot.model.runtime.prompting import PromptBuilder
 

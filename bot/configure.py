@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING
 
 from secbot.bot.settings import Settings
 from secbot.feedback.answering import MemoryPolicy, Responder
-from secbot.feedback.learning.gate import GateConfig
 from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.learning.gate import GateConfig
 from secbot.feedback.learning.loop import LearningLoop, Reporter, Schedule, follow_active_version, serve_active
 from secbot.feedback.learning.periodic import Periodic
 from secbot.feedback.learning.pipeline import LoopConfig
 from secbot.feedback.store.repositories import Store
-from secbot.model.serving.client import InProcessClient, ModelClient, OpenAIClient
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
 from secbot.model.runtime.tiny import ensure_tiny_model
+from secbot.model.serving.client import InProcessClient, ModelClient, OpenAIClient
 from secbot.model.training.trainer import TrainConfig
 
 if TYPE_CHECKING:
@@ -53,86 +53,81 @@ TINY_MIN_IDENTITY = 50.0
 
 def resolve_model_dir(settings: Settings, model: str | None = None) -> Path:
     """A model directory from `--model`/SECBOT_MODEL; `tiny` is built under the data dir once."""
-    name = model or settings.model
+    name = model or settings.model.path
     if name == "tiny":
-        return ensure_tiny_model(settings.data_dir / "tiny-model")
+        return ensure_tiny_model(settings.storage.data_dir / "tiny-model")
     return Path(name).expanduser()
 
 
 def sampling(settings: Settings) -> Sampling:
-    return Sampling(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                    top_p=settings.top_p, temperature=settings.temperature)
+    return Sampling(max_new_tokens=settings.model.max_new_tokens, do_sample=settings.model.do_sample,
+                    top_p=settings.model.top_p, temperature=settings.model.temperature)
 
 
 def load_engine(settings: Settings, model: str | None = None, adapter: str | Path | None = None) -> Engine:
     """The in-process engine, configured from settings; arguments override them."""
-    return Engine.load(resolve_model_dir(settings, model), adapter or settings.adapter,
-                       device=settings.device, dtype=settings.dtype,
-                       system_prompt=settings.effective_system_prompt, sampling=sampling(settings))
+    return Engine.load(resolve_model_dir(settings, model), adapter or settings.model.adapter,
+                       device=settings.model.device, dtype=settings.model.dtype,
+                       system_prompt=settings.model.identity_prompt, sampling=sampling(settings))
 
 
 def model_client(settings: Settings) -> ModelClient:
     """The HTTP client when SECBOT_MODEL_URL is set, else the in-process engine."""
-    if settings.model_url:
-        key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
-        return OpenAIClient(settings.model_url, key, model=settings.model_name, sampling=sampling(settings),
-                            system_prompt=settings.effective_system_prompt, timeout=settings.answer_timeout,
-                            switches=settings.model_server == "secbot")
+    if settings.model.url:
+        key = settings.model.api_key.get_secret_value() if settings.model.api_key else None
+        return OpenAIClient(settings.model.url, key, model=settings.model.name, sampling=sampling(settings),
+                            system_prompt=settings.model.identity_prompt, timeout=settings.model.answer_timeout,
+                            switches=settings.model.server == "secbot")
     return InProcessClient(load_engine(settings))
 
 
 def open_store(settings: Settings) -> Store:
-    return Store(settings.effective_database_url)
+    return Store(settings.storage.url)
 
 
 def intake(settings: Settings, store: Store) -> Intake:
-    return Intake(store, trusted=settings.trusted_analysts)
+    return Intake(store, trusted=settings.slack.trusted_analysts)
 
 
 def memory_policy(settings: Settings, enabled: bool | None = None) -> MemoryPolicy:
-    return MemoryPolicy(enabled=settings.memory if enabled is None else enabled,
-                        confident=settings.memory_confident, reference=settings.memory_reference,
-                        max_references=settings.memory_max_references)
+    return MemoryPolicy(enabled=settings.memory.enabled if enabled is None else enabled,
+                        confident=settings.memory.confident, reference=settings.memory.reference,
+                        max_references=settings.memory.max_references)
 
 
 def responder(settings: Settings, store: Store, model: ModelClient, memory: bool | None = None) -> Responder:
     return Responder(store.memory, store.records, model, memory_policy(settings, memory),
-                     system_prompt=settings.effective_system_prompt)
+                     system_prompt=settings.model.identity_prompt)
 
 
 def loop_config(settings: Settings) -> LoopConfig:
-    tiny = settings.model == "tiny"
+    tiny, training = settings.model.is_tiny, settings.training
     train = dict(TINY_TRAIN) if tiny else {}
-    overrides = {"method": settings.retrain_method, "max_steps": settings.retrain_max_steps,
-                 "lr": settings.retrain_lr, "pre_seq_len": settings.retrain_pre_seq_len,
-                 "batch_size": settings.retrain_batch_size, "grad_accum": settings.retrain_grad_accum}
-    train.update({k: v for k, v in overrides.items() if v is not None})
-    train.update(device=settings.device, dtype=settings.dtype)
+    train.update(training.method_overrides(), device=settings.model.device, dtype=settings.model.dtype)
 
-    def pick(value, default, tiny_default):
-        return value if value is not None else (tiny_default if tiny else default)
+    def margin(value, tiny_default):
+        return value if value is not None else tiny_default
 
-    gate = GateConfig(max_heldout_drop=pick(settings.gate_max_heldout_drop, 2.0, TINY_HELDOUT_MARGIN),
-                      min_correction_match=settings.gate_min_correction_match,
-                      min_identity=pick(settings.gate_min_identity, 100.0, TINY_MIN_IDENTITY),
-                      max_mcq_drop=settings.gate_max_mcq_drop)
-    return LoopConfig(model_dir=resolve_model_dir(settings), runs_dir=settings.data_dir / "runs",
-                      train=TrainConfig(**train), gate=gate, memory=memory_policy(settings),
-                      assistant_name=settings.assistant_name, system_prompt=settings.effective_system_prompt,
-                      min_new_records=settings.retrain_min_new, max_author_share=settings.max_author_share,
-                      replay_ratio=settings.replay_ratio, general_ratio=settings.general_ratio,
-                      heldout_file=settings.heldout_file, mcq_file=settings.mcq_file,
-                      timeout_s=settings.retrain_timeout, eval_max_new_tokens=min(settings.max_new_tokens, 256))
+    gate = GateConfig(min_correction_match=settings.gate.min_correction_match, max_mcq_drop=settings.gate.max_mcq_drop)
+    gate.max_heldout_drop = margin(settings.gate.max_heldout_drop, TINY_HELDOUT_MARGIN if tiny else gate.max_heldout_drop)
+    gate.min_identity = margin(settings.gate.min_identity, TINY_MIN_IDENTITY if tiny else gate.min_identity)
+    return LoopConfig(model_dir=resolve_model_dir(settings), runs_dir=settings.storage.data_dir / "runs",
+                      train=TrainConfig.of(**train), gate=gate, memory=memory_policy(settings),
+                      assistant_name=settings.model.assistant_name, system_prompt=settings.model.identity_prompt,
+                      min_new_records=training.min_new, max_author_share=training.max_author_share,
+                      replay_ratio=training.replay_ratio, general_ratio=training.general_ratio,
+                      heldout_file=training.heldout_file, mcq_file=training.mcq_file,
+                      timeout_s=training.timeout, eval_max_new_tokens=min(settings.model.max_new_tokens, 256))
 
 
 def schedule(settings: Settings) -> Schedule:
-    return Schedule(settings.effective_database_url, settings.retrain_cron, settings.timezone)
+    return Schedule(settings.storage.url, settings.training.cron, settings.training.timezone)
 
 
 def learning_loop(settings: Settings, store: Store, model: ModelClient | None, reporter: Reporter, *,
                   training: str | None = None) -> LearningLoop:
     """The learning loop with its schedule; `training` overrides SECBOT_TRAINING (the worker: local)."""
-    return LearningLoop(store, loop_config(settings), model, reporter, training=training or settings.training,
+    return LearningLoop(store, loop_config(settings), model, reporter, training=training or settings.training.where,
                         schedule=schedule(settings))
 
 
@@ -145,8 +140,8 @@ def slack_client(settings: Settings) -> WebClient:
     from slack_sdk import WebClient
     from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return WebClient(token=token, base_url=settings.slack_api_url,
+    token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
+    return WebClient(token=token, base_url=settings.slack.api_url,
                      retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=5),
                                      ConnectionErrorRetryHandler(max_retry_count=2)])
 
@@ -155,7 +150,7 @@ def slack_reporter(settings: Settings, store: Store, client: WebClient | None = 
     """The learning loop's reporter for a process that talks to Slack: run reports to SECBOT_ADMIN_CHANNEL."""
     from secbot.bot.slack.reporting import SlackReporter
 
-    return SlackReporter(client or slack_client(settings), store, settings.admin_channel)
+    return SlackReporter(client or slack_client(settings), store, settings.slack.admin_channel)
 
 
 def slack_deps(settings: Settings, store: Store, model: ModelClient, *, loop: LoopControl | None = None,
@@ -172,9 +167,9 @@ def slack_deps(settings: Settings, store: Store, model: ModelClient, *, loop: Lo
     directory = Directory(client)
     feed = intake(settings, store)
     answerer = Answerer(client, feed, responder(settings, store, model), name_of=directory.name,
-                        interval=update_interval, timeout=settings.answer_timeout,
-                        limit=split_at or MESSAGE_LIMIT, streaming=settings.streaming)
-    admin = AdminCommands(store, settings.admins, loop, directory.name)
+                        interval=update_interval, timeout=settings.model.answer_timeout,
+                        limit=split_at or MESSAGE_LIMIT, streaming=settings.slack.streaming)
+    admin = AdminCommands(store, settings.slack.admins, loop, directory.name)
     return Deps(settings, client, store, feed, answerer, admin, directory)
 
 
@@ -193,10 +188,10 @@ def slack_app(settings: Settings, store: Store, model: ModelClient, *, loop: Loo
     `listener_executor` (bolt's default pool when None)."""
     from secbot.bot.slack.app import create_app
 
-    if not settings.slack_bot_token:
+    if not settings.slack.bot_token:
         raise SettingsError("SLACK_BOT_TOKEN is not set: create the app from deploy/manifest.yml "
                             "and export its bot token (xoxb-...).")
-    if http_mode and not settings.slack_signing_secret:
+    if http_mode and not settings.slack.signing_secret:
         raise SettingsError("SLACK_SIGNING_SECRET is not set: HTTP mode verifies every request "
                             "with it (Basic Information → App Credentials).")
     deps = slack_deps(settings, store, model, loop=loop, client=client, update_interval=update_interval,
@@ -225,7 +220,7 @@ class BotProcess:
             follow_active_version(self.store, self.model, self.periodic)  # promotions made by a worker
         # A model server is told to switch by whichever process changes the active version; each
         # answer says which version produced it, so this process never switches it on its own.
-        if self.settings.scheduler:
+        if self.settings.training.scheduler:
             self.loop.start_schedule()
         self.reporter.start(self.periodic)
         self.periodic.every(PRUNE_EVENTS_EVERY, self.store.events.prune, "secbot-prune-events")

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from secbot.feedback.store.entities import TrainingRecord
 from secbot.feedback.intake.submissions import AUTO_APPROVED
-from secbot.feedback.memory.matching import Match
+from secbot.feedback.memory.matching import CONFIDENT, REFERENCE, Match
+from secbot.feedback.store.entities import TrainingRecord
 from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.records import Records
 from secbot.model.serving.client import ModelClient, Usage
@@ -29,8 +29,8 @@ class MemoryPolicy:
     """When memory answers. Confidences are in [0, 1] (see `feedback.memory`)."""
 
     enabled: bool = True
-    confident: float = 0.75  # at or above: the team's answer, no model call (bench/memory.py)
-    reference: float = 0.35  # at or above: given to the model as reference
+    confident: float = CONFIDENT  # at or above: the team's answer, no model call
+    reference: float = REFERENCE  # at or above: given to the model as reference
     max_references: int = 3
 
 

@@ -34,3 +34,7 @@ class RemoteCodeRequired(ModelError):
 
 class AdapterMismatch(ModelError):
     """An adapter was trained for a different base model or architecture."""
+
+
+class TrainingError(ModelError):
+    """Training cannot start or continue; the message says what to change."""

@@ -4,14 +4,13 @@ import threading
 import time
 
 import pytest
-from peft import LoraConfig, PrefixTuningConfig, TaskType
-
 import torch
+from peft import LoraConfig, PrefixTuningConfig, TaskType
+from test_adapters import make_adapter
 
-from secbot.model.serving.batching import ContinuousBatcher, Job
 from secbot.model.runtime.generation import Sampling, TextDeltas, drain
 from secbot.model.runtime.step_decoder import Decoder, Row
-from test_adapters import make_adapter
+from secbot.model.serving.batching import ContinuousBatcher, Job
 
 QUESTIONS = [f"Q{i}: " + "how do we contain it? " * (i % 4 + 1) for i in range(12)]
 LIMITS = [3, 24, 9, 16, 1, 20, 12, 5, 24, 7, 14, 2]

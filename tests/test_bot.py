@@ -11,18 +11,18 @@ import pytest
 from conftest import answered
 from slack_payloads import DROP, command, event, interaction
 
-from secbot.bot.slack.delivery import INTERRUPTED
 from secbot.bot import configure
+from secbot.bot.settings import Settings
+from secbot.bot.slack.delivery import INTERRUPTED
 from secbot.bot.slack.offline import BOT_USER_ID, OfflineSlack, signature_headers
 from secbot.bot.slack.rendering import ZWSP, neutralise
-from secbot.bot.settings import Settings
-from secbot.feedback.store.entities import RecordSource, RecordStatus
-from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.intake.redaction import Redactor
+from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.store.entities import RecordSource, RecordStatus
 from secbot.feedback.store.repositories import Store
-from secbot.model.serving.client import InProcessClient, OpenAIClient
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
+from secbot.model.serving.client import InProcessClient, OpenAIClient
 
 SECRET = "test-signing-secret"
 ADMIN, ANALYST, OTHER, TRUSTED = "UADMIN", "UANALYST", "UOTHER", "UTRUSTED"
@@ -41,9 +41,9 @@ def bot_engine(tiny_dir):
 
 
 def make_settings(slack, tmp_path, **extra) -> Settings:
-    return Settings(_env_file=None, slack_bot_token="xoxb-test-token", slack_signing_secret=SECRET,
-                    slack_api_url=slack.api_url, data_dir=tmp_path, admins=[ADMIN],
-                    trusted_analysts=[TRUSTED], **extra)
+    return Settings.read(None, storage={"data_dir": tmp_path},
+                         slack={"bot_token": "xoxb-test-token", "signing_secret": SECRET, "api_url": slack.api_url,
+                                "admins": [ADMIN], "trusted_analysts": [TRUSTED], **extra})
 
 
 class Listeners(ThreadPoolExecutor):
@@ -75,7 +75,7 @@ class Bot:
     def __init__(self, slack, tmp_path, model, split_at=11_000, **extra):
         self.slack = slack
         self.settings = make_settings(slack, tmp_path, **extra)
-        self.store = Store(self.settings.effective_database_url)
+        self.store = Store(self.settings.storage.url)
         self.listeners = Listeners()
         self.slack_bot = configure.slack_app(self.settings, self.store, model, update_interval=0.05,
                                              split_at=split_at, listener_executor=self.listeners)
@@ -445,7 +445,7 @@ def test_the_assistant_panel_suggests_prompts_and_answers_on_the_same_path(bot, 
     bot.event("assistant_thread_started", event__assistant_thread__user_id=ANALYST,
               event__assistant_thread__channel_id="D7", event__assistant_thread__thread_ts="17.0")
     prompts = slack.wait_for(lambda: slack.calls_to("assistant.threads.setSuggestedPrompts"))[0].params
-    assert [p["message"] for p in prompts["prompts"]] == bot.settings.suggested_prompts
+    assert [p["message"] for p in prompts["prompts"]] == bot.settings.slack.suggested_prompts
     bot.event("assistant_user_message", event__user=ANALYST, event__channel="D7", event__ts="17.1",
               event__thread_ts="17.0", event__text="What is a honeypot?")
     [answer] = bot.answers("D7", "17.0")

@@ -4,14 +4,14 @@ import subprocess
 import sys
 
 import pytest
+from servers import clean_env
 
-from secbot.bot.settings import Settings
 from secbot.bot.cli.terminal_chat import run_chat
+from secbot.bot.settings import Settings
 from secbot.feedback.answering import Responder
 from secbot.feedback.store.repositories import Store
-from secbot.model.serving.client import InProcessClient
 from secbot.model.runtime.generation import Sampling
-from servers import clean_env
+from secbot.model.serving.client import InProcessClient
 
 
 def secbot(*args, env=None, cwd=None, stdin=""):
@@ -81,10 +81,10 @@ def test_settings_defaults(monkeypatch, tmp_path):
         if name.startswith(("SECBOT_", "SLACK_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("SECBOT_DATA_DIR", str(tmp_path))
-    settings = Settings()
-    assert settings.model == "tiny" and settings.effective_database_url == f"sqlite:///{tmp_path}/secbot.db"
-    assert "secbot" in settings.effective_system_prompt
-    assert (settings.top_p, settings.temperature, settings.do_sample) == (0.7, 0.95, False)
+    settings = Settings.read()
+    assert settings.model.path == "tiny" and settings.storage.url == f"sqlite:///{tmp_path}/secbot.db"
+    assert "secbot" in settings.model.identity_prompt
+    assert (settings.model.top_p, settings.model.temperature, settings.model.do_sample) == (0.7, 0.95, False)
 
 
 def test_chat_answers_from_the_bots_store_at_once_and_no_memory_turns_it_off(tiny_dir, tmp_path):

@@ -9,7 +9,7 @@ from secbot.bot.cli.commands import build_parser
 from secbot.bot.settings import Settings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
-KNOWN = {Settings().env_name(f) for f in Settings.model_fields} | {
+KNOWN = Settings.env_names() | {
     "POSTGRES_PASSWORD", "SECBOT_MODELS_DIR"}  # compose-only variables
 
 

@@ -15,14 +15,14 @@ from conftest import answered
 from peft import PrefixTuningConfig, TaskType, get_peft_model
 from servers import clean_env, free_port, secbot_server
 
-from secbot.feedback.store.entities import RecordStatus, RunState
 from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.learning.loop import LearningLoop, LogReporter, serve_active
 from secbot.feedback.learning.pipeline import LoopConfig
+from secbot.feedback.store.entities import RecordStatus, RunState
 from secbot.feedback.store.repositories import Store
-from secbot.model.serving.client import InProcessClient
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.loading import load_base
+from secbot.model.serving.client import InProcessClient
 
 
 def secbot(*args, env=None, stdin="", timeout=300):

@@ -89,3 +89,19 @@ def test_text_deltas_add_up_to_the_decode_for_any_token_sequence(engine):
         pieces = list(drain(deltas.out))
         assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True)
         assert all(not piece.endswith("\ufffd") for piece in pieces[:-1])
+
+
+def test_the_templates_lead_is_held_back_and_left_out(engine):
+    """GLM-4's template has the model write "\\n" before the answer: nobody is shown it."""
+    from secbot.model.runtime.generation import END, TextDeltas
+
+    tok = engine.tokenizer
+    for written, shown in (("\nEscape output.", "Escape output."), ("No lead here.", "No lead here.")):
+        deltas = TextDeltas(tok, eos_ids=set(), limit=1000, lead="\n")
+        for token in tok.encode(written, add_special_tokens=False):
+            deltas.add(token)
+        deltas.finish()
+        pieces = []
+        while (piece := deltas.out.get_nowait()) is not END:
+            pieces.append(piece)
+        assert "".join(pieces) == shown == deltas.text

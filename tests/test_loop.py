@@ -15,17 +15,17 @@ from sqlalchemy import create_engine, text
 
 from secbot.bot import configure
 from secbot.bot.cli.demo import CORRECTIONS, PARAPHRASES, demo_settings, run_demo
-from secbot.feedback.learning.curation import author_cap, curate
-from secbot.feedback.store.entities import RunState, TrainingRecord
-from secbot.feedback.learning.gate import GateConfig, decide
 from secbot.feedback.intake.identity import IdentityGuard, identity_sets
 from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.learning.curation import author_cap, curate
+from secbot.feedback.learning.evalsets import builtin_heldout
+from secbot.feedback.learning.gate import GateConfig, decide
 from secbot.feedback.learning.loop import LearningLoop, LogReporter, serve_active
 from secbot.feedback.learning.pipeline import RetrainPipeline
 from secbot.feedback.learning.schedule import JOB_ID, start_scheduler
-from secbot.feedback.store.schema import RunRow, utcnow
+from secbot.feedback.store.entities import RunState, TrainingRecord
 from secbot.feedback.store.repositories import Store
-from secbot.feedback.learning.evalsets import builtin_heldout
+from secbot.feedback.store.schema import RunRow, utcnow
 from secbot.model.serving.client import InProcessClient
 from secbot.model.training.record_formats import Record, read_records, write_records
 
@@ -315,15 +315,15 @@ def test_a_version_change_switches_the_model_server_once_and_the_bot_only_follow
     """The worker (or an admin's rollback) tells `secbot serve-model` to switch, once; the bot's
     client never does, and learns from each answer which version served it."""
     import httpx
+    from servers import clean_env, free_port, secbot_server
 
     from secbot.model.serving.client import OpenAIClient, Usage
-    from servers import clean_env, free_port, secbot_server
 
     store, pipeline, _, settings = loop_env
     promoted = store.runs.active_version()
     port, key = free_port(), "switch-count-key"
-    env = clean_env(SECBOT_MODEL_API_KEY=key, SECBOT_DATA_DIR=str(settings.data_dir),
-                    SECBOT_DATABASE_URL=settings.effective_database_url)
+    env = clean_env(SECBOT_MODEL_API_KEY=key, SECBOT_DATA_DIR=str(settings.storage.data_dir),
+                    SECBOT_DATABASE_URL=settings.storage.url)
     base = f"http://127.0.0.1:{port}"
     with secbot_server(["serve-model", "--model", str(configure.resolve_model_dir(settings)),
                         "--host", "127.0.0.1", "--port", str(port)], env, base + "/ready"):

@@ -9,12 +9,11 @@ import pytest
 from conftest import answered
 
 from secbot.feedback.answering import MemoryPolicy, Responder, provenance
-from secbot.feedback.store.entities import RecordStatus
 from secbot.feedback.memory.matching import intent, terms
+from secbot.feedback.store.entities import RecordStatus
 from secbot.feedback.store.repositories import Store
-from secbot.model.serving.client import InProcessClient
 from secbot.model.runtime.generation import Sampling
-
+from secbot.model.serving.client import InProcessClient
 
 THREADS = itertools.count(1000)
 

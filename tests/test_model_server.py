@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from peft import PrefixTuningConfig, TaskType, get_peft_model
+from servers import clean_env, free_port, secbot_server
 
-from secbot.model.serving.client import OpenAIClient, Usage
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
 from secbot.model.runtime.loading import load_base
-from servers import clean_env, free_port, secbot_server
+from secbot.model.serving.client import OpenAIClient, Usage
 
 KEY = "model-server-test-key"
 SYSTEM = "You are secbot."

@@ -80,8 +80,8 @@ EXAM = [Question("Which port does SSH listen on?", ("TCP 80", "TCP 22", "UDP 53"
 def test_likelihood_scoring_prefers_the_answer_the_model_was_trained_to_give(tiny_dir, tmp_path):
     # Teach the right line ("B. TCP 22") as the answer to each question with its choices listed.
     records = [Record(q.prompt(), q.line(q.answer)) for q in EXAM]
-    config = TrainConfig(method="lora", lora_rank=16, lora_dropout=0.0, lr=3e-3, batch_size=4, grad_accum=1,
-                         max_steps=120, logging_steps=20)
+    config = TrainConfig.of(method="lora", lora_rank=16, lora_dropout=0.0, lr=3e-3, batch_size=4, grad_accum=1,
+                            max_steps=120, logging_steps=20)
     adapter = train(tiny_dir, records, tmp_path / "exam-lora", config, system_prompt=SYSTEM, progress=False).adapter_dir
     base = Engine.load(tiny_dir, system_prompt=SYSTEM)
     tuned = Engine.load(tiny_dir, adapter, system_prompt=SYSTEM)

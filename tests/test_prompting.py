@@ -46,8 +46,9 @@ def test_training_target_is_what_the_template_puts_after_the_generation_prompt(e
     expected = continued[: continued.rindex("<|user|>") + len("<|user|>")]
     assert tok.decode(prompt + target) == expected
     assert tok.decode(target) == "\nEscape output; set a CSP.<|user|>"
-    # Inference sees the same prompt ids; what the model writes first ("\n") is not shown.
-    assert builder.strip_lead("\nEscape output.") == "Escape output."
+    # Inference sees the same prompt ids; what the model writes first ("\n") is the template's lead,
+    # which the text streamers hold back (tests/test_generation.py).
+    assert builder.lead == "\n"
 
 
 def test_a_template_that_strips_answers_gives_the_stripped_target(engine):

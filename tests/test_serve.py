@@ -6,9 +6,9 @@ import sys
 import httpx
 import pytest
 import yaml
+from servers import clean_env, free_port, secbot_server
 
 from secbot.bot.slack.offline import OfflineSlack, event_body, mention_event, signature_headers
-from servers import clean_env, free_port, secbot_server
 
 SECRET = "serve-test-secret"
 

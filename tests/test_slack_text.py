@@ -6,8 +6,7 @@ import re
 import pytest
 
 from secbot.bot.slack.incoming import mentions, normalise
-from secbot.bot.slack.rendering import (ZWSP, InertStream, escape_mrkdwn, neutralise, notification_text,
-                                  split_markdown)
+from secbot.bot.slack.rendering import ZWSP, InertStream, escape_mrkdwn, neutralise, notification_text, split_markdown
 
 NAMES = {"U2": "bob", "U3": "carol"}.get
 

@@ -12,11 +12,11 @@ from conftest import answered
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from secbot.feedback.store.entities import RecordSource, RecordStatus, VersionStatus
 from secbot.feedback.errors import StoreError
+from secbot.feedback.store.entities import RecordSource, RecordStatus, VersionStatus
 from secbot.feedback.store.migrate import current_revision, include_object
-from secbot.feedback.store.schema import Base, VersionRow
 from secbot.feedback.store.repositories import Store
+from secbot.feedback.store.schema import Base, VersionRow
 from secbot.model.training.record_formats import RecordError, read_records, write_records
 
 

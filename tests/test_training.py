@@ -6,13 +6,13 @@ import time
 
 import pytest
 from safetensors.torch import load_file
+from servers import clean_env
 
 from secbot.model.runtime.engine import Engine
-from secbot.model.training.evaluation import evaluate, read_predictions
 from secbot.model.runtime.generation import Sampling
+from secbot.model.training.evaluation import evaluate, read_predictions
 from secbot.model.training.record_formats import Record, write_records
 from secbot.model.training.trainer import METADATA_FILE, TrainConfig, TrainingError, train
-from servers import clean_env
 
 SYSTEM = "You are secbot."
 RECORDS = [
@@ -25,10 +25,10 @@ RECORDS = [
     Record("What port does SSH use?", "SSH listens on TCP port 22."),
     Record("How do I report a suspicious email?", "Forward it to security@example.com."),
 ]
-PTUNING = TrainConfig(method="ptuning", pre_seq_len=64, lr=3e-2, batch_size=8, grad_accum=1,
-                      max_steps=200, save_steps=20, logging_steps=10)
-LORA = TrainConfig(method="lora", lora_rank=16, lora_dropout=0.0, lr=3e-3, batch_size=8,
-                   grad_accum=1, max_steps=100, logging_steps=10)
+PTUNING = TrainConfig.of(method="ptuning", pre_seq_len=64, lr=3e-2, batch_size=8, grad_accum=1,
+                         max_steps=200, save_steps=20, logging_steps=10)
+LORA = TrainConfig.of(method="lora", lora_rank=16, lora_dropout=0.0, lr=3e-3, batch_size=8,
+                      grad_accum=1, max_steps=100, logging_steps=10)
 GREEDY = Sampling(max_new_tokens=40)
 
 
@@ -37,7 +37,7 @@ def cli_env(**extra):
 
 
 def config_flags(config: TrainConfig) -> list[str]:
-    return ["--method", config.method, "--pre-seq-len", str(config.pre_seq_len), "--lr",
+    return ["--method", config.method, "--pre-seq-len", str(config.ptuning.pre_seq_len), "--lr",
             str(config.lr), "--batch-size", str(config.batch_size), "--grad-accum",
             str(config.grad_accum), "--max-steps", str(config.max_steps), "--save-steps",
             str(config.save_steps), "--logging-steps", str(config.logging_steps)]
@@ -137,8 +137,8 @@ def test_killed_training_resumes_and_continues_the_step_count(tiny_dir, ptuned, 
 
 def test_an_interrupted_prefix_projection_run_resumes_where_an_unbroken_one_ends(tiny_dir, tmp_path):
     """The projection MLP is trainable state too: a resumed run must not restart it."""
-    config = TrainConfig(**{**PTUNING.__dict__, "prefix_projection": True, "prefix_hidden_size": 32,
-                            "pre_seq_len": 8, "max_steps": 30, "save_steps": 10, "lr": 1e-2})
+    config = TrainConfig.of(**{**PTUNING.flat(), "prefix_projection": True, "prefix_hidden_size": 32,
+                               "pre_seq_len": 8, "max_steps": 30, "save_steps": 10, "lr": 1e-2})
     unbroken = train(tiny_dir, RECORDS, tmp_path / "unbroken", config, system_prompt=SYSTEM, progress=False)
 
     class Crash(Exception):
@@ -162,7 +162,7 @@ def test_an_interrupted_prefix_projection_run_resumes_where_an_unbroken_one_ends
 
 def test_an_interrupted_run_with_other_data_is_not_resumed(tiny_dir, tmp_path):
     out = tmp_path / "a"
-    config = TrainConfig(**{**PTUNING.__dict__, "max_steps": 3, "save_steps": 1, "logging_steps": 1})
+    config = TrainConfig.of(**{**PTUNING.flat(), "max_steps": 3, "save_steps": 1, "logging_steps": 1})
 
     def crash_at_step_two(entry):
         if entry.get("step") == 2:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
-import typing
 
-from pydantic import ValidationError
+from transformers import HfArgumentParser
 
-from secbot.bot.settings import Settings, explain
+from secbot.bot.settings import BadSettings, Settings
 from secbot.model.errors import ModelError
+from secbot.model.training.methods import LoraMethodConfig, PTuningConfig
 from secbot.model.training.record_formats import Columns
-from secbot.model.training.trainer import TrainConfig
+from secbot.model.training.trainer import SharedKnobs, TrainConfig
 
 log = logging.getLogger("secbot")
 
@@ -40,38 +39,17 @@ def cmd_chat(args, settings: Settings) -> int:
     from secbot.model.serving.client import InProcessClient
 
     store = configure.open_store(settings)
-    if args.model or args.adapter or not settings.model_url:
+    if args.model or args.adapter or not settings.model.url:
         model = InProcessClient(configure.load_engine(settings, args.model, args.adapter))
         served = serve_active(store, model) if not args.adapter else f"adapter {args.adapter}"
         print(f"model {model.engine.loaded.path} on {model.engine.device}, {served}", file=sys.stderr)
     else:
         model = configure.model_client(settings)
-        print(f"model server {settings.model_url}", file=sys.stderr)
+        print(f"model server {settings.model.url}", file=sys.stderr)
     memory = not args.no_memory
     print(f"team memory: {'on' if memory else 'off'} ({store.memory.size()} approved record(s), "
-          f"{settings.effective_database_url.split('://')[0]} store)", file=sys.stderr)
+          f"{settings.storage.url.split('://')[0]} store)", file=sys.stderr)
     return run_chat(configure.responder(settings, store, model, memory))
-
-
-def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
-    """One --option per dataclass field, with its default and help, so CLI and code agree."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        args = typing.get_args(kind)
-        base = next((a for a in args if a is not type(None)), kind) if args else kind
-        help_text = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default is not None else "")
-        if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=help_text)
-        else:
-            parser.add_argument(flag, type=base, default=f.default, help=help_text,
-                                choices=f.metadata.get("choices"))
-
-
-def dataclass_from_args(cls, args):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def cmd_train(args, settings: Settings) -> int:
@@ -87,8 +65,8 @@ def cmd_train(args, settings: Settings) -> int:
         print(f"skipped {len(data.skipped)} malformed record(s) of {args.data}", file=sys.stderr)
     val = read_records(args.val, columns).records if args.val else []
     result = train(resolve_model_dir(settings, args.model), data.records, args.out,
-                   dataclass_from_args(TrainConfig, args), val,
-                   system_prompt=settings.effective_system_prompt, restart=args.restart)
+                   TrainConfig.of(**vars(args)), val,
+                   system_prompt=settings.model.identity_prompt, restart=args.restart)
     print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.metadata["steps"],
                       "tokens_per_s": result.metadata["tokens_per_s"],
                       **result.metadata["metrics"]}, ensure_ascii=False))
@@ -96,8 +74,8 @@ def cmd_train(args, settings: Settings) -> int:
 
 
 def cmd_eval(args, settings: Settings) -> int:
-    from secbot.model.training.evaluation import compute_metrics, evaluate, read_predictions
     from secbot.model.runtime.generation import Sampling
+    from secbot.model.training.evaluation import compute_metrics, evaluate, read_predictions
     from secbot.model.training.record_formats import read_records
 
     if args.predictions:
@@ -122,7 +100,7 @@ def cmd_db(args, settings: Settings) -> int:
     from secbot.feedback.store.db import Database, mask_password
     from secbot.feedback.store.migrate import current_revision, upgrade
 
-    url = settings.effective_database_url
+    url = settings.storage.url
     Database(url).check()
     if args.action == "upgrade":
         upgrade(url)
@@ -160,7 +138,7 @@ def cmd_rollback(args, settings: Settings) -> int:
 
     store = configure.open_store(settings)
     # Tell a model server to switch when one is configured; in-process bots follow the store.
-    model = configure.model_client(settings) if settings.model_url else None
+    model = configure.model_client(settings) if settings.model.url else None
     message = configure.learning_loop(settings, store, model, LogReporter()).rollback(args.version, args.by)
     print(message)
     return 1 if message.startswith("Rollback refused") else 0
@@ -170,7 +148,7 @@ def cmd_serve(args, settings: Settings) -> int:
     from secbot.bot import configure
     from secbot.bot.slack.transport import serve_http, serve_socket_mode
 
-    http = args.http or not settings.slack_app_token
+    http = args.http or not settings.slack.app_token
     try:
         bot = configure.bot_process(settings, http_mode=http)
     except configure.SettingsError as exc:
@@ -183,18 +161,18 @@ def cmd_serve(args, settings: Settings) -> int:
         serve_http(bot.slack.app, args.host, args.port)
     else:
         print("secbot connected to Slack in Socket Mode", file=sys.stderr, flush=True)
-        serve_socket_mode(bot.slack.app, settings.slack_app_token.get_secret_value())
+        serve_socket_mode(bot.slack.app, settings.slack.app_token.get_secret_value())
     return 0
 
 
 def cmd_serve_model(args, settings: Settings) -> int:
     from secbot.bot import configure
     from secbot.feedback.learning.loop import serve_active
-    from secbot.model.serving.client import InProcessClient
     from secbot.model.errors import ModelError
+    from secbot.model.serving.client import InProcessClient
     from secbot.model.serving.http_api import serve_model
 
-    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    key = settings.model.api_key.get_secret_value() if settings.model.api_key else None
     host = args.host or ("0.0.0.0" if key else "127.0.0.1")
     if not key and not is_loopback(host):
         print(f"secbot: serve-model without SECBOT_MODEL_API_KEY listens on 127.0.0.1 only, not {host}: "
@@ -211,7 +189,7 @@ def cmd_serve_model(args, settings: Settings) -> int:
               file=sys.stderr)
     print(f"secbot model server on http://{host}:{args.port}/v1 ({engine.loaded.path} on "
           f"{engine.device})", file=sys.stderr, flush=True)
-    serve_model(engine, host, args.port, api_key=key, model_name=settings.model_name,
+    serve_model(engine, host, args.port, api_key=key, model_name=settings.model.name,
                 max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
                 max_prompt_tokens=args.max_prompt_tokens, prefill_chunk=args.prefill_chunk)
     return 0
@@ -229,10 +207,10 @@ def is_loopback(host: str) -> bool:
 
 
 def cmd_revoke(args, settings: Settings) -> int:
-    from secbot.bot.slack.admin import AdminCommands
     from secbot.bot.configure import open_store
+    from secbot.bot.slack.admin import AdminCommands
 
-    message = AdminCommands(open_store(settings), settings.admins).revoke(args.record, args.by)
+    message = AdminCommands(open_store(settings), settings.slack.admins).revoke(args.record, args.by)
     print(message)
     return 1 if message.startswith("Nothing revoked") else 0
 
@@ -245,12 +223,12 @@ def cmd_worker(args, settings: Settings) -> int:
     # With SECBOT_MODEL_URL set, a promotion tells the model server to switch (this process is
     # the one that does); the worker itself loads the model only to train and evaluate, in its
     # subprocesses. Run reports are kept with each run; the bot posts them to Slack.
-    model = configure.model_client(settings) if settings.model_url else None
+    model = configure.model_client(settings) if settings.model.url else None
     loop = configure.learning_loop(settings, store, model, LogReporter(), training="local")
-    if settings.scheduler:
+    if settings.training.scheduler:
         loop.start_schedule()
     print("secbot training worker: waiting for queued runs" +
-          (f" and the schedule ({settings.retrain_cron} {settings.timezone})" if settings.scheduler else ""),
+          (f" and the schedule ({settings.training.cron} {settings.training.timezone})" if settings.training.scheduler else ""),
           file=sys.stderr, flush=True)
     loop.work()
     return 0
@@ -290,10 +268,18 @@ COLUMNS = option_group((("--prompt-column",), {"default": "prompt"}),
 BY = option_group((("--by",), {"default": "cli", "help": "recorded as who did it"}))
 
 
+class CommandParser(HfArgumentParser):
+    """argparse's parser that also takes a dataclass's fields as options (`dataclass_types`),
+    showing defaults only where it does."""
+
+    def __init__(self, *args, formatter_class=argparse.HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="secbot", description="A security team's own LLM in Slack.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
 
     p = sub.add_parser("config", help="print the effective configuration, secrets masked")
     p.set_defaults(func=cmd_config)
@@ -309,15 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "team's approved records")
     p.set_defaults(func=cmd_chat)
 
+    # Each method's options come from its own config, titled by method (transformers' HfArgumentParser).
     p = sub.add_parser("train", help="P-tune (v2) or LoRA-tune an adapter on training records",
-                       parents=[MODEL, COLUMNS])
+                       parents=[MODEL, COLUMNS], dataclass_types=[SharedKnobs, PTuningConfig, LoraMethodConfig],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help=".json/.jsonl (one record per line) or JSON array: "
                    "THUDM prompt/response/history, or chat `messages`")
     p.add_argument("--out", required=True, help="adapter directory to create")
     p.add_argument("--val", help="validation records; their loss is reported")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records, and count them")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run's checkpoint")
-    add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="answer records and score them as THUDM does (ROUGE, BLEU-4)",
@@ -395,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"secbot: bad configuration: {explain(exc)}. Fix it in the environment or .env.", file=sys.stderr)
+        settings = Settings.read()
+    except BadSettings as exc:
+        print(f"secbot: bad configuration: {exc}. Fix it in the environment or .env.", file=sys.stderr)
         return 2
     try:
         return args.func(args, settings)

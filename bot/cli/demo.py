@@ -8,7 +8,6 @@ retrains with `/secbot`; then the model alone is asked the original questions.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 import unicodedata
@@ -16,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from secbot.bot import configure
-from secbot.bot.slack.offline import (OfflineSlack, event_body, form_body, interactive_body, mention_event,
-                                    signature_headers)
 from secbot.bot.settings import Settings
+from secbot.bot.slack.offline import (
+    OfflineSlack,
+    event_body,
+    form_body,
+    interactive_body,
+    mention_event,
+    signature_headers,
+)
 from secbot.feedback.learning.loop import LearningLoop
 from secbot.model.serving.client import InProcessClient
 
@@ -142,10 +147,10 @@ class DemoSlack:
 
 
 def demo_settings(data_dir: Path, api_url: str) -> Settings:
-    return Settings(_env_file=None, model="tiny", data_dir=data_dir, slack_bot_token="xoxb-demo",
-                    slack_signing_secret=SECRET, slack_api_url=api_url, admins=[ADMIN],
-                    trusted_analysts=[ALICE, BOB], admin_channel=ADMIN_CHANNEL, scheduler=False,
-                    max_new_tokens=48)
+    return Settings.read(None, model={"path": "tiny", "max_new_tokens": 48}, storage={"data_dir": data_dir},
+                         slack={"bot_token": "xoxb-demo", "signing_secret": SECRET, "api_url": api_url,
+                                "admins": [ADMIN], "trusted_analysts": [ALICE, BOB], "admin_channel": ADMIN_CHANNEL},
+                         training={"scheduler": False})
 
 
 def footer_of(message: dict) -> str:
@@ -203,7 +208,7 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
 
         step(6, "The admin runs /secbot retrain: snapshot, P-tuning v2, evaluation, gate")
         say("  " + workspace.command("retrain", ADMIN)["text"])
-        watch_training(loop, data_dir, say)
+        watch_training(loop, say)
         report = slack.wait_for(lambda: [m for (ch, _), m in list(slack.messages.items())
                                          if ch == ADMIN_CHANNEL], 600)[0]
         result.report = report["blocks"][0]["text"] if report.get("blocks") else report["text"]
@@ -218,7 +223,7 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
         for question, _, correction in CORRECTIONS + [(IDENTITY_QUESTION, None, None)]:
             after = result.after[question]
             remembered = result.memory.get(PARAPHRASES.get(question, ""), {}).get("text", "")
-            ok = after == correction if correction else settings.assistant_name in after
+            ok = after == correction if correction else settings.model.assistant_name in after
             say(f"  {printable(question, 24)} {printable(result.before[question], 22)} "
                 f"{printable(remembered or '-', 24)} {printable(after, 26)} {'✓' if ok else '✗'}")
         say("\n" + result.report.replace("**", ""))
@@ -230,24 +235,20 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
     return result
 
 
-def watch_training(loop: LearningLoop, data_dir: Path, say) -> None:
+def watch_training(loop: LearningLoop, say) -> None:
     """Show the run's progress from its loss log until the run ends."""
     shown = 0
 
-    def show(log_file: Path) -> None:
+    def show() -> None:
         nonlocal shown
-        entries = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+        entries = loop.training_log()
         for entry in entries[shown:]:
             if "loss" in entry:
                 say(f"  step {entry['step']:>4}  loss {entry['loss']:.4f}  {entry['tokens_per_s']:.0f} tokens/s")
         shown = max(shown, len(entries))
 
     while loop.running():
-        logs = sorted(data_dir.glob("runs/run-*/adapter.partial/loss.jsonl"))
-        if logs:
-            show(logs[-1])
+        show()
         loop.wait(1.0)
-    finished = sorted(data_dir.glob("runs/run-*/adapter/loss.jsonl"))
-    if finished:  # the last entries land just before the adapter is moved into place
-        show(finished[-1])
+    show()  # the last entries land just before the adapter is moved into place
     say("  training and evaluation finished")

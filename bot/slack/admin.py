@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Protocol
 
 from secbot.bot.slack.views import REVIEW_REVOKE, home_view, record_summary, review_blocks
-from secbot.feedback.store.entities import RecordStatus
 from secbot.feedback.errors import StoreError
+from secbot.feedback.store.entities import RecordStatus
 from secbot.feedback.store.repositories import Store
 from secbot.model.training.record_formats import write_records
 

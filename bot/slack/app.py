@@ -52,7 +52,7 @@ def log_error(error: Exception, body: dict, logger: logging.Logger) -> None:
 
 def create_app(deps: Deps, *, http_mode: bool, listener_executor: Executor | None = None) -> SecbotApp:
     """The bolt app with every listener; `http_mode` verifies every request's signature."""
-    secret = deps.settings.slack_signing_secret
+    secret = deps.settings.slack.signing_secret
     app = SecbotApp(client=deps.client, process_before_response=False, listener_executor=listener_executor,
                     signing_secret=secret.get_secret_value() if http_mode and secret else None,
                     request_verification_enabled=http_mode)

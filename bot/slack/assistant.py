@@ -15,8 +15,8 @@ GREETING = "Hi! I am {name}, the security team's own assistant. What would you l
 
 def thread_started(say, set_suggested_prompts, context):
     settings = context["secbot"].settings
-    say(GREETING.format(name=settings.assistant_name))
-    prompts = [p for p in settings.suggested_prompts if p][:4]
+    say(GREETING.format(name=settings.model.assistant_name))
+    prompts = [p for p in settings.slack.suggested_prompts if p][:4]
     if prompts:
         set_suggested_prompts(prompts=[{"title": p[:75], "message": p} for p in prompts],
                               title="Try asking")

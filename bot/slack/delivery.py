@@ -25,8 +25,8 @@ from slack_sdk.models.messages.chunk import MarkdownTextChunk
 from secbot.bot.slack.rendering import MESSAGE_LIMIT, InertStream, notification_text, split_markdown
 from secbot.bot.slack.views import answer_blocks, feedback_blocks
 from secbot.feedback.answering import Reply, Responder, provenance
-from secbot.feedback.store.entities import Turn
 from secbot.feedback.intake.submissions import Intake
+from secbot.feedback.store.entities import Turn
 from secbot.feedback.store.schema import utcnow
 
 log = logging.getLogger(__name__)

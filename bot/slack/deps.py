@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from slack_sdk import WebClient
 
+from secbot.bot.settings import Settings
 from secbot.bot.slack.admin import AdminCommands
 from secbot.bot.slack.delivery import Answerer
-from secbot.bot.settings import Settings
 from secbot.bot.slack.users import Directory
 from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.store.repositories import Store
@@ -27,8 +27,8 @@ class Deps:
     def allowed(self, user: str | None, channel: str | None) -> str | None:
         """Why `user` may not use secbot in `channel` (None when they may)."""
         s = self.settings
-        if s.channels and channel and not channel.startswith("D") and channel not in s.channels:
+        if s.slack.channels and channel and not channel.startswith("D") and channel not in s.slack.channels:
             return ("I only answer in the security team's channels. Ask me in one of them, or in a DM.")
-        if s.allowed_usergroup and user not in self.directory.members(s.allowed_usergroup):
+        if s.slack.allowed_usergroup and user not in self.directory.members(s.slack.allowed_usergroup):
             return "Sorry, secbot is only open to the security team. Ask an admin to add you to its user group."
         return None

@@ -14,11 +14,23 @@ from slack_sdk.errors import SlackApiError
 
 from secbot.bot.slack.delivery import FAILED, new_error_id
 from secbot.bot.slack.middleware import THUMBS_UP, attach, question_once, reaction_once
-from secbot.bot.slack.views import (CORRECTION_INPUT, CORRECTION_MODAL, CORRECTION_SHORTCUT, FEEDBACK, LEGACY_DOWN,
-                                    LEGACY_UP, OPEN_CORRECTION, REVIEW_APPROVE, REVIEW_REJECT, REVIEW_REVOKE,
-                                    correction_modal, correction_offer_blocks, message_modal)
-from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
+from secbot.bot.slack.views import (
+    CORRECTION_INPUT,
+    CORRECTION_MODAL,
+    CORRECTION_SHORTCUT,
+    FEEDBACK,
+    LEGACY_DOWN,
+    LEGACY_UP,
+    OPEN_CORRECTION,
+    REVIEW_APPROVE,
+    REVIEW_REJECT,
+    REVIEW_REVOKE,
+    correction_modal,
+    correction_offer_blocks,
+    message_modal,
+)
 from secbot.feedback.errors import StoreError
+from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
 
 log = logging.getLogger(__name__)
 # What these listeners need from Slack; deploy/manifest.yml declares exactly these.
@@ -80,7 +92,7 @@ def on_reaction(context, event, client):
     user, item = event["user"], event["item"]
     if not visible(turn, user, item["channel"]) or deps.allowed(user, item["channel"]):
         return
-    if reaction == deps.settings.correction_reaction:
+    if reaction == deps.settings.slack.correction_reaction:
         deps.store.conversations.record_feedback(turn.id, user, FeedbackKind.CORRECTION_REQUESTED,
                                                  FeedbackSource.REACTION)
         # Reactions carry no trigger_id, so offer a button that can open the modal.

@@ -49,7 +49,7 @@ def reaction_once(context, event, body, next):
     deps = context["secbot"]
     item = event.get("item") or {}
     reaction = (event.get("reaction") or "").split("::")[0]
-    if item.get("type") != "message" or reaction not in THUMBS_UP | THUMBS_DOWN | {deps.settings.correction_reaction}:
+    if item.get("type") != "message" or reaction not in THUMBS_UP | THUMBS_DOWN | {deps.settings.slack.correction_reaction}:
         return
     turn = deps.store.conversations.turn_for_message(item.get("channel"), item.get("ts"))
     if turn is None or not _claim(deps, body.get("event_id") or f"r:{item['channel']}:{item['ts']}:{reaction}"):

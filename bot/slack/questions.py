@@ -30,7 +30,7 @@ def question_from(event: dict, body: dict, bot_user: str | None, deps) -> Questi
     thread_ts = event.get("thread_ts") or ts
     if kind == "message":
         in_dm = event.get("channel_type") == "im"
-        in_known_thread = (thread_ts != ts and deps.settings.answer_thread_replies
+        in_known_thread = (thread_ts != ts and deps.settings.slack.answer_thread_replies
                            and deps.store.conversations.thread_known(channel, thread_ts))
         if not (in_dm or mentions(raw, bot_user) or in_known_thread):
             return None

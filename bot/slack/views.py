@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import json
 
-from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, ContextActionsBlock, ContextBlock,
-                                     DividerBlock, FeedbackButtonObject, FeedbackButtonsElement, HeaderBlock,
-                                     InputBlock, MarkdownBlock, MarkdownTextObject, PlainTextInputElement,
-                                     PlainTextObject, SectionBlock)
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextActionsBlock,
+    ContextBlock,
+    DividerBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
+    HeaderBlock,
+    InputBlock,
+    MarkdownBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+)
 from slack_sdk.models.views import View
 
 from secbot.bot.slack.rendering import escape_mrkdwn, neutralise

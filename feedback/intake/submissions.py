@@ -13,11 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from secbot.feedback.store.entities import RecordFlag, RecordSource, RecordStatus, TrainingRecord, Turn
 from secbot.feedback.errors import StoreError
 from secbot.feedback.intake.identity import IdentityGuard
-from secbot.feedback.store.records import NewRecord
 from secbot.feedback.intake.redaction import Redactor
+from secbot.feedback.store.entities import RecordFlag, RecordSource, RecordStatus, TrainingRecord, Turn
+from secbot.feedback.store.records import NewRecord
 from secbot.feedback.store.repositories import Store
 from secbot.model.training.record_formats import Columns, Record, read_records
 

@@ -24,10 +24,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from secbot.feedback.store.entities import RecordFlag, TrainingRecord
 from secbot.feedback.intake.identity import IdentityGuard
 from secbot.feedback.intake.submissions import AUTO_APPROVED
 from secbot.feedback.memory.matching import normalise_question, question_key
+from secbot.feedback.store.entities import RecordFlag, TrainingRecord
 from secbot.model.training.record_formats import Record
 
 

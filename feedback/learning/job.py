@@ -10,10 +10,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from secbot.model.runtime.prompting import DEFAULT_ASSISTANT_NAME
 from secbot.model.training.trainer import TrainConfig
 
 # Evaluation sets, each answered by the candidate and the active version.
 EVAL_SETS = ("heldout", "identity_heldout", "identity_train", "corrections")
+
+
+def adapter_dir(run_dir: str | Path) -> Path:
+    """Where a run's adapter is written (whole only once training and its metadata are done)."""
+    return Path(run_dir) / "adapter"
 
 
 @dataclass
@@ -23,7 +29,7 @@ class JobSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     active_adapter: str | None = None
     system_prompt: str | None = None
-    assistant_name: str = "secbot"
+    assistant_name: str = DEFAULT_ASSISTANT_NAME
     eval_max_new_tokens: int = 128
     mcq_file: str | None = None
 
@@ -37,7 +43,7 @@ class JobSpec:
 
     @property
     def adapter(self) -> Path:
-        return self.dir / "adapter"
+        return adapter_dir(self.dir)
 
     @property
     def result(self) -> Path:
@@ -48,10 +54,11 @@ class JobSpec:
         return self.dir / "job.json"
 
     def write(self) -> Path:
-        self.file.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
+        data = asdict(self) | {"train": self.train.flat()}
+        self.file.write_text(json.dumps(data, indent=2, ensure_ascii=False))
         return self.file
 
     @classmethod
     def read(cls, path: str | Path) -> "JobSpec":
         raw = json.loads(Path(path).read_text())
-        return cls(**raw | {"train": TrainConfig(**raw["train"])})
+        return cls(**raw | {"train": TrainConfig.of(**raw["train"])})

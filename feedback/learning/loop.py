@@ -13,15 +13,15 @@ import threading
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from secbot.feedback.store.entities import Version
 from secbot.feedback.errors import StoreError
 from secbot.feedback.learning.periodic import Periodic
-from secbot.feedback.learning.pipeline import LoopConfig, RetrainPipeline
+from secbot.feedback.learning.pipeline import LOCK, LoopConfig, RetrainPipeline
 from secbot.feedback.learning.report import RunReport
-from secbot.feedback.learning.schedule import next_run, start_scheduler
+from secbot.feedback.learning.schedule import DEFAULT_CRON, next_run, start_scheduler
+from secbot.feedback.store.entities import Version
 from secbot.feedback.store.repositories import Store
-from secbot.model.serving.client import InProcessClient, ModelClient
 from secbot.model.errors import ModelError
+from secbot.model.serving.client import InProcessClient, ModelClient
 
 log = logging.getLogger(__name__)
 Training = Literal["local", "worker"]
@@ -95,7 +95,7 @@ def follow_active_version(store: Store, model: InProcessClient, periodic: Period
 @dataclass(frozen=True)
 class Schedule:
     db_url: str
-    cron: str = "0 2 * * *"
+    cron: str = DEFAULT_CRON
     timezone: str = "UTC"
 
 
@@ -129,12 +129,17 @@ class LearningLoop:
                 return "A retraining run is already queued or in progress."
             return (f"Retraining queued as run {queued.id}; the training worker starts it within seconds, "
                     "and its report comes to the admin channel.")
-        if self.store.runs.lock_owner("retrain") or (self._thread and self._thread.is_alive()):
+        if self.store.runs.lock_owner(LOCK) or (self._thread and self._thread.is_alive()):
             return "A retraining run is already in progress; its report will come to the admin channel."
         self._thread = threading.Thread(target=self.run_and_report, args=(requested_by,),
                                         name="secbot-retrain", daemon=True)
         self._thread.start()
         return "Retraining started. The report (metrics, gate decision, loss curve) goes to the admin channel."
+
+    def training_log(self) -> list[dict]:
+        """The newest run's loss-log entries, while it trains and after (empty before it starts)."""
+        runs = self.store.runs.runs(limit=1)
+        return self.pipeline.training_log(runs[0].id) if runs else []
 
     def wait(self, timeout: float | None = None) -> None:
         if self._thread:

@@ -19,25 +19,26 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from secbot.feedback.answering import MemoryPolicy
-from secbot.feedback.learning.curation import curate, training_mix
-from secbot.feedback.store.entities import RecordStatus, RunState, TrainingRecord, Version, VersionStatus
 from secbot.feedback.errors import StoreError
+from secbot.feedback.intake.identity import IdentityGuard, identity_records, identity_sets
+from secbot.feedback.learning.curation import curate, training_mix
 from secbot.feedback.learning.evalsets import general_set, heldout_set
 from secbot.feedback.learning.gate import GateConfig, decide
-from secbot.feedback.intake.identity import IdentityGuard, identity_records, identity_sets
-from secbot.feedback.learning.job import JobSpec
-from secbot.feedback.store.memory_index import TeamMemory
+from secbot.feedback.learning.job import JobSpec, adapter_dir
 from secbot.feedback.learning.report import RunReport
+from secbot.feedback.store.entities import RecordStatus, RunState, TrainingRecord, Version, VersionStatus
+from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.repositories import Store
 from secbot.model.runtime.adapters import check_adapter_dir
+from secbot.model.runtime.prompting import DEFAULT_ASSISTANT_NAME
 from secbot.model.serving.client import ModelClient
 from secbot.model.training.record_formats import Record, write_records
-from secbot.model.training.trainer import LOSS_PNG, METADATA_FILE, TrainConfig
+from secbot.model.training.trainer import LOSS_PNG, METADATA_FILE, TrainConfig, read_loss_log
 
 log = logging.getLogger(__name__)
 LOCK = "retrain"
@@ -50,7 +51,7 @@ class LoopConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
-    assistant_name: str = "secbot"
+    assistant_name: str = DEFAULT_ASSISTANT_NAME
     system_prompt: str | None = None
     min_new_records: int = 1
     max_author_share: float = 0.5
@@ -93,6 +94,14 @@ class RetrainPipeline:
             log.warning("training run %s had no heartbeat and is marked failed", run_id)
         return failed
 
+    def run_dir(self, run_id: int) -> Path:
+        """Where run `run_id` keeps its data, job, log and adapter."""
+        return self.config.runs_dir / f"run-{run_id}"
+
+    def training_log(self, run_id: int) -> list[dict]:
+        """The loss-log entries of run `run_id` (step, loss, tokens/s), while it trains and after."""
+        return read_loss_log(adapter_dir(self.run_dir(run_id)))
+
     def run(self, requested_by: str | None = None, queued_run: int | None = None) -> RunReport:
         """One run, start to finish; returns what happened and why (also kept with the run).
 
@@ -127,9 +136,9 @@ class RetrainPipeline:
             return RunReport("skipped", why, data=data)
         snapshot = self.store.records.create_snapshot(curated.kept, curated.summary())
         run = self.store.runs.create_run(snapshot_id=snapshot.id, method=cfg.train.method,
-                                         hyperparameters=asdict(cfg.train), requested_by=requested_by,
+                                         hyperparameters=cfg.train.flat(), requested_by=requested_by,
                                          queued_run=queued_run)
-        job = JobSpec(model_dir=str(cfg.model_dir), run_dir=str(cfg.runs_dir / f"run-{run.id}"), train=cfg.train,
+        job = JobSpec(model_dir=str(cfg.model_dir), run_dir=str(self.run_dir(run.id)), train=cfg.train,
                       system_prompt=cfg.system_prompt, assistant_name=cfg.assistant_name,
                       eval_max_new_tokens=cfg.eval_max_new_tokens,
                       mcq_file=str(cfg.mcq_file) if cfg.mcq_file else None)

@@ -19,8 +19,8 @@ from pathlib import Path
 from secbot.feedback.intake.identity import says_identity
 from secbot.feedback.learning.job import EVAL_SETS, JobSpec
 from secbot.model.runtime.engine import Engine
-from secbot.model.training.evaluation import evaluate
 from secbot.model.runtime.generation import Sampling
+from secbot.model.training.evaluation import evaluate
 from secbot.model.training.multiple_choice import accuracy, read_questions
 from secbot.model.training.record_formats import read_records
 from secbot.model.training.trainer import train

@@ -153,6 +153,9 @@ INTENTS_ZH = [("quantity", r"多久|多长时间|多少|几[个天次年月]"), 
               ("open", r"什么|哪|如何|怎么|怎样"), ("yesno", r"吗[？?]?$|是否|能否|可否")]
 _INTENTS = [(name, re.compile(rx, re.IGNORECASE)) for name, rx in INTENTS_EN + INTENTS_ZH]
 INTENT_MISMATCH = 0.6  # confidence factor when two questions ask for different kinds of answer
+# The answering thresholds, measured by bench/memory.py: at or above CONFIDENT the team's answer is
+# given without a model call; at or above REFERENCE a record goes to the model as reference.
+CONFIDENT, REFERENCE = 0.75, 0.35
 
 
 def intent(question: str) -> str | None:

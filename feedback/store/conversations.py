@@ -10,9 +10,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from secbot.feedback.errors import StoreError
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
-from secbot.feedback.errors import StoreError
 from secbot.feedback.store.schema import AnswerMessageRow, FeedbackRow, ThreadRow, TurnRow
 
 TURN_COLUMNS = (TurnRow, ThreadRow.channel_id, ThreadRow.thread_ts)

@@ -72,10 +72,12 @@ def make_engine(url: str, *, readonly: bool = False, foreign_keys: bool = True) 
 
 
 def mask_password(url: str) -> str:
-    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+    """postgresql://user:pw@host/db -> postgresql://user:***@host/db (SQLAlchemy's own rendering);
+    text that is not a URL is shown only when it cannot hold a password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url if "@" not in url else "(a database URL that cannot be parsed)"
 
 
 class Database:

@@ -17,8 +17,17 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
-from secbot.feedback.memory.matching import (INTENT_MISMATCH, Document, Match, confidence, idf, intent,
-                                             weighted_terms)
+from secbot.feedback.memory.matching import (
+    CONFIDENT,
+    INTENT_MISMATCH,
+    REFERENCE,
+    Document,
+    Match,
+    confidence,
+    idf,
+    intent,
+    weighted_terms,
+)
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.schema import MemoryDocRow, MemoryPostingRow, MemoryStatsRow, MemoryTermRow
 
@@ -113,8 +122,8 @@ class TeamMemory:
         with self.db.reading() as s:
             return s.scalar(select(MemoryStatsRow.docs).where(MemoryStatsRow.id == 1)) or 0
 
-    def search(self, question: str, context: Sequence[str] = (), k: int = 5, floor: float = 0.35,
-               exact: float = 0.75) -> list[Match]:
+    def search(self, question: str, context: Sequence[str] = (), k: int = 5, floor: float = REFERENCE,
+               exact: float = CONFIDENT) -> list[Match]:
         """The best `k` records for `question` (with a thread's earlier questions as context).
 
         Only records that could reach confidence `floor` are considered: one that holds none of

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from secbot.feedback.store.db import Database
-from secbot.feedback.store.entities import RecordFlag, RecordSource, RecordStatus, Snapshot, TrainingRecord
 from secbot.feedback.errors import StoreError
 from secbot.feedback.memory.matching import Document
+from secbot.feedback.store.db import Database
+from secbot.feedback.store.entities import RecordFlag, RecordSource, RecordStatus, Snapshot, TrainingRecord
 from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.schema import MemoryDocRow, RecordRow, SnapshotRow, TurnRow, utcnow
 from secbot.model.training.record_formats import Record, records_hash
-
 
 
 @dataclass(frozen=True)

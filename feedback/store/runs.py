@@ -8,9 +8,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from secbot.feedback.errors import StoreError
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.entities import Run, RunState, Version, VersionStatus
-from secbot.feedback.errors import StoreError
 from secbot.feedback.store.schema import LockRow, RunRow, SnapshotRow, VersionRow, utcnow
 
 
@@ -152,11 +152,6 @@ class Runs:
     def get_version(self, version_id: int) -> Version | None:
         with self.db.reading() as s:
             row = s.execute(self._versions(s).where(VersionRow.id == version_id)).first()
-            return _version(*row) if row else None
-
-    def version_for_run(self, run_id: int) -> Version | None:
-        with self.db.reading() as s:
-            row = s.execute(self._versions(s).where(VersionRow.run_id == run_id)).first()
             return _version(*row) if row else None
 
     def promote(self, version_id: int, by: str) -> Version:

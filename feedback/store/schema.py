@@ -10,8 +10,14 @@ from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, Integer, String,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from secbot.feedback.store.entities import (FeedbackKind, FeedbackSource, RecordSource, RecordStatus, RunState,
-                                      VersionStatus)
+from secbot.feedback.store.entities import (
+    FeedbackKind,
+    FeedbackSource,
+    RecordSource,
+    RecordStatus,
+    RunState,
+    VersionStatus,
+)
 
 
 def utcnow() -> datetime:

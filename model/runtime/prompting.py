@@ -20,7 +20,7 @@ from functools import cached_property
 from secbot.model.conversation import History, to_messages
 from secbot.model.errors import ModelError
 
-
+DEFAULT_ASSISTANT_NAME = "secbot"  # the identity the assistant keeps unless SECBOT_ASSISTANT_NAME says
 DEFAULT_SYSTEM_PROMPT = (
     "You are {name}, the security team's own assistant. You are not ChatGPT and not any other "
     "assistant. Answer security questions precisely; say so when you do not know."
@@ -125,10 +125,6 @@ class PromptBuilder:
         if max_tokens is not None:
             ids = ids[: max(max_tokens - 1, 0)]
         return ids + [end]
-
-    def strip_lead(self, text: str) -> str:
-        lead = self.lead
-        return text[len(lead):] if lead and text.startswith(lead) else text
 
     def fit(self, query: str, history: History, max_tokens: int, truncate: bool = False) -> tuple[list[int], int]:
         """Prompt ids within `max_tokens`, dropping the oldest turns first; returns (ids, dropped).

@@ -14,10 +14,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from secbot.model.serving.batching import ContinuousBatcher, Job
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import END, Sampling
 from secbot.model.runtime.step_decoder import reserved_tokens
+from secbot.model.serving.batching import ContinuousBatcher, Job
 from secbot.model.serving.protocol import APIError, ChatRequest, version_fingerprint
 
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from secbot.model.runtime.engine import Engine
-from secbot.model.errors import ModelError
-from secbot.model.runtime.generation import Sampling
 from secbot.model.conversation import to_messages
-from secbot.model.serving.protocol import (BASE_FINGERPRINT, ChatCompletionChunk, ChatRequest,
-                                          version_from_fingerprint)
+from secbot.model.errors import ModelError
+from secbot.model.runtime.engine import Engine
+from secbot.model.runtime.generation import Sampling
+from secbot.model.serving.protocol import BASE_FINGERPRINT, ChatCompletionChunk, ChatRequest, version_from_fingerprint
 
 
 class ModelUnavailable(ModelError):

@@ -20,12 +20,24 @@ from pydantic import BaseModel, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from secbot.model.serving.batching import BatcherStopped, ContinuousBatcher
-from secbot.model.runtime.engine import Engine
 from secbot.model.errors import ModelError
-from secbot.model.serving.protocol import (AdapterSwitch, APIError, ChatCompletion, ChatCompletionChunk, ChatRequest,
-                                   Choice, ChoiceMessage, ChunkChoice, Delta, ModelCard, ModelList, Usage)
+from secbot.model.runtime.engine import Engine
+from secbot.model.serving.batching import BatcherStopped, ContinuousBatcher
 from secbot.model.serving.chat_service import ChatService, Choices, Plan, read_all
+from secbot.model.serving.protocol import (
+    AdapterSwitch,
+    APIError,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChoiceMessage,
+    ChunkChoice,
+    Delta,
+    ModelCard,
+    ModelList,
+    Usage,
+)
 from secbot.model.serving.telemetry import Metrics
 
 MAX_BODY_BYTES = 1_000_000

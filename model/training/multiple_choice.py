@@ -18,8 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError,
-                      PrivateAttr, field_validator, model_validator)
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from secbot.model.errors import ModelError
 

@@ -26,15 +26,17 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
 
-from secbot.model.errors import ModelError
+from secbot.model.errors import TrainingError
 from secbot.model.runtime.loading import LoadedModel, load_base
 from secbot.model.runtime.prompting import PromptBuilder
+from secbot.model.training.methods import METHODS, LoraMethodConfig, PTuningConfig
 from secbot.model.training.record_formats import Record, records_hash
 
 log = logging.getLogger(__name__)
@@ -42,37 +44,37 @@ log = logging.getLogger(__name__)
 METADATA_FILE = "secbot_adapter.json"
 LOSS_LOG = "loss.jsonl"
 LOSS_PNG = "loss_curve.png"
+
+
+def work_dir(out_dir: Path) -> Path:
+    """Where a training into `out_dir` keeps its checkpoints and log until the adapter is whole."""
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def read_loss_log(out_dir: str | Path) -> list[dict]:
+    """The loss log of a training into `out_dir`: the finished adapter's, else the one being written."""
+    out = Path(out_dir)
+    for path in (out / LOSS_LOG, work_dir(out) / LOSS_LOG):
+        try:
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except FileNotFoundError:
+            continue
+        except ValueError:  # a line being written: what is whole so far comes next time
+            return []
+    return []
 STATE_FILE = "trainer_state.pt"
 # Attention and MLP projections per architecture; PEFT's own table covers the rest.
-LORA_TARGETS = {
-    "glm": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "glm4": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "chatglm": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-}
-DEFAULT_LR = {"ptuning": 2e-2, "lora": 2e-4}
-
-
-class TrainingError(ModelError):
-    """Training cannot start or continue; the message says what to change."""
-
-
 @dataclass
-class TrainConfig:
-    """Hyper-parameters; the names follow THUDM's `ptuning` scripts where they have one."""
+class SharedKnobs:
+    """What every method shares; the names follow THUDM's `ptuning` scripts where they have one."""
 
-    method: str = field(default="ptuning", metadata={
-        "help": "ptuning (P-tuning v2 prefix) or lora", "choices": ["ptuning", "lora"]})
-    pre_seq_len: int = field(default=128, metadata={"help": "P-tuning: virtual tokens per layer"})
-    prefix_projection: bool = field(default=False, metadata={
-        "help": "P-tuning: reparameterise the prefix through an MLP"})
-    prefix_hidden_size: int = field(default=512, metadata={"help": "P-tuning: projection width"})
-    lora_rank: int = field(default=8, metadata={"help": "LoRA: rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA: scaling alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA: dropout"})
-    lora_target: str | None = field(default=None, metadata={
-        "help": "LoRA: comma-separated module names (default: per architecture)"})
+    _argument_group_name: ClassVar[str] = "training (every method)"
+
+    method: Literal["ptuning", "lora"] = field(default="ptuning", metadata={
+        "help": "ptuning (P-tuning v2 prefix) or lora; each has its own options below"})
     lr: float | None = field(default=None, metadata={
-        "help": "learning rate (default 2e-2 for ptuning as THUDM, 2e-4 for lora)"})
+        "help": f"learning rate (default {PTuningConfig.default_lr:g} for ptuning as THUDM, "
+                f"{LoraMethodConfig.default_lr:g} for lora)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_source_length: int = field(default=256, metadata={
         "help": "prompt tokens kept (history dropped oldest first, then the query cut)"})
@@ -87,8 +89,33 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bf16, fp32"})
 
+
+@dataclass
+class TrainConfig(SharedKnobs):
+    """A training run's hyper-parameters: the shared knobs and each method's own config."""
+
+    ptuning: PTuningConfig = field(default_factory=PTuningConfig)
+    lora: LoraMethodConfig = field(default_factory=LoraMethodConfig)
+
+    @classmethod
+    def of(cls, **knobs) -> "TrainConfig":
+        """From flat knobs as flags, settings and job files name them (`pre_seq_len`, `lora_rank`,
+        `batch_size`); names that are no knob are ignored."""
+        def pick(kind):
+            return {f.name: knobs[f.name] for f in fields(kind) if f.name in knobs}
+        return cls(**pick(SharedKnobs), ptuning=PTuningConfig(**pick(PTuningConfig)), lora=LoraMethodConfig(**pick(LoraMethodConfig)))
+
+    @property
+    def method_config(self) -> PTuningConfig | LoraMethodConfig:
+        return getattr(self, self.method)
+
+    def flat(self) -> dict:
+        """The shared knobs and the chosen method's, as one record of the run."""
+        shared = {f.name: getattr(self, f.name) for f in fields(SharedKnobs)}
+        return shared | asdict(self.method_config)
+
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+        return self.lr if self.lr is not None else self.method_config.default_lr
 
     def total_steps(self, n_records: int) -> int:
         if self.epochs is None:
@@ -97,14 +124,15 @@ class TrainConfig:
         return max(1, math.ceil(self.epochs * n_records / per_step))
 
     def validate(self) -> None:
-        if self.method not in DEFAULT_LR:
-            raise TrainingError(f"unknown method {self.method!r}: use ptuning or lora")
-        for name in ("pre_seq_len", "batch_size", "grad_accum", "max_steps", "save_steps",
+        if self.method not in METHODS:
+            raise TrainingError(f"unknown method {self.method!r}: use {' or '.join(METHODS)}")
+        for name in ("batch_size", "grad_accum", "max_steps", "save_steps",
                      "logging_steps", "max_source_length", "max_target_length"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1")
         if self.max_target_length < 2:
             raise TrainingError("max_target_length must leave room for one token and EOS")
+        self.method_config.validate()
 
 
 @dataclass
@@ -114,20 +142,7 @@ class TrainResult:
 
 
 def peft_config_for(config: TrainConfig, model) -> object:
-    from peft import LoraConfig, PrefixTuningConfig, TaskType
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
-
-    if config.method == "ptuning":
-        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config.pre_seq_len,
-                                  prefix_projection=config.prefix_projection,
-                                  encoder_hidden_size=config.prefix_hidden_size)
-    model_type = model.config.model_type
-    targets = (config.lora_target.split(",") if config.lora_target
-               else LORA_TARGETS.get(model_type) or PEFT_TARGETS.get(model_type))
-    if not targets:
-        raise TrainingError(f"no known LoRA target modules for {model_type}; pass --lora-target")
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_rank, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=targets)
+    return config.method_config.peft_config(model)
 
 
 def encode(record: Record, builder: PromptBuilder, config: TrainConfig) -> tuple[list[int], list[int]]:
@@ -226,7 +241,7 @@ class Trainer:
         self.records = list(records)
         self.val_records = list(val_records)
         self.out = Path(out_dir).expanduser()
-        self.work = self.out.with_name(self.out.name + ".partial")
+        self.work = work_dir(self.out)
         self.progress = progress
         self.on_log = on_log
         if not self.records:
@@ -408,7 +423,7 @@ class Trainer:
             "method": self.config.method,
             "base_model": base_model_info(self.loaded.path, self.loaded.model),
             "system_prompt": self.builder.system_prompt,
-            "hyperparameters": asdict(self.config) | {"lr": self.config.learning_rate()},
+            "hyperparameters": self.config.flat() | {"lr": self.config.learning_rate()},
             "data": {"records": len(self.records), "sha256": self.data_hash,
                      "val_records": len(self.val_records)},
             "steps": step, "resumed_from_step": start_step or None,
