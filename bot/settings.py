@@ -142,7 +142,7 @@ class SlackSettings(Group):
 
 
 class MemorySettings(Group):
-    """Team memory: approved records answer at once (see `feedback.memory` for the confidence)."""
+    """Team memory: approved records answer at once (see `feedback.memory.matching` for the confidence)."""
 
     enabled: bool = Field(True, validation_alias=env("SECBOT_MEMORY"),
                           description="Answer from the team's approved records.")

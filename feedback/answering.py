@@ -26,7 +26,7 @@ REFERENCE_CHARS = 800  # of each reference's answer put into the prompt
 
 @dataclass(frozen=True)
 class MemoryPolicy:
-    """When memory answers. Confidences are in [0, 1] (see `feedback.memory`)."""
+    """When memory answers. Confidences are in [0, 1] (see `feedback.memory.matching`)."""
 
     enabled: bool = True
     confident: float = CONFIDENT  # at or above: the team's answer, no model call

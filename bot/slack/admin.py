@@ -26,7 +26,7 @@ WELCOME = ("Mention me in a channel or send me a DM with a security question. Re
 
 
 class LoopControl(Protocol):
-    """The learning loop as the admin commands drive it (`feedback.loop.LearningLoop`)."""
+    """The learning loop as the admin commands drive it (`feedback.learning.loop.LearningLoop`)."""
 
     def retrain(self, requested_by: str) -> str: ...
 

@@ -48,7 +48,7 @@ def new_error_id() -> str:
 
 @dataclass(frozen=True)
 class Question:
-    """A question as Slack delivered it, its text already plain (`bot.incoming`)."""
+    """A question as Slack delivered it, its text already plain (`bot.slack.incoming`)."""
 
     channel: str
     thread_ts: str

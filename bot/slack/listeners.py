@@ -1,6 +1,6 @@
 """Every Slack listener of secbot: small module-level functions, registered in one place
 (`register_listeners`). Each gets its dependencies from bolt's context (`context["secbot"]`,
-set by `bot.middleware.attach`); events secbot acts on pass the `once` middleware first.
+set by `bot.slack.middleware.attach`); events secbot acts on pass the `once` middleware first.
 """
 
 from __future__ import annotations

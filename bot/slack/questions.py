@@ -6,7 +6,7 @@
 - a reply (also one sent to the channel, `thread_broadcast`) in a thread secbot already answered.
 
 An `app_mention` and a `message` event for one Slack message are one question: it is claimed by
-channel and timestamp (`bot.middleware`), so it is answered once.
+channel and timestamp (`bot.slack.middleware`), so it is answered once.
 """
 
 from __future__ import annotations

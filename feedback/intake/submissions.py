@@ -1,7 +1,7 @@
 """What enters the store, and with which review status.
 
 Every text secbot keeps passes through here: questions, answers, corrections, 👍'd answers,
-imports. Each is redacted first (`feedback.redaction`). A new record is approved at once only
+imports. Each is redacted first (`feedback.intake.redaction`). A new record is approved at once only
 when a trusted analyst sent it and nothing about it needs a human: identity questions and
 answers claiming another assistant's identity wait for review whoever sends them, imports
 included.

@@ -4,7 +4,7 @@
   new corrections does not erase what the model knew.
 - `heldout.jsonl`: 110 general security Q&A that are never trained (snapshots exclude their
   prompts); the gate compares candidate and active on them.
-- `identity.json`: identity phrasings, trained and held out (`feedback.identity`).
+- `identity.json`: identity phrasings, trained and held out (`feedback.intake.identity`).
 """
 
 from __future__ import annotations

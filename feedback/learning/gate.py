@@ -27,7 +27,7 @@ class GateDecision:
 
 
 def decide(candidate: dict, active: dict, gate: GateConfig) -> GateDecision:
-    """Compare metrics as `feedback.train_job` writes them for each version."""
+    """Compare metrics as `feedback.learning.train_job` writes them for each version."""
     reasons, passed = [], True
 
     def check(ok: bool, text: str, failure: str) -> None:

@@ -1,7 +1,7 @@
 """The training job of a nightly run, as the pipeline hands it to its subprocess.
 
 One typed spec, written as `job.json` in the run directory and read back by
-`feedback.train_job`; the data files sit beside it under fixed names.
+`feedback.learning.train_job`; the data files sit beside it under fixed names.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 log = logging.getLogger(__name__)
 JOB_ID = "secbot-nightly-retrain"
 DEFAULT_CRON = "0 2 * * *"  # 02:00 every day
-TABLE = "apscheduler_jobs"  # kept out of Alembic's autogenerate (feedback.migrate.NOT_OURS)
+TABLE = "apscheduler_jobs"  # kept out of Alembic's autogenerate (feedback.store.migrate.NOT_OURS)
 
 _run: Callable[[], object] | None = None
 

@@ -3,7 +3,7 @@
     python -m secbot.feedback.learning.train_job RUN_DIR/job.json
 
 Trains the candidate adapter on the run's training mix, then answers every evaluation set with
-the candidate and with the active version (`model.evaluation`, THUDM's metrics), scores the
+the candidate and with the active version (`model.training.evaluation`, THUDM's metrics), scores the
 optional multiple-choice exam, and writes `adapter/` and `result.json` into the run directory.
 The parent process decides on promotion. The process dies with its parent (Linux).
 """

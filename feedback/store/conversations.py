@@ -1,5 +1,5 @@
 """Conversations: Slack threads, their turns (question and answer), every message of an answer,
-and the feedback analysts give on turns. Text arrives here already redacted (`feedback.intake`)."""
+and the feedback analysts give on turns. Text arrives here already redacted (`feedback.intake.submissions`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The memory changes in the same transaction as the record: a record is searchable
 its approval commits, and gone the moment it is rejected, revoked or superseded (a newer approved
 record for the same question, or an approved correction of a memory answer, replaces it).
 Identity-flagged records are never indexed: the configured identity answers those questions.
-Which status a new record gets is decided by `feedback.intake`, not here.
+Which status a new record gets is decided by `feedback.intake.submissions`, not here.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The feedback store: one database, four repositories by aggregate.
 
-    store.conversations  threads, turns, answer messages, feedback   (feedback.conversations)
-    store.records        training records, snapshots, team memory    (feedback.records)
-    store.runs           training runs, model versions, locks        (feedback.runs)
-    store.events         Slack event ids already handled             (feedback.events)
+    store.conversations  threads, turns, answer messages, feedback   (feedback.store.conversations)
+    store.records        training records, snapshots, team memory    (feedback.store.records)
+    store.runs           training runs, model versions, locks        (feedback.store.runs)
+    store.events         Slack event ids already handled             (feedback.store.events)
 
-Repositories return plain dataclasses (`feedback.entities`). What enters the store is redacted
-and given its review status by `feedback.intake`; the repositories store what they are given.
+Repositories return plain dataclasses (`feedback.store.entities`). What enters the store is redacted
+and given its review status by `feedback.intake.submissions`; the repositories store what they are given.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The database schema (SQLAlchemy ORM). Only the repositories use these rows; everything else
-gets the dataclasses of `feedback.entities`."""
+gets the dataclasses of `feedback.store.entities`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The tiny reference model: GLM architecture, a locally trained tokenizer, written to disk.
 
-Tests and the demo load it through exactly the code that loads real weights (`model.loading`).
+Tests and the demo load it through exactly the code that loads real weights (`model.runtime.loading`).
 Nothing is downloaded: the tokenizer is trained on `tiny_corpus.txt`, the weights are random
 (seeded), so the same seed gives the same files.
 """

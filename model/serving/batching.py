@@ -1,6 +1,6 @@
 """Continuous batching of concurrent requests on one engine.
 
-`ContinuousBatcher` runs `model.stepping.Decoder`: every running request gets one token per
+`ContinuousBatcher` runs `model.runtime.step_decoder.Decoder`: every running request gets one token per
 step, and queued requests join between steps (their prompts prefilled a chunk per step), so a
 short answer leaves the batch at once and a new request never waits for a whole batch to
 finish. Each request keeps its own sampling settings, token limit and EOS.

@@ -4,7 +4,7 @@ POST /v1/chat/completions (streamed as server-sent events, or whole), GET /v1/mo
 GET /health (the process answers), GET /ready (the model is loaded and the batcher runs; 503
 otherwise), GET /metrics (Prometheus), POST /admin/adapter (switch the served version).
 With an API key set, /v1 and /admin need `Authorization: Bearer <key>`; without one, /admin
-is closed. The wire format is `model.protocol`; what a request becomes is `model.serving`.
+is closed. The wire format is `model.serving.protocol`; what a request becomes is `model.serving.chat_service`.
 """
 
 from __future__ import annotations
