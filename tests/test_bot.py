@@ -455,6 +455,15 @@ def test_the_assistant_panel_suggests_prompts_and_answers_on_the_same_path(bot, 
     assert bot.turn("D7", answer["ts"]).asker == ANALYST
 
 
+def test_a_refused_title_or_name_lookup_never_stops_a_claimed_question(bot, slack, bot_engine):
+    slack.refuse.update({"assistant.threads.setTitle": "not_allowed_token_type", "users.info": "ratelimited"})
+    bot.event("assistant_user_message", event__user=ANALYST, event__channel="D8", event__ts="19.1",
+              event__thread_ts="19.0", event__text=f"What does <@{OTHER}> mean by a honeypot?")
+    [answer] = bot.answers("D8", "19.0")
+    assert slack.calls_to("assistant.threads.setTitle") and slack.calls_to("users.info")  # both were refused
+    assert body_text(answer) == neutralise(bot_engine.generate(f"What does @{OTHER} mean by a honeypot?"))
+
+
 # -- failures ------------------------------------------------------------------------------------
 def test_bad_signatures_and_malformed_payloads_get_the_right_status(bot, slack):
     body = event("app_mention")

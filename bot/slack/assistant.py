@@ -4,12 +4,15 @@ title from the first question, and every question on the same path as mentions a
 
 from __future__ import annotations
 
+import logging
+
 from slack_bolt import Assistant
 from slack_bolt.middleware.custom_middleware import CustomMiddleware
 
 from secbot.bot.slack.listeners import answer_question
 from secbot.bot.slack.middleware import question_once
 
+log = logging.getLogger(__name__)
 GREETING = "Hi! I am {name}, the security team's own assistant. What would you like to know?"
 
 
@@ -25,7 +28,11 @@ def thread_started(say, set_suggested_prompts, context):
 def user_message(context, client, set_title):
     question = context["question"]
     if context["secbot"].store.conversations.thread_known(question.channel, question.thread_ts) is False:
-        set_title(question.text[:60] or "Security question")
+        try:
+            set_title(question.text[:60] or "Security question")
+        except Exception:  # a title is nice to have; the claimed question must still be answered
+            log.warning("could not title the assistant thread %s/%s", question.channel, question.thread_ts,
+                        exc_info=True)
     answer_question(context, client)
 
 

@@ -6,7 +6,8 @@ posted, and native streams accumulate their Markdown), and records every call. I
 `response_url` posts and file uploads, and hands out a Socket Mode URL (`apps.connections.open`)
 when a test runs a websocket server. Point the bot at it with `SLACK_API_URL=<url>/api/`.
 Switches: `streaming=False` answers the streaming methods as a workspace without them does;
-`users` and `usergroups` are the directory; `not_in` lists channels the bot is not a member of.
+`users` and `usergroups` are the directory; `not_in` lists channels the bot is not a member of;
+`refuse` answers the methods it names with the error given (a workspace or token that refuses them).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class OfflineSlack:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, rate_limit_every: int = 0, *,
                  streaming: bool = True, status: bool = True, users: dict[str, str] | None = None,
-                 usergroups: dict[str, list[str]] | None = None, not_in: set[str] | None = None):
+                 usergroups: dict[str, list[str]] | None = None, not_in: set[str] | None = None,
+                 refuse: dict[str, str] | None = None):
         self.streaming, self.status = streaming, status
+        self.refuse = refuse if refuse is not None else {}  # method -> the error Slack answers it with
         self.users = users if users is not None else {}
         self.usergroups = usergroups or {}
         self.not_in = not_in or set()
@@ -155,6 +158,8 @@ class OfflineSlack:
         if method.startswith("/respond/"):  # a response_url
             return {"ok": True}
         handler = self._methods.get(method)
+        if method in self.refuse:
+            return {"ok": False, "error": self.refuse[method]}
         if handler is None:
             return {"ok": False, "error": "unknown_method"}
         if method in POSTING and (p.get("channel") or p.get("channel_id")) in self.not_in:

@@ -32,7 +32,7 @@ class Directory:
             profile = self.client.users_info(user=user)["user"]
             found = (profile.get("profile", {}).get("display_name") or profile.get("real_name")
                      or profile.get("name") or user)
-        except (SlackApiError, KeyError, TypeError) as exc:
+        except Exception as exc:  # Slack refused, or could not be reached: the id still names them
             log.info("no name for %s: %s", user, exc)
             found = user
         with self._lock:
