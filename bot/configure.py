@@ -105,12 +105,13 @@ def loop_config(settings: Settings) -> LoopConfig:
     train = dict(TINY_TRAIN) if tiny else {}
     train.update(training.method_overrides(), device=settings.model.device, dtype=settings.model.dtype)
 
-    def margin(value, tiny_default):
-        return value if value is not None else tiny_default
-
     gate = GateConfig(min_correction_match=settings.gate.min_correction_match, max_mcq_drop=settings.gate.max_mcq_drop)
-    gate.max_heldout_drop = margin(settings.gate.max_heldout_drop, TINY_HELDOUT_MARGIN if tiny else gate.max_heldout_drop)
-    gate.min_identity = margin(settings.gate.min_identity, TINY_MIN_IDENTITY if tiny else gate.min_identity)
+    if tiny:  # unset margins take the tiny model's profile
+        gate.max_heldout_drop, gate.min_identity = TINY_HELDOUT_MARGIN, TINY_MIN_IDENTITY
+    if settings.gate.max_heldout_drop is not None:
+        gate.max_heldout_drop = settings.gate.max_heldout_drop
+    if settings.gate.min_identity is not None:
+        gate.min_identity = settings.gate.min_identity
     return LoopConfig(model_dir=resolve_model_dir(settings), runs_dir=settings.storage.data_dir / "runs",
                       train=TrainConfig.of(**train), gate=gate, memory=memory_policy(settings),
                       assistant_name=settings.model.assistant_name, system_prompt=settings.model.identity_prompt,
