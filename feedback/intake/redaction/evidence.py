@@ -1,0 +1,192 @@
+"""What a value is: grammars of things that are not secrets, placeholders, decoding, entropy.
+
+To a security team ARNs, resource ids, bucket URIs, hashes, fingerprints, UUIDs, image
+references, finding types, host names, paths and IPs are evidence: they come through unchanged
+wherever no credential position holds them. A value is judged on its own, never across `=`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections import Counter
+
+# Grammars of things that are not secrets. Matched on the text; a candidate found only by its
+# look (entropy) inside one of these spans is kept.
+NOT_SECRET_GRAMMARS = [
+    r"\barn:aws[\w-]*:[\w-]+:[\w-]*:(?:\d{12}|aws)?:[^\s\"'<>,;)\]}]+",  # ARNs
+    r"\b(?:i|vpc|sg|sgr|subnet|vol|ami|snap|eni|rtb|igw|nat|acl|eipalloc|eipassoc|lt|tgw|tgw-attach|vpce|pcx|dopt"
+    r"|fs|fsap|r|rb|elb|db|mrk|key|ri|aki|ari|fleet|cvpn-endpoint|eigw|vgw|cgw|ipam|pl|prefix)-[0-9a-f]{8,32}\b",
+    r"\b(?:s3|s3a|s3n|gs|az|abfss?|wasbs?|hdfs|r2)://[^\s\"'<>]+",  # bucket URIs
+    r"\bprojects/[\w-]+/(?:secrets|locations|serviceAccounts|topics|subscriptions|keyRings)/[^\s\"'<>]+",
+    r"/subscriptions/[0-9a-fA-F-]{36}/[^\s\"'<>]+",  # Azure resource ids
+    r"\b\d{1,6}:[A-Za-z0-9/+]{3,}:[A-Za-z0-9/+]{3,}(?![\w/+])",  # ssdeep
+    r"\bT1[0-9A-F]{70}\b",  # TLSH
+    r"\b(?:SHA256|SHA1|SHA512|MD5):[A-Za-z0-9+/:=]{16,}",  # key and certificate fingerprints
+    r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com)\s+AAAA[A-Za-z0-9+/]+={0,3}",
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",  # UUIDs
+    r"(?<![\w.-])[\w.-]+(?::\d+)?/[\w./-]+(?::\w[\w.-]{0,127})?@sha256:[0-9a-f]{64}",  # image references
+    r"\b[A-Z][A-Za-z]+:[A-Za-z0-9]+/[A-Za-z0-9]+(?:[.!][A-Za-z0-9]+)*",  # GuardDuty/Defender finding types
+    # host names (lower case), and the names and paths under them (`authorization.k8s.io/decision`)
+    r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}(?![\w-])(?:/[\w.-]+)*",
+    r"\b(?:AIDA|AROA|AGPA|ANPA|ANVA|AIPA|APKA|ASCA)[A-Z0-9]{12,20}\b",  # AWS unique ids (public)
+    r"\b[A-Za-z][\w.-]*/v?\d+(?:\.\d+)+[\w.+-]*",  # product/version (user agents)
+    r"\b(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\b",  # IPv4
+    r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
+    r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
+    r"(?:(?<=[\s\"'=(])|^)(?:[A-Za-z]:\\|\\\\|~/|\./|\.\./|/)[^\s\"'<>|]*",  # paths
+    r"\bhttps?://[^\s\"'<>]+",  # URLs: their credentials are found by position (userinfo, query keys)
+    r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",  # e-mail addresses
+]
+NOT_SECRET = re.compile("|".join(f"(?:{rx})" for rx in NOT_SECRET_GRAMMARS), re.MULTILINE)
+_GRAMMARS = [re.compile(rx) for rx in NOT_SECRET_GRAMMARS]
+# A UUID or an AWS id in a credential's own slot is that credential (`HEROKU_API_KEY=<uuid>`).
+_SLOT_GRAMMARS = [g for g in _GRAMMARS if "[0-9a-fA-F]{8}-" not in g.pattern and "AIDA" not in g.pattern]
+DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
+
+PLACEHOLDER = re.compile(
+    r"(?ix)^(?:\$\{?[\w.:-]+\}?|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
+    r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
+    r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
+    r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+)$")
+# An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`).
+EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*)$")
+YARA_MODIFIERS = re.compile(r"^\s*(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b")
+FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|crt|p12|pfx|jks|kdbx|csv|log|xml|sh"
+                       r"|ps1|py|tf|tfvars|zip|gz|tgz|7z|enc|gpg|asc)$", re.IGNORECASE)
+IOC_SHAPES = [
+    re.compile(r"^[0-9a-fA-F]+$"),  # hashes and other hex indicators
+    re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),  # UUIDs
+    re.compile(r"^(?:bc1|tb1)[02-9ac-hj-np-z]{25,87}$"),  # bech32 bitcoin wallets
+    re.compile(r"^[13][1-9A-HJ-NP-Za-km-z]{25,34}$"),  # base58 bitcoin wallets
+    re.compile(r"^4[0-9AB][1-9A-HJ-NP-Za-km-z]{93}$"),  # monero wallets
+    re.compile(r"^[a-z2-7]{16}(?:[a-z2-7]{40})?$"),  # onion service names
+    re.compile(r"^(?:sha(?:1|256|384|512)|md5):[0-9a-fA-F]+$"),
+]
+
+
+def protected_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in NOT_SECRET.finditer(text)]
+
+
+def is_reference(value: str, quoted: bool) -> bool:
+    """A placeholder, a template or (unquoted) an expression: it names a secret, it is not one."""
+    value = value.strip()
+    return bool(PLACEHOLDER.match(value) or (not quoted and EXPRESSION.match(value)) or "[REDACTED:" in value
+                or value.startswith(("(", "@(", "$(")) and not quoted
+                or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))
+
+
+def is_not_secret(value: str, in_slot: bool = False) -> bool:
+    """The whole value is something other than a secret: a path, URL, host, ARN, IP, file name, date."""
+    if FILE_NAME.match(value) or DATE.fullmatch(value):
+        return True
+    if re.search(r"://[^/\s@]*:[^/\s@]*@", value):
+        return False  # a URL with a password in it
+    return any(grammar.fullmatch(value) for grammar in (_SLOT_GRAMMARS if in_slot else _GRAMMARS))
+
+
+def shannon_entropy(text: str) -> float:
+    counts = Counter(text)
+    return -sum(c / len(text) * math.log2(c / len(text)) for c in counts.values())
+
+
+def _b64(token: str) -> bytes | None:
+    body = token.strip("=")
+    if len(body) < 16 or not re.fullmatch(r"[A-Za-z0-9+/_-]+", body):
+        return None
+    try:
+        return base64.b64decode(body.replace("-", "+").replace("_", "/") + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _printable(raw: bytes) -> str | None:
+    for encoding in ("utf-8", "utf-16-le"):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if text and sum(c.isprintable() or c in "\r\n\t" for c in text) / len(text) > 0.9:
+            return text
+    return None
+
+
+def decodes_to_text(token: str) -> bool:
+    """Base64 that decodes to readable text (an encoded command or URL) is evidence, not a key."""
+    raw = _b64(token)
+    return raw is not None and _printable(raw) is not None
+
+
+USER_PASS = re.compile(r"[\x21-\x39\x3b-\x7e]{1,64}:[\x21-\x7e]{3,128}")
+
+
+def decoded_secret(token: str, known_format) -> str | None:
+    """Base64 whose decoding is itself a credential: a private key, `user:pass`, a JWT, a vendor token."""
+    raw = _b64(token)
+    if raw is None:
+        return None
+    if b"PRIVATE KEY" in raw[:64] and raw.lstrip().startswith(b"-----BEGIN"):
+        return "encoded_private_key"
+    text = _printable(raw)
+    if text is None:
+        return None
+    text = text.strip()
+    if USER_PASS.fullmatch(text) and not re.fullmatch(r"[\d:.]+|https?:.*|[a-z]+:[a-z]+", text):
+        return "encoded_credentials"
+    if text.startswith('{"alg"') or text.startswith('{"typ"'):
+        return None  # a JWT header alone is not a secret; the whole JWT is caught by its format
+    return "encoded_token" if known_format(text) else None
+
+
+def _identifier_like(token: str) -> bool:
+    """Made of words: `acme-prod-logs-7f3a2c`, `Linux_Trojan_Mirai_1a2b3c4d`, `Log4j.Error.Log`."""
+    parts = [p for p in re.split(r"[_.\-]", token) if p]
+    if len(parts) < 2:
+        return False
+    wordy = [p for p in parts if re.fullmatch(r"[A-Za-z][a-z]+|[A-Z]{2,}|[a-z]{2,}", p)]
+    return len(wordy) * 2 >= len(parts) and all(len(p) <= 12 for p in parts if p not in wordy)
+
+
+def looks_secret(token: str) -> bool:
+    """A long token that looks random, and not like an identifier or an indicator."""
+    token = token.strip(".-_=")
+    if len(token) < 20 or any(rx.match(token) for rx in IOC_SHAPES) or decodes_to_text(token):
+        return False
+    if re.fullmatch(r"[A-Z0-9_]+", token) and token.count("_") >= 2:
+        return False  # CONSTANT_NAMES, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    if "." in token and re.search(r"\.[a-z]{2,6}$", token):
+        return False  # host names and file names
+    digits = any(c.isdigit() for c in token)
+    upper, lower = any(c.isupper() for c in token), any(c.islower() for c in token)
+    if not digits and not (upper and lower):
+        return False  # words and identifiers
+    if _identifier_like(token):
+        return False
+    parts = [part for part in re.split(r"[_.\-]", token) if part]
+    if not digits and all(re.fullmatch(r"(?:[A-Z]+[a-z]*|[a-z]+)+", part) for part in parts):
+        return False  # identifiers made of words: camelCase, Snake_Case, Dotted.Names, Get-VerbNoun
+    return shannon_entropy(token) >= min(4.2, 3.0 + len(token) / 40)
+
+
+def looks_random(value: str) -> bool:
+    """Evidence for a value in a field that is only sometimes a credential (`key`, `auth`)."""
+    value = value.strip()
+    if len(value) < 12 or _identifier_like(value) or is_not_secret(value):
+        return False
+    if re.fullmatch(r"[\w.-]+(?:/[\w.-]+)+", value) and not any(looks_secret(p) for p in value.split("/")):
+        return False  # an object key or a relative path
+    if re.fullmatch(r"[0-9a-fA-F]{16,}", value):
+        return True  # a hex key in a key's slot
+    return looks_secret(value) or (bool(re.search(r"\d", value)) and bool(re.search(r"[A-Za-z]", value))
+                                   and shannon_entropy(value) >= 3.3)
+
+
+def has_password_shape(value: str, minimum: int = 6) -> bool:
+    """A word in prose that a person chose as a password: letters with digits or symbols."""
+    if len(value) < minimum or is_not_secret(value) or re.fullmatch(r"[\d.,:/-]+", value):
+        return False
+    letters = re.search(r"[^\W\d_]", value)
+    return bool(letters and re.search(r"[\d\W_]", value) and not re.fullmatch(r"[a-z]+(?:-[a-z]+)+", value))

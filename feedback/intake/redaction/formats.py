@@ -1,0 +1,102 @@
+"""Credentials recognised by their own format: key blocks, vendor token formats, maintained detectors.
+
+Vendor formats cover cloud, source hosting, chat, payment, AI and package registries (also the
+lowercase-and-digit ones, `hf_…`, `glpat-…`). The maintained detectors are detect-secrets' named
+plugins and Microsoft's patterns for Azure keys and app secrets (`…Q~…`).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib.resources import files
+
+KEY_BLOCKS = [
+    ("private_key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+                               r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|$)")),
+    # PuTTY's .ppk: the private lines follow their count.
+    ("private_key", re.compile(r"(?<=Private-Lines: )\d+\s+[A-Za-z0-9+/=\s]+?(?=Private-MAC|$)")),
+]
+
+VENDOR_FORMATS: list[tuple[str, re.Pattern]] = [(kind, re.compile(rx)) for kind, rx in [
+    # Only these prefixes are access keys; AIDA, AROA, AGPA … are the public ids of users, roles, groups.
+    ("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b"),
+    ("slack_token", r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),
+    ("slack_webhook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+"),
+    ("discord_webhook", r"(?<=discord\.com/api/webhooks/)\d+/[A-Za-z0-9_-]{40,}"),
+    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    ("gitlab_token", r"\bgl(?:pat|dt|ft|soat|rt|ptt|cbt|imt|agent|oas|wt|ffct)-[A-Za-z0-9_-]{20,}"),
+    ("pulumi_token", r"\bpul-[a-f0-9]{40}\b"),
+    ("mailgun_key", r"\b(?:pub)?key-[a-f0-9]{32}\b"),
+    ("huggingface_token", r"\bapi_org_[A-Za-z0-9]{30,}"),
+    ("sentry_token", r"\bsntry[us]_[A-Za-z0-9+/=_-]{30,}"),
+    ("flyio_token", r"\bfm[12]_[A-Za-z0-9+/=]{60,}"),
+    ("scalingo_token", r"\btk-us-[A-Za-z0-9_-]{40,}"),
+    ("cloudflare_ca_key", r"\bv1\.0-[a-f0-9]{24}-[a-f0-9]{146}\b"),
+    ("huggingface_token", r"\bhf_[A-Za-z0-9]{30,}"),
+    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),
+    ("google_oauth_token", r"\bya29\.[0-9A-Za-z_-]{20,}"),
+    ("stripe_key", r"\b[sr]k_(?:live|test)_[0-9A-Za-z]{16,}"),
+    ("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    ("anthropic_key", r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{20,}"),
+    ("npm_token", r"\bnpm_[A-Za-z0-9]{36}"),
+    ("pypi_token", r"\bpypi-AgE[A-Za-z0-9_-]{50,}"),
+    ("docker_token", r"\bdckr_pat_[A-Za-z0-9_-]{20,}"),
+    ("vault_token", r"\b(?:hvs|hvb|hvr|s)\.[A-Za-z0-9_-]{24,}"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
+    ("shopify_token", r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
+    ("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}"),
+    ("sendgrid_key", r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"),
+    ("twilio_key", r"\bSK[0-9a-fA-F]{32}\b"),
+    ("telegram_bot_token", r"\b\d{8,10}:AA[0-9A-Za-z_-]{30,}"),
+    ("azure_client_secret", r"(?<![A-Za-z0-9~_.-])[A-Za-z0-9_~.-]{3}\d[A-Za-z0-9]Q~[A-Za-z0-9_~.-]{31,34}"),
+    ("azure_storage_key", r"(?<=(?i:accountkey)=)[A-Za-z0-9+/]{86}=="),
+]]
+DETECT_SECRETS_KINDS = {
+    # detect-secrets types whose hits we trust in free text (its entropy and keyword plugins
+    # flag ordinary words in ad-hoc scans; ours do that job with the grammars of evidence).
+    "Artifactory Credentials", "AWS Access Key", "Azure Storage Account access key",
+    "Basic Auth Credentials", "Cloudant Credentials", "Discord Bot Token", "GitHub Token",
+    "GitLab Token", "IBM Cloud IAM Key", "IBM COS HMAC Credentials", "JSON Web Token",
+    "Mailchimp Access Key", "NPM tokens", "OpenAI Token", "PyPI Token", "SendGrid API Key",
+    "Slack Token", "SoftLayer Credentials", "Square OAuth Secret", "Stripe Access Key",
+    "Telegram Bot Token", "Twilio API Key", "Private Key",
+}
+DETECTOR_TRIGGER = re.compile(r"[A-Za-z0-9+/=_~.\-]{10,}")  # detectors know shorter vendor formats
+
+
+def known_format(text: str) -> bool:
+    return any(rx.search(text) for _, rx in VENDOR_FORMATS) or "PRIVATE KEY-----" in text
+
+
+@lru_cache(maxsize=1)
+def _azure_patterns():
+    from microsoft_security_utilities_secret_masker import SecretMasker, load_regex_patterns_from_json_file
+
+    path = files("microsoft_security_utilities_secret_masker").joinpath(
+        "GeneratedRegexPatterns", "PreciselyClassifiedSecurityKeys.json")
+    return SecretMasker(set(load_regex_patterns_from_json_file(str(path))))
+
+
+def format_spans(text: str) -> list[tuple[int, int, str]]:
+    spans = [(m.start(), m.end(), kind) for kind, rx in KEY_BLOCKS + VENDOR_FORMATS for m in rx.finditer(text)]
+    return [(s, e, kind) for s, e, kind in spans if e - s >= 8]
+
+
+def detector_values(text: str) -> set[tuple[str, str]]:
+    """(kind, secret) pairs that the maintained detectors find."""
+    if not DETECTOR_TRIGGER.search(text):
+        return set()
+    from detect_secrets.core.scan import scan_line
+    from detect_secrets.settings import default_settings
+
+    hits: set[tuple[str, str]] = set()
+    for detection in _azure_patterns().detect_secrets(text):
+        hits.add((re.sub(r"(?<!^)(?=[A-Z])", "_", detection.name).lower(), text[detection.start:detection.end]))
+    with default_settings():
+        for line in text.split("\n"):
+            if DETECTOR_TRIGGER.search(line):
+                hits |= {(re.sub(r"[^a-z0-9]+", "_", s.type.lower()).strip("_"), s.secret_value)
+                         for s in scan_line(line) if s.type in DETECT_SECRETS_KINDS and s.secret_value}
+    return {(kind, value) for kind, value in hits
+            if len(value) >= 8 and not re.fullmatch(r"[0-9a-fA-F]+", value)}

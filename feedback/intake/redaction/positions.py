@@ -1,0 +1,397 @@
+"""Where credentials sit: the value slots of assignments, options, headers, URLs, calls and prose.
+
+Each finder reads one grammar and yields a `Slot` for the value in a credential position; the
+field's name decides (`names.classify`), and the value is then judged on its own
+(`evidence`): a placeholder, a reference or a path in a password's slot is not a password.
+Identifier fields are reported too, so that nothing inside them is redacted for its look.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from secbot.feedback.intake.redaction import evidence
+from secbot.feedback.intake.redaction.names import Field, classify
+
+
+@dataclass(frozen=True)
+class Slot:
+    start: int
+    end: int
+    kind: str
+    field: Field  # CREDENTIAL, WEAK or IDENTIFIER
+
+    @property
+    def value(self) -> tuple[int, int]:
+        return self.start, self.end
+
+
+_STOP = set(" \t\r\n\"'`,;)]}>")
+
+
+def read_value(text: str, pos: int, stop_at: str = "", limit: int = 400) -> tuple[int, int, bool] | None:
+    """The value starting at `pos` (after spaces): a quoted string or a run up to a delimiter."""
+    n = len(text)
+    while pos < n and text[pos] in " \t":
+        pos += 1
+    if text.startswith("!!", pos) or text.startswith("!str ", pos):  # YAML tags
+        pos = text.find(" ", pos) + 1 or n
+    if pos >= n:
+        return None
+    while pos + 1 < n and text[pos] in "\"'" and text[pos + 1] == text[pos]:
+        pos += 1  # `""value""`
+    quote = text[pos]
+    if quote in "\"'`":
+        end = text.find(quote, pos + 1, pos + limit)
+        newline = text.find("\n", pos + 1, end if end > 0 else pos + limit)
+        if end < 0 or newline >= 0:
+            return None
+        return (pos + 1, end, True) if end > pos + 1 else None
+    end = pos
+    stops = _STOP | set(stop_at)
+    while end < n and end - pos < limit and text[end] not in stops:
+        end += 1
+    return (pos, end, False) if end > pos else None
+
+
+def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str) -> Slot | None:
+    """A slot when the value in it is a secret for a field of this kind."""
+    value = text[start:end]
+    if field is Field.IDENTIFIER:
+        return Slot(start, end, kind, field)
+    if field not in (Field.CREDENTIAL, Field.WEAK) or len(value.strip()) < 3:
+        return None
+    if evidence.is_reference(value, quoted) or evidence.is_not_secret(value.strip(), in_slot=True):
+        return None
+    if evidence.YARA_MODIFIERS.match(text[end + 1:end + 24]):
+        return None  # a YARA string definition: `$pass = "password" nocase wide`
+    if field is Field.WEAK and not evidence.looks_random(value):
+        return None
+    return Slot(start, end, kind, field)
+
+
+# --- assignments: NAME = value, "name": "value", NAME: value, $env:NAME = "value", name => value
+NAME = r"""(?P<q>["']?)(?P<name>[$@]?(?:env:)?[A-Za-z_\u4e00-\u9fff][\w.$\-\u4e00-\u9fff]{0,80})(?P=q)"""
+TYPED = r"(?:[ \t]*:[ \t]*(?:string|str|String|SecureString)\b|[ \t]+(?:string|str|String)\b)?"
+ASSIGNMENT = re.compile(r"(?<![\w$.])" + NAME + TYPED + r"[ \t]*(?P<sep>:=|=>|\?=|(?<![=!<>])=(?!=)|:(?![:/\\]))")
+XML_ELEMENT = re.compile(r"<(?P<name>[\w:.-]{1,60})>(?P<value>[^<\n]{1,300})</(?P=name)>")
+XML_PAIR = re.compile(r"""(?:key|name)\s*=\s*["'](?P<name>[^"'\n]{1,80})["']\s*"""
+                      r"""(?:value\s*=\s*["'](?P<value>[^"'\n]*)["']|>(?P<text>[^<\n]{1,300})<)""")
+HCL_VARIABLE = re.compile(r"""\bvariable\s+"(?P<name>[^"]+)"\s*\{[^}]*?\bdefault\s*=\s*""")
+
+
+def assignments(text: str) -> Iterator[Slot]:
+    for m in ASSIGNMENT.finditer(text):
+        field = classify(m.group("name"))
+        if field is Field.OTHER:
+            continue
+        in_query = m.start() > 0 and text[m.start() - 1] in "?&"
+        value = read_value(text, m.end(), stop_at="&#" if in_query else "")
+        if value is None:
+            continue
+        if m.group("sep") == ":" and text[m.end():value[0]] == "" and not m.group("q") and not in_query:
+            continue  # `Recon:IAMUser`, `tcp:host`: a colon with no space is not a YAML/JSON separator
+        slot = judge(text, *value, field, "assignment")
+        if slot:
+            yield slot
+    for m in XML_ELEMENT.finditer(text):
+        slot = judge(text, m.start("value"), m.end("value"), True, classify(m.group("name")), "assignment")
+        if slot:
+            yield slot
+    for m in XML_PAIR.finditer(text):
+        group = "value" if m.group("value") is not None else "text"
+        if m.group(group):
+            slot = judge(text, m.start(group), m.end(group), True, classify(m.group("name")), "assignment")
+            if slot:
+                yield slot
+    for m in HCL_VARIABLE.finditer(text):
+        value = read_value(text, m.end())
+        if value:
+            slot = judge(text, *value, classify(m.group("name")), "assignment")
+            if slot:
+                yield slot
+
+
+# --- HTTP headers: any scheme, `token="…"` parameters, cookies, and identifier headers whole
+HEADER = re.compile(r"(?im)(?:^|(?<=[\s\"'(]))(?P<name>[A-Za-z][A-Za-z0-9-]{1,60}):[ \t]*(?P<rest>[^\r\n\"']*)")
+AUTH_VALUE = re.compile(r"^(?:(?P<scheme>[A-Za-z][\w-]{1,24})[ \t]+)?(?:\w+=\"?)?(?P<s>[^\s\",]{6,})")
+COOKIE_PAIR = re.compile(r"(?P<name>[\w.-]+)=(?P<s>[^\s;]{6,})")
+
+
+def headers(text: str) -> Iterator[Slot]:
+    for m in HEADER.finditer(text):
+        name, rest = m.group("name").lower(), m.group("rest")
+        start = m.start("rest")
+        if name in ("authorization", "proxy-authorization"):
+            value = AUTH_VALUE.match(rest)
+            if value and not evidence.is_reference(value.group("s"), False):
+                yield Slot(start + value.start("s"), start + value.end("s"), "auth_header", Field.CREDENTIAL)
+        elif name in ("cookie", "set-cookie"):
+            for pair in COOKIE_PAIR.finditer(rest):
+                yield Slot(start + pair.start("s"), start + pair.end("s"), "cookie", Field.CREDENTIAL)
+        elif "-" in name and classify(name) is Field.IDENTIFIER and rest:
+            yield Slot(start, m.end("rest"), "header", Field.IDENTIFIER)  # X-Request-Id, DKIM-Signature
+
+
+# --- URLs: a password in the userinfo of any scheme, also with an empty user (`redis://:pw@`)
+USERINFO = re.compile(r"://(?P<user>[^\s:/@\"']*):(?P<s>[^\s@/\"']+)@(?=[\w\[.-])")
+ORACLE = re.compile(r"(?:\b(?:sqlplus|rman|expdp|impdp|exp|imp|sqlldr|dgmgrl)(?:\s+-\w+)*\s+"
+                    r"|jdbc:oracle:\w+:|\bconnect\s+)"
+                    r"['\"]?[\w.$#]+/(?P<s>[^\s@/\"']+)@")
+PGPASS = re.compile(r"(?m)^[\w.*-]+:(?:\d{1,5}|\*):[\w.*-]+:[\w.@*-]+:(?P<s>\S+)$")
+NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
+
+
+def urls(text: str) -> Iterator[Slot]:
+    for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (PGPASS, "pgpass_password"),
+                     (NETRC, "netrc_password")):
+        for m in rx.finditer(text):
+            if not evidence.is_reference(m.group("s"), False):
+                yield Slot(m.start("s"), m.end("s"), kind, Field.CREDENTIAL)
+
+
+# --- command lines
+# Single-letter options that take a password, by program (attached `-pX` where the program allows it).
+SHORT_PASSWORD_OPTIONS = {
+    "mysql": "p", "mysqldump": "p", "mysqladmin": "p", "mariadb": "p", "mysqlimport": "p", "mysqlshow": "p",
+    "sshpass": "p", "redis-cli": "a", "ldapsearch": "w", "ldapmodify": "w", "ldapadd": "w", "ldapdelete": "w",
+    "ldapwhoami": "w", "ldappasswd": "ws", "docker": "p", "podman": "p", "nerdctl": "p", "buildah": "p",
+    "az": "p", "psexec": "p", "psexec64": "p", "paexec": "p", "sqlcmd": "P", "osql": "P", "bcp": "P",
+    "zip": "P", "unzip": "P", "7z": "p", "7za": "p", "7zr": "p", "openssl": "k", "snmpwalk": "c",
+    "snmpget": "c", "snmpbulkwalk": "c", "snmpset": "c", "snmpgetnext": "c", "onesixtyone": "c",
+    "crackmapexec": "pH", "netexec": "pH", "nxc": "pH", "cme": "pH", "evil-winrm": "pH", "hydra": "p",
+    "medusa": "p", "ncrack": "p", "rdesktop": "p", "mongo": "p", "mongosh": "p", "mongodump": "p",
+    "mongorestore": "p", "mongoexport": "p", "rabbitmqadmin": "p", "kerbrute": "p", "ftp": "p", "lftp": "p",
+    "smbmap": "p", "rpcclient": "", "wmiexec": "p", "net": "", "schtasks": "p", "at": "", "runas": "",
+    "xfreerdp": "p", "wfreerdp": "p", "sftp": "", "vpnc": "", "openconnect": "", "ipmitool": "P", "racadm": "p",
+    "winrs": "p", "wmic": "", "cmdkey": "", "gpg": "", "curl": "", "wget": "", "pg_dump": "", "psql": "",
+}
+ATTACHED = {"mysql", "mysqldump", "mysqladmin", "mariadb", "mysqlimport", "mysqlshow", "7z", "7za", "7zr"}
+IMPACKET = {"secretsdump", "psexec", "wmiexec", "smbexec", "atexec", "dcomexec", "getuserspns", "getnpusers",
+            "gettgt", "getst", "mssqlclient", "lookupsid"}
+SEGMENT = re.compile(r"[^|;&\n]+")
+TOKEN = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
+WRAPPERS = {"sudo", "env", "time", "nohup", "exec", "command", "xargs", "nice", "doas", "watch", "timeout", "$", "#",
+            ">", "powershell", "pwsh", "cmd", "/c", "-c", "bash", "sh", "start"}
+USER_PASS_OPTIONS = {"-u", "--user", "-U", "--username", "/user:", "-user"}  # `u:p`, `u%p` forms
+PASSWORD_STDIN = re.compile(r"--password-stdin|--passphrase-fd\s+0|\bsudo\s+(?:-\w+\s+)*-S\b|\bpasswd\s+--stdin"
+                            r"|\bchpasswd\b|\bsshpass\s+-[fd]\b|--pass(?:word)?-from-stdin|\bkinit\b")
+
+
+def _program(tokens: list[re.Match]) -> tuple[str, int]:
+    for i, token in enumerate(tokens):
+        word = token.group().strip("\"'")
+        if word.lower() in WRAPPERS or re.fullmatch(r"[A-Za-z_]\w*=\S*", word) or word.startswith("-") and i == 0:
+            continue
+        name = re.split(r"[\\/]", word)[-1].lower()
+        name = re.sub(r"\.(?:exe|py|sh|ps1)$", "", name)
+        return (name[len("impacket-"):] if name.startswith("impacket-") else name), i
+    return "", len(tokens)
+
+
+def _unquote(token: re.Match) -> tuple[int, int]:
+    start, end = token.span()
+    if token.group()[:1] in "\"'" and end - start >= 2:
+        return start + 1, end - 1
+    return start, end
+
+
+def command_lines(text: str) -> Iterator[Slot]:
+    stdin_password = bool(PASSWORD_STDIN.search(text))
+    for segment in SEGMENT.finditer(text):
+        offset = segment.start()
+        tokens = list(TOKEN.finditer(segment.group()))
+        program, first = _program(tokens)
+        short = SHORT_PASSWORD_OPTIONS.get(program, "")
+        for i in range(first + 1, len(tokens)):
+            raw = tokens[i].group()
+            start, end = tokens[i].span()
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            # --password=X, -storepass X, /p:X
+            option = re.match(r"(--?|/)([A-Za-z][\w-]{0,40})(=|:)?", raw)
+            if option and (option.group(1) != "/" or option.group(3) == ":"):
+                name, attached = option.group(2), option.group(3)
+                letter = option.group(1) in "-/" and len(name) == 1
+                value_span = None
+                if attached:
+                    vstart = start + option.end()
+                    if vstart < end:
+                        quoted = raw[option.end():option.end() + 1] in "\"'"
+                        value_span = (vstart + quoted, end - quoted, quoted)
+                elif nxt is not None and not nxt.group().startswith("-"):
+                    s, e = _unquote(nxt)
+                    value_span = (s, e, nxt.group()[:1] in "\"'")
+                if letter:
+                    field = Field.CREDENTIAL if name in short else Field.OTHER
+                    if program == "smbclient" and name == "U":
+                        field = Field.OTHER
+                else:
+                    field = classify(name)
+                    if field is Field.WEAK:
+                        field = Field.OTHER  # `--key file.pem`, `--auth sso`: not a secret by name alone
+                if field is Field.CREDENTIAL and value_span:
+                    slot = judge(segment.group(), *value_span, field, "command_password")
+                    if slot:
+                        yield Slot(offset + slot.start, offset + slot.end, slot.kind, slot.field)
+                if option.group(1) == "-" and not attached and len(name) > 1 and name[0] in short \
+                        and program in ATTACHED and raw[1] == name[0] and len(raw) > 2:
+                    # mysql -pSecret, 7z -pSecret
+                    slot = judge(segment.group(), start + 2, end, False, Field.CREDENTIAL, "command_password")
+                    if slot:
+                        yield Slot(offset + slot.start, offset + slot.end, slot.kind, slot.field)
+            # -u user:pass (curl), -U user%pass (smbclient), /user:DOMAIN\u pass (net use)
+            if raw in USER_PASS_OPTIONS and nxt is not None:
+                s, e = _unquote(nxt)
+                pair = re.match(r"[^:%\s]+[:%](?P<s>(?!//).{3,})", segment.group()[s:e])
+                if pair and program not in ("net",):
+                    yield Slot(offset + s + pair.start("s"), offset + s + pair.end("s"), "command_password",
+                               Field.CREDENTIAL)
+            # impacket targets: [domain/]user:password@host
+            if i == first + 1 or program in IMPACKET:
+                s, e = _unquote(tokens[i])
+                target = re.fullmatch(r"(?:[\w.-]+/)?[\w.$-]+:(?P<s>[^@\s]{3,})@[\w.\[\]:-]+", segment.group()[s:e])
+                if target and program not in ("docker", "podman", "git", "ssh", "scp", "rsync"):
+                    yield Slot(offset + s + target.start("s"), offset + s + target.end("s"), "command_password",
+                               Field.CREDENTIAL)
+        if program == "net" and len(tokens) > first + 3 and tokens[first + 1].group().lower() == "user":
+            candidate = tokens[first + 3]
+            if not candidate.group().startswith("/") and candidate.group() != "*":
+                s, e = _unquote(candidate)
+                yield Slot(offset + s, offset + e, "command_password", Field.CREDENTIAL)
+        if program == "net" and any(t.group().lower().startswith("/user:") for t in tokens):
+            idx = next(i for i, t in enumerate(tokens) if t.group().lower().startswith("/user:"))
+            if idx + 1 < len(tokens) and not tokens[idx + 1].group().startswith("/"):
+                s, e = _unquote(tokens[idx + 1])
+                yield Slot(offset + s, offset + e, "command_password", Field.CREDENTIAL)
+        if program == "vault" and len(tokens) > first + 2 and tokens[first + 1].group() == "login":
+            candidate = tokens[first + 2]
+            if "=" not in candidate.group() and not candidate.group().startswith("-"):
+                s, e = _unquote(candidate)
+                slot = judge(segment.group(), s, e, False, Field.WEAK, "command_password")
+                if slot:
+                    yield Slot(offset + s, offset + e, slot.kind, slot.field)
+        if stdin_password and program in ("echo", "printf") or program == "sshpass" and "<(echo" in segment.group():
+            for token in tokens[first + 1:]:
+                if token.group().startswith("-") or token.group() in ("<(echo", "echo"):
+                    continue
+                s, e = _unquote(token)
+                value = segment.group()[s:e].rstrip(")")
+                if len(value) >= 4 and not evidence.is_reference(value, True):
+                    yield Slot(offset + s, offset + s + len(value), "command_password", Field.CREDENTIAL)
+                break
+    for m in re.finditer(r"-pass(?:in|out)?\s+pass:(?P<s>\S+)", text):
+        yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
+    for m in re.finditer(r"(?i)\bConvertTo-SecureString\s+(?:-String\s+)?([\"'])(?P<s>[^\"'\n]{3,})\1", text):
+        yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
+
+
+# --- calls: auth=("user", "pw"), HTTPBasicAuth('u', 'pw'), PSCredential("u", …), simple_bind_s(dn, pw)
+CALL = re.compile(r"(?i)(?:\bauth\s*=\s*|\b\w*(?:auth|credential|bind\w*|login|logon|authenticate)\s*)"
+                  r"[(\[]\s*(?P<q1>[\"'])[^\"'\n]{0,200}(?P=q1)\s*,\s*(?P<q2>[\"'])(?P<s>[^\"'\n]{3,})(?P=q2)")
+
+
+def calls(text: str) -> Iterator[Slot]:
+    for m in CALL.finditer(text):
+        if not evidence.is_reference(m.group("s"), True):
+            yield Slot(m.start("s"), m.end("s"), "call_argument", Field.CREDENTIAL)
+
+
+# --- prose, English: a password word, a short window, a marker, then the value
+PROSE_KEY = re.compile(r"(?i)\b(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|psk|pin|creds|credentials|login|logon"
+                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key|secret|token)\b")
+MARKERS = {"is", "was", "are", "=", ":", "now", "still", "to", "as", "be", "became"}
+CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
+FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
+                       "changed", "the", "same", "as", "be", "it's", "its", "literally", "probably"}
+WORD = re.compile(r"[^\s]+")
+
+
+def prose(text: str) -> Iterator[Slot]:
+    for key in PROSE_KEY.finditer(text):
+        window = text[key.end():key.end() + 120]
+        if not re.match(r"\s|[:=]\s", window):
+            continue  # `pass-the-hash`, `login.microsoftonline.com`, `secret:prod/…`: not a sentence
+        words = list(WORD.finditer(window))[:9]
+        marker, previous = False, key.group().lower()
+        needs_marker = previous in ("login", "logon", "creds", "credentials")
+        for n, word in enumerate(words):
+            raw = word.group()
+            bare = raw.lower().strip(",;")
+            if raw.endswith(":") and len(raw) > 1 and n < 7:
+                marker, previous = True, bare
+                continue
+            if bare in MARKERS and (bare != "to" or previous in CHANGE_VERBS or n == 0):
+                marker, previous = True, bare
+                continue
+            if marker and bare in FILLER_AFTER_MARKER:
+                previous = bare
+                continue
+            direct = n == 0 or (n == 1 and re.fullmatch(r"\d", words[0].group()))
+            if marker or (direct and not needs_marker):
+                value = raw.strip("\"'`“”‘’").rstrip(".,;)")
+                s = key.end() + word.start() + raw.find(value)
+                found = list(_person_value(text, s, value, marker))
+                yield from found
+                if found or marker:
+                    break
+            if n >= 6 or raw.endswith((".", "?", "!")) and not marker:
+                break
+            previous = bare
+
+
+def _person_value(text: str, start: int, value: str, after_marker: bool) -> Iterator[Slot]:
+    pair = re.fullmatch(r"(?P<u>[\w.@\\-]+)[:/](?P<s>\S{4,})", value)
+    if pair and not evidence.is_not_secret(value) and evidence.has_password_shape(pair.group("s"), 4):
+        yield Slot(start + pair.start("s"), start + pair.end("s"), "prose_password", Field.CREDENTIAL)
+        return
+    rest = text[start + len(value):start + len(value) + 80]
+    spaced = re.match(r"\s+/\s+(?P<s>\S{4,})", rest)  # "admin / J3nk1ns-Stg!"
+    if spaced and evidence.has_password_shape(spaced.group("s").rstrip(".,;"), 4):
+        s = start + len(value) + spaced.start("s")
+        yield Slot(s, s + len(spaced.group("s").rstrip(".,;")), "prose_password", Field.CREDENTIAL)
+        return
+    if evidence.has_password_shape(value, 6 if after_marker else 8) and not evidence.is_reference(value, False):
+        yield Slot(start, start + len(value), "prose_password", Field.CREDENTIAL)
+
+
+# --- prose, Chinese: a keyword, then the first ASCII value in the same clause
+ZH_KEY = re.compile(r"(?:密码|口令|密钥|秘钥|令牌|私钥|授权码|(?i:pin)码"
+                    r"|(?i:access\s*key\s*secret|secret\s*key|secretkey|accesskeysecret|api\s*key|token|secret))")
+ZH_ACCOUNT = re.compile(r"(?:账号|帐号|账户|帐户|用户名|登录|登陆)")
+ZH_CLAUSE_END = re.compile(r"[，。！？；、\n（]|[,;!?(](?=\s|$)")
+ZH_MARKER = re.compile(r"^\s*(?:是|为|是：|：|:|=|就是|还是|改成了?|改为|设为|设置为|变成了?)\s*")
+ASCII_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def chinese(text: str) -> Iterator[Slot]:
+    if not re.search(r"[\u4e00-\u9fff]", text):
+        return
+    for key in ZH_KEY.finditer(text):
+        clause = text[key.end():key.end() + 40]
+        cut = ZH_CLAUSE_END.search(clause)
+        clause = clause[:cut.start()] if cut else clause
+        direct = ZH_MARKER.match(clause)
+        for token in ASCII_TOKEN.finditer(clause):
+            value = token.group().strip("\"'“”")
+            immediate = direct and token.start() == direct.end() or token.start() == 0
+            if evidence.is_not_secret(value) or re.fullmatch(r"[A-Za-z]+", value) and not immediate:
+                continue
+            if (immediate and len(value) >= 4) or evidence.has_password_shape(value, 6):
+                s = key.end() + token.start() + token.group().find(value)
+                yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+                break
+    for key in ZH_ACCOUNT.finditer(text):
+        clause = text[key.end():key.end() + 60]
+        pair = re.search(r"(?P<u>[\w.@-]+)\s*/\s*(?P<s>[\x21-\x7e]{4,})", clause)
+        if pair and evidence.has_password_shape(pair.group("s"), 4):
+            yield Slot(key.end() + pair.start("s"), key.end() + pair.end("s"), "prose_password", Field.CREDENTIAL)
+
+
+FINDERS = (assignments, headers, urls, command_lines, calls, prose, chinese)
+
+
+def slots(text: str) -> Iterator[Slot]:
+    for finder in FINDERS:
+        yield from finder(text)

@@ -1,0 +1,119 @@
+"""Credentials out of text before anything is stored: each secret becomes `[REDACTED:<kind>]`.
+
+By structure, then by evidence, all found on the same text and replaced once:
+1. Where credentials sit (`positions`): the value slot of an assignment, option, header, URL
+   userinfo, call argument, or a prose sentence in English or Chinese, judged by the field's name.
+2. Their own formats (`formats`): key blocks, vendor tokens, maintained detectors.
+3. Decoding: base64 that decodes to a private key, to `user:pass` or to a known token.
+4. Last, entropy (`evidence.looks_secret`), judged per value and never inside a grammar of things
+   that are not secrets (ARNs, resource ids, bucket URIs, hashes, UUIDs, image references, paths,
+   host names, IPs, finding types) or inside a field that names an identifier.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+
+from secbot.feedback.intake.redaction import evidence, formats, positions
+from secbot.feedback.intake.redaction.names import Field
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+CANDIDATE = re.compile(r"[A-Za-z0-9+/_~.\-]{20,}(?:={1,2}(?![\w=]))?")
+BASE64 = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![\w+/=-])")
+
+
+@dataclass(frozen=True)
+class Redacted:
+    text: str
+    count: int
+    kinds: tuple[str, ...] = field(default=())
+
+
+class _Spans:
+    """Sorted, merged spans with a containment test."""
+
+    def __init__(self, spans):
+        merged: list[list[int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.starts = [s for s, _ in merged]
+        self.spans = merged
+
+    def covers(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self.starts, start) - 1
+        return i >= 0 and self.spans[i][1] >= end
+
+
+class Redactor:
+    """Replaces credentials in text; `redact` returns the clean text and what was found."""
+
+    def __init__(self, use_detectors: bool = True):
+        self.use_detectors = use_detectors
+
+    def redact(self, text: str) -> Redacted:
+        if not text:
+            return Redacted(text or "", 0)
+        # No store keeps NUL characters or unpaired surrogates (PostgreSQL refuses both).
+        text = _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+        found = self.find(text)
+        if not found:
+            return Redacted(text, 0)
+        out, kinds, last = [], [], 0
+        for start, end, kind in found:
+            out.append(text[last:start])
+            out.append(f"[REDACTED:{kind}]")
+            kinds.append(kind)
+            last = end
+        out.append(text[last:])
+        return Redacted("".join(out), len(kinds), tuple(kinds))
+
+    def find(self, text: str) -> list[tuple[int, int, str]]:
+        """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
+        found: list[tuple[int, int, str]] = []
+        keep: list[tuple[int, int]] = evidence.protected_spans(text)
+        for slot in positions.slots(text):
+            if slot.field is Field.IDENTIFIER:
+                keep.append(slot.value)
+            elif slot.end > slot.start:
+                found.append((slot.start, slot.end, slot.kind))
+        found.extend(formats.format_spans(text))
+        if self.use_detectors:
+            for kind, value in formats.detector_values(text):
+                found.extend((m.start(), m.end(), kind) for m in re.finditer(re.escape(value), text))
+        for m in BASE64.finditer(text):
+            kind = evidence.decoded_secret(m.group(), formats.known_format)
+            if kind:
+                found.append((m.start(), m.end(), kind))
+        kept = _Spans(keep)
+        claimed = _Spans((s, e) for s, e, _ in found)
+        for m in CANDIDATE.finditer(text):
+            found.extend(self._by_entropy(m, kept, claimed))
+        return _merge(found)
+
+    @staticmethod
+    def _by_entropy(match: re.Match, kept: _Spans, claimed: _Spans):
+        token, start = match.group(), match.start()
+        parts = [(start, token)]
+        if token.startswith("//") or token.count("/") >= 3:  # a path: judge each part
+            parts = [(start + m.start(), m.group()) for m in re.finditer(r"[^/]{20,}", token)]
+        for at, part in parts:
+            end = at + len(part)
+            if kept.covers(at, end) or claimed.covers(at, end) or not evidence.looks_secret(part):
+                continue
+            yield at, end, "high_entropy_secret"
+
+
+def _merge(found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    merged: list[tuple[int, int, str]] = []
+    for start, end, kind in sorted(found, key=lambda f: (f[0], -f[1])):
+        if merged and start < merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end, merged[-1][2])
+            continue
+        merged.append((start, end, kind))
+    return merged
