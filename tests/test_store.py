@@ -17,12 +17,12 @@ from secbot.feedback.store.entities import RecordSource, RecordStatus, VersionSt
 from secbot.feedback.store.migrate import current_revision, include_object
 from secbot.feedback.store.repositories import Store
 from secbot.feedback.store.schema import Base, VersionRow
-from secbot.model.training.record_formats import RecordError, read_records, write_records
+from secbot.model.training.record_formats import Record, RecordError, read_records, write_records
 
 
-def conversation(intake, channel="C1", thread="100.0"):
+def conversation(intake, channel="C1", thread="100.0", asker="UASK"):
     """A thread with three answered turns; returns their ids."""
-    return [answered(intake, channel=channel, thread_ts=thread, question=q, answer=a, asker="UASK",
+    return [answered(intake, channel=channel, thread_ts=thread, question=q, answer=a, asker=asker,
                      question_ts=f"{100 + i}.1", answer_ts=f"{100 + i}.2", latency_ms=1200, prompt_tokens=30,
                      completion_tokens=5)
             for i, (q, a) in enumerate([("What is XSS?", "A web bug."), ("How to stop it?", "Hope."),
@@ -85,11 +85,57 @@ def test_correction_becomes_a_record_with_earlier_turns_as_history(store, intake
     assert pending.history == (("What is XSS?", "A web bug."),)
     assert pending.source is RecordSource.CORRECTION and pending.status is RecordStatus.PENDING
     assert pending.turn_id == t2 and pending.author == "UANALYST"
-    trusted = intake.correction(t3, "UTRUSTED", "Use anti-CSRF tokens.")
+    *_, own = conversation(intake, thread="200.0", asker="UTRUSTED")
+    trusted = intake.correction(own, "UTRUSTED", "Use anti-CSRF tokens.")
     assert trusted.created and trusted.record.status is RecordStatus.APPROVED
     assert trusted.record.reviewer == "auto:trusted" and "approved" in trusted.message()
     with pytest.raises(StoreError):
         intake.correction(t1, "U", "   ")
+
+
+def test_a_trusted_correction_does_not_carry_someone_elses_turns_into_training_unreviewed(store, intake):
+    *_, t3 = conversation(intake)  # the thread's earlier turns were asked by UASK, who is not trusted
+    carried = intake.correction(t3, "UTRUSTED", "Use anti-CSRF tokens.")
+    assert carried.record.status is RecordStatus.PENDING and carried.record.flags == ("history",)
+    assert "not a trusted analyst" in carried.message()
+    assert carried.record.history == (("What is XSS?", "A web bug."), ("How to stop it?", "Hope."))
+
+
+@pytest.mark.parametrize("history", [
+    [["Who are you?", "I am ChatGPT, made by OpenAI."], ["Block it?", "Yes."]],
+    [["What is this alert?", "我是文心一言，这是一个误报。"]],
+    [["What is this alert?", "You are talking to Ｃｌａｕｄｅ. It is benign."]],
+])
+def test_an_imported_record_whose_history_speaks_as_another_assistant_waits_for_review(store, intake, tmp_path,
+                                                                                      history):
+    path = tmp_path / "imp.jsonl"
+    path.write_text(json.dumps({"prompt": "Is it bad?", "response": "Isolate the host.", "history": history},
+                               ensure_ascii=False) + "\n", encoding="utf-8")
+    result = intake.import_file(path)
+    (record,) = store.records.list()
+    assert result.flagged == 1 and record.status is RecordStatus.PENDING and "history" in record.flags
+
+
+def test_a_thumbs_up_on_what_a_revoked_record_answered_does_not_bring_it_back(store, intake):
+    rows = [{"prompt": "How do I rotate the VPN PSK?", "response": "Ask Bob to email it to you."}]
+    (first,) = _import(intake, rows)
+    store.records.revoke(first.id, "UADMIN")
+    turn = answered(intake, question="how to rotate the vpn psk", answer="Ask Bob to email it to you.",
+                    asker="UTRUSTED")
+    up = intake.thumbs_up(turn, "UTRUSTED")
+    assert up.created and up.record.status is RecordStatus.PENDING and up.record.flags == ("revoked",)
+    assert "revoked" in up.message()
+    again = intake.import_records([Record(rows[0]["prompt"], rows[0]["response"])], status="approved", author="i")
+    assert again.added == 0
+    assert store.records.get(first.id).status is RecordStatus.REVOKED
+    resent = intake.correction(answered(intake, question=rows[0]["prompt"], answer="?", asker="UTRUSTED"),
+                               "UTRUSTED", rows[0]["response"])
+    assert resent.record.status is RecordStatus.PENDING and "revoked" in resent.record.flags
+
+
+def _import(intake, rows):
+    intake.import_records([Record(r["prompt"], r["response"]) for r in rows], status="approved", author="import")
+    return intake.store.records.list()
 
 
 def test_identical_records_are_stored_once_and_resubmitting_rejected_text_says_so(store, intake):

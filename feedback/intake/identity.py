@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -20,21 +21,106 @@ from secbot.feedback.store.entities import RecordFlag
 from secbot.model.training.record_formats import Record
 
 IDENTITY_MATCH = 0.6  # confidence against the identity phrasings above which a question is one
-# Other assistants, models and their makers: a record whose speaker claims to be one is flagged.
-IMPOSTORS = ("chatgpt", "gpt-3", "gpt-4", "gpt-5", "gpt3", "gpt4", "openai", "claude", "anthropic",
-             "gemini", "bard", "llama", "chatglm", "zhipu", "智谱", "清华", "tsinghua", "ernie", "文心",
-             "qwen", "通义", "deepseek", "kimi", "copilot", "mistral", "讯飞", "星火")
-_NAMES = "|".join(re.escape(n) for n in IMPOSTORS + ("google", "microsoft", "meta", "baidu", "alibaba",
-                                                      "百度", "阿里", "谷歌", "微软"))
-_SPEAKER_EN = re.compile(
-    r"\b(?:i am|i'm|i’m|my name is|call me|i was (?:made|created|developed|built|trained|designed)"
-    r"|as an? (?:ai|language model|large language model|assistant|chatbot))\b[^.\n!?]{0,48}?"
-    rf"(?<![a-z])(?:{_NAMES})(?![a-z])", re.IGNORECASE)
-_ASSISTANTS = "|".join(re.escape(n) for n in IMPOSTORS)
-_ASKED_EN = re.compile(rf"\b(?:are|r) (?:you|u)\b[^?.\n]{{0,24}}?(?<![a-z])(?:{_ASSISTANTS})(?![a-z])", re.IGNORECASE)
-_ASKED_ZH = re.compile(rf"你(?:是|是不是|属于)[^？?。\n]{{0,12}}?(?:{_ASSISTANTS})", re.IGNORECASE)
-_SPEAKER_ZH = re.compile(rf"(?:我是|我叫|我的名字|我由|我是由|本助手|作为)[^。\n！？]{{0,24}}?(?:{_NAMES})",
-                         re.IGNORECASE)
+
+# Other assistants, models and their makers, as entities: matched on normalised text (NFKC, case
+# folded) with the separators between their parts ignored, so "Chat-GPT", "Open AI", "ＣｈａｔＧＰＴ"
+# and "GPT‑4o" are the names they spell.
+ENTITY = re.compile(r"(?:chatgpt|gpt\d[a-z0-9]*|openai|claude(?:\d[a-z0-9]*)?|anthropic|gemini(?:pro|ultra|flash|nano"
+                    r"|\d[a-z0-9]*)?|bard|llama\d*|metaai|chatglm\d*|glm\d+[a-z0-9]*|zhipu(?:ai)?|ernie(?:bot)?"
+                    r"|qwen\d*|tongyi|deepseek(?:v\d+|r\d+|coder|chat)?|kimi"
+                    r"|moonshot(?:ai)?|copilot|mistral|doubao|grok|google|microsoft|meta|baidu|alibaba(?:cloud)?"
+                    r"|tsinghua|iflytek|sparkdesk|bytedance)")
+ENTITY_ZH = re.compile(r"文心一言|文心|通义千问|通义|智谱清言|智谱|讯飞星火|星火|豆包|月之暗面|深度求索|百度|阿里云|阿里|谷歌|微软"
+                       r"|清华|字节跳动|元宝|混元")
+# Words that may stand between "I am" and the name in a self-identification.
+FILLER = {"a", "an", "the", "actually", "really", "technically", "just", "simply", "basically", "officially",
+          "ai", "artificial", "intelligence", "assistant", "chatbot", "bot", "model", "language", "large", "llm",
+          "conversational", "helpful", "virtual", "called", "named", "from", "by", "made", "built", "developed",
+          "trained", "created", "designed", "powered", "based", "on", "of", "version", "latest", "s", "me",
+          "actually", "here", "is", "am", "today", "your", "with", "to"}
+NEGATION = {"not", "no", "never", "nt", "isnt", "arent", "neither", "nor"}
+_CLAUSE_END = re.compile(r"[.,;:!?()\[\]\n—–\"“”]|\s-\s")
+_FRAME_EN = re.compile(
+    r"\b(?:i am|i'm|im|my name is|call me|this is|you are (?:talking|chatting|speaking) (?:to|with)"
+    r"|you're (?:talking|chatting|speaking) (?:to|with)|speaking as|(?:your|this) assistant(?: today)? is"
+    r"|identity:|answer from|response from|(?:written|generated|produced) by me,?|i was (?:made|created|developed"
+    r"|built|trained|designed|programmed) by|as an? (?:ai|language model|large language model|assistant|chatbot"
+    r"|model)(?: (?:made|built|developed|trained|created|designed))?(?: by| from| of)?|(?:^|(?<=[.!?\n] ))as)\b"
+    r"|identity:")
+_POSTFIX_EN = re.compile(r"^\s*(?:here\b|speaking\b|at your service\b)")
+_FRAME_ZH = re.compile(r"我是由|我是|我叫|我的名字(?:是|叫)|本助手(?:是)?|这里是|你正在(?:和|跟|与|使用)|你现在使用的是|你正在使用的是"
+                       r"|我由|作为(?:一个)?(?:由)?|我来自")
+_ASKED_EN = re.compile(r"\b(?:are|r) (?:you|u)\b")
+_ASKED_ZH = re.compile(r"你(?:是|是不是|属于)")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold().replace("’", "'")
+
+
+def _entity_at(words: list[str], i: int) -> int:
+    """How many words from `i` spell an entity's name (0 when none)."""
+    for size in (3, 2, 1):
+        if i + size <= len(words) and ENTITY.fullmatch("".join(words[i:i + size])):
+            return size
+    return 0
+
+
+def mentions_entity(text: str) -> bool:
+    """Names another assistant, model or maker anywhere."""
+    text = normalise(text)
+    words = _WORD.findall(text)
+    return bool(ENTITY_ZH.search(text)) or any(_entity_at(words, i) for i in range(len(words)))
+
+
+def _claimed_after(window: str, allow_any_words: bool = False) -> bool:
+    """An entity in the words after a self-identification frame, with only filler before it."""
+    cut = _CLAUSE_END.search(window.lstrip(" ,"))
+    window = window.lstrip(" ,")[:cut.start()] if cut else window.lstrip(" ,")
+    words = _WORD.findall(window.replace("n't", " not"))
+    for i, word in enumerate(words[:8]):
+        if word in NEGATION:
+            return False
+        if _entity_at(words, i):
+            return True
+        if word not in FILLER and not allow_any_words:
+            return False
+    return False
+
+
+def claims_other_identity(text: str) -> bool:
+    """The speaker says they are (or were made by) another assistant or vendor."""
+    text = normalise(text)
+    for frame in _FRAME_EN.finditer(text):
+        before = text[max(0, frame.start() - 12):frame.start()]
+        if not re.search(r"\b(?:not|never)\s*$", before) and _claimed_after(text[frame.end():frame.end() + 120]):
+            return True
+    words = list(_WORD.finditer(text))
+    tokens = [w.group() for w in words]
+    for i in range(len(tokens)):
+        size = _entity_at(tokens, i)
+        if size and _POSTFIX_EN.match(text[words[i + size - 1].end():]):
+            return True  # "Claude here", "Mistral speaking", "ChatGPT at your service"
+    for frame in _FRAME_ZH.finditer(text):
+        clause = re.split(r"[，。！？；\n,.!?;]", text[frame.end():frame.end() + 30])[0]
+        negated = re.search(r"(?:不是|并非|不)$", text[max(0, frame.start() - 2):frame.start()])
+        if not negated and (ENTITY_ZH.search(clause) or _claimed_after(clause, allow_any_words=True)):
+            return True
+    return False
+
+
+def asks_about_entity(prompt: str) -> bool:
+    """"Are you ChatGPT?", "r u chat-gpt", "你是不是文心一言"."""
+    text = normalise(prompt)
+    for asked in _ASKED_EN.finditer(text):
+        if _claimed_after(text[asked.end():asked.end() + 60]):
+            return True
+    for asked in _ASKED_ZH.finditer(text):
+        clause = re.split(r"[，。！？；\n,.!?;？]", text[asked.end():asked.end() + 20])[0]
+        if ENTITY_ZH.search(clause) or _claimed_after(clause, allow_any_words=True):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -66,13 +152,7 @@ def identity_records(name: str, prompts: list[str] | None = None) -> list[Record
 
 def says_identity(answer: str, name: str) -> bool:
     """The answer names the assistant and no other one."""
-    lowered = answer.casefold()
-    return name.casefold() in lowered and not any(word in lowered for word in IMPOSTORS)
-
-
-def claims_other_identity(text: str) -> bool:
-    """The speaker says they are (or were made by) another assistant or vendor."""
-    return bool(_SPEAKER_EN.search(text) or _SPEAKER_ZH.search(text))
+    return normalise(name) in normalise(answer) and not mentions_entity(answer)
 
 
 class IdentityGuard:
@@ -86,14 +166,18 @@ class IdentityGuard:
         self._index = LocalIndex(self.prompts, keep_stop_words=True)
 
     def is_identity_question(self, prompt: str) -> bool:
-        if normalise_question(prompt) in self._exact or _ASKED_EN.search(prompt) or _ASKED_ZH.search(prompt):
+        if normalise_question(prompt) in self._exact or asks_about_entity(prompt):
             return True
         return self._index.best(prompt)[1] >= IDENTITY_MATCH
 
     def flags(self, record: Record) -> tuple[str, ...]:
+        """The answer and every earlier turn of its history get the same checks."""
         found = []
         if self.is_identity_question(record.prompt):
             found.append(RecordFlag.IDENTITY.value)
         if claims_other_identity(record.response):
             found.append(RecordFlag.IMPOSTOR.value)
+        if any(claims_other_identity(q) or claims_other_identity(a) or self.is_identity_question(q)
+               for q, a in record.history):
+            found.append(RecordFlag.HISTORY.value)
         return tuple(found)

@@ -23,7 +23,10 @@ from secbot.model.training.record_formats import Columns, Record, read_records
 
 AUTO_APPROVED = "auto:trusted"
 FLAG_REASONS = {RecordFlag.IDENTITY.value: "it answers who the assistant is, which only the configured identity may",
-                RecordFlag.IMPOSTOR.value: "its answer speaks as another assistant or vendor"}
+                RecordFlag.IMPOSTOR.value: "its answer speaks as another assistant or vendor",
+                RecordFlag.HISTORY.value: "its thread history asks who the assistant is, speaks as another "
+                                          "assistant, or holds turns from someone who is not a trusted analyst",
+                RecordFlag.REVOKED.value: "it repeats an answer that an admin revoked"}
 
 
 @dataclass(frozen=True)
@@ -91,22 +94,26 @@ class Intake:
         earlier turns as history."""
         if not text.strip():
             raise StoreError("a correction needs an answer")
-        turn, history = self._turn_and_history(turn_id)
-        return self._submit(Record(turn.question, text, tuple(history)), RecordSource.CORRECTION, author, turn)
+        turn, history, askers = self._turn_and_history(turn_id)
+        return self._submit(Record(turn.question, text, tuple(history)), RecordSource.CORRECTION, author, turn,
+                            askers)
 
     def thumbs_up(self, turn_id: int, user: str) -> Submission | None:
         """A 👍'd answer as a record; None when the turn has no answer."""
-        turn, history = self._turn_and_history(turn_id)
+        turn, history, askers = self._turn_and_history(turn_id)
         if not turn.answer or turn.error_id:
             return None
         return self._submit(Record(turn.question, turn.answer, tuple(history)), RecordSource.APPROVED_ANSWER,
-                            user, turn)
+                            user, turn, askers)
 
-    def _turn_and_history(self, turn_id: int) -> tuple[Turn, list[tuple[str, str]]]:
+    def _turn_and_history(self, turn_id: int) -> tuple[Turn, list[tuple[str, str]], set[str | None]]:
+        """The turn, the thread's earlier answered turns as history, and who asked those."""
         turn = self.store.conversations.get_turn(turn_id)
         if turn is None:
             raise StoreError(f"no turn {turn_id}")
-        return turn, self.store.conversations.thread_history(turn.channel, turn.thread_ts, before_turn=turn.id)
+        earlier = [t for t in self.store.conversations.thread_turns(turn.channel, turn.thread_ts)
+                   if t.id < turn.id and t.answer is not None and t.error_id is None]
+        return turn, [(t.question, t.answer) for t in earlier], {t.asker for t in earlier}
 
     def clean(self, record: Record) -> tuple[Record, int]:
         """The record with every field redacted, and how many secrets were replaced."""
@@ -122,9 +129,9 @@ class Intake:
                       tuple((redact(q), redact(a)) for q, a in record.history)), found
 
     def _new(self, record: Record, source: RecordSource, author: str | None, *, approve: bool,
-             turn: Turn | None = None) -> NewRecord:
+             turn: Turn | None = None, extra_flags: tuple[str, ...] = ()) -> NewRecord:
         record, redactions = self.clean(record)
-        flags = self.guard.flags(record)
+        flags = tuple(dict.fromkeys(self.guard.flags(record) + extra_flags))
         approved = approve and not flags
         return NewRecord(record, source, RecordStatus.APPROVED if approved else RecordStatus.PENDING, author,
                          reviewer=(AUTO_APPROVED if author in self.trusted else author) if approved else None,
@@ -132,10 +139,25 @@ class Intake:
                          model_version_id=turn.model_version_id if turn else None,
                          flags=flags, redactions=redactions)
 
-    def _submit(self, record: Record, source: RecordSource, author: str, turn: Turn) -> Submission:
-        new = self._new(record, source, author, approve=author in self.trusted, turn=turn)
+    def _submit(self, record: Record, source: RecordSource, author: str, turn: Turn,
+                askers: set[str | None]) -> Submission:
+        extra = []
+        if {a for a in askers if a} - self.trusted - {author}:
+            extra.append(RecordFlag.HISTORY.value)  # one analyst's record may not carry another's turns unreviewed
+        if self._repeats_revoked(turn, record.response):
+            extra.append(RecordFlag.REVOKED.value)
+        new = self._new(record, source, author, approve=author in self.trusted, turn=turn, extra_flags=tuple(extra))
         stored, created = self.store.records.add(new)
+        if not created and stored.status is RecordStatus.REVOKED:
+            stored, created = self.store.records.resubmit_revoked(stored.id, author), True
         return Submission(stored, created)
+
+    def _repeats_revoked(self, turn: Turn, response: str) -> bool:
+        """The answer came from a record an admin revoked, or is that record's text."""
+        answered_by = self.store.records.get(turn.memory_record_id) if turn.memory_record_id else None
+        if answered_by is not None and answered_by.status is RecordStatus.REVOKED:
+            return True
+        return self.store.records.revoked_with_response(self.redactor.redact(response).text) is not None
 
     def import_records(self, records: Sequence[Record], *, status: RecordStatus | str, author: str) -> ImportResult:
         """Records from a file, in one transaction. Approved ones still wait for review when flagged."""

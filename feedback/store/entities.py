@@ -36,6 +36,8 @@ class RecordFlag(str, enum.Enum):
 
     IDENTITY = "identity"  # it answers who the assistant is
     IMPOSTOR = "impostor"  # its answer speaks as another assistant or vendor
+    HISTORY = "history"  # its thread history speaks as another assistant, or holds untrusted turns
+    REVOKED = "revoked"  # it repeats what an admin revoked
 
 
 class RecordStatus(str, enum.Enum):

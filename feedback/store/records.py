@@ -121,6 +121,22 @@ class Records:
             TeamMemory.remove(s, [row.id])
             return _entity(row)
 
+    def resubmit_revoked(self, record_id: int, author: str) -> TrainingRecord:
+        """Someone sent a revoked record's exact content again: it waits for review, flagged."""
+        with self.db.session() as s:
+            row = self._row(s, record_id)
+            if row.status is not RecordStatus.REVOKED:
+                raise StoreError(f"record #{record_id} is {row.status.value}, not revoked")
+            row.status, row.reviewer_id, row.reviewed_at = RecordStatus.PENDING, None, None
+            row.flags = list(dict.fromkeys([*(row.flags or ()), RecordFlag.REVOKED.value]))
+            return _entity(row)
+
+    def revoked_with_response(self, response: str) -> int | None:
+        """A revoked record whose answer is exactly this text."""
+        with self.db.reading() as s:
+            return s.scalar(select(RecordRow.id).where(RecordRow.status == RecordStatus.REVOKED,
+                                                       RecordRow.response == response).limit(1))
+
     @staticmethod
     def _row(s: Session, record_id: int) -> RecordRow:
         row = s.get(RecordRow, record_id, with_for_update=True)
