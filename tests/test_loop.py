@@ -22,6 +22,7 @@ from secbot.feedback.learning.evalsets import builtin_heldout
 from secbot.feedback.learning.gate import GateConfig, decide
 from secbot.feedback.learning.loop import LearningLoop, LogReporter, serve_active
 from secbot.feedback.learning.pipeline import RetrainPipeline
+from secbot.feedback.learning.report import author_cap_note
 from secbot.feedback.learning.schedule import JOB_ID, start_scheduler
 from secbot.feedback.store.entities import RunState, TrainingRecord
 from secbot.feedback.store.repositories import Store
@@ -267,6 +268,16 @@ def test_the_gate_compares_candidate_and_active():
 def _record(rid, author, reviewer="auto:trusted", prompt=None):
     return TrainingRecord(rid, prompt or f"Question {rid}?", f"Answer {rid}.", (), "correction", "approved",
                           author, reviewer, None, None, None, (), None, utcnow())
+
+
+def test_a_lone_authors_import_is_reviewed_and_the_cap_says_how_to_lift_it():
+    imported = [TrainingRecord(i, f"Q{i}?", f"A{i}.", (), "import", "approved", "UADMIN", "UADMIN", None, None, None,
+                               (), None, utcnow()) for i in range(1, 6)]
+    assert len(curate(imported, [], IdentityGuard(), 0.5).kept) == 5  # an import is an admin's act
+    alone = curate([_record(i, "ULONE") for i in range(1, 6)], [], IdentityGuard(), 0.5)
+    assert alone.kept == [] and alone.capped_authors == {"ULONE": 5}
+    note = author_cap_note(0.5, alone.capped_authors)
+    assert "5 by ULONE" in note and "SECBOT_MAX_AUTHOR_SHARE" in note and "second admin" in note
 
 
 def test_the_author_cap_holds_for_the_snapshot_as_frozen():

@@ -6,7 +6,9 @@
 - `impostor`: its answer speaks as another assistant and no second person approved it;
 - `author_cap`: records nobody but their author vouched for (auto-approved, or approved by their
   own author) beyond `max_author_share` of the snapshot, newest kept. The cap holds for the
-  snapshot as frozen: no author ends above the share.
+  snapshot as frozen: no author ends above the share. Imported records count as reviewed (an
+  import is an admin's act), and so do records a second person approved: a lone author's work
+  is never starved, only held until someone else looks. `capped_authors` says who was capped.
 
 `training_mix` turns a snapshot into the run's training set: the new records, replay of earlier
 approved records and of the built-in general set (so new records do not erase old knowledge),
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from secbot.feedback.intake.identity import IdentityGuard
 from secbot.feedback.intake.submissions import AUTO_APPROVED
 from secbot.feedback.memory.matching import normalise_question, question_key
-from secbot.feedback.store.entities import RecordFlag, TrainingRecord
+from secbot.feedback.store.entities import RecordFlag, RecordSource, TrainingRecord
 from secbot.model.training.record_formats import Record
 
 
@@ -35,13 +37,14 @@ from secbot.model.training.record_formats import Record
 class Curated:
     kept: list[TrainingRecord]
     excluded: dict[str, list[int]] = field(default_factory=dict)  # reason -> record ids
+    capped_authors: dict[str, int] = field(default_factory=dict)  # author -> records the cap left out
 
     def summary(self) -> dict[str, int]:
         return {reason: len(ids) for reason, ids in self.excluded.items()}
 
 
 def vouched_only_by_author(record: TrainingRecord) -> bool:
-    return record.reviewer in (None, AUTO_APPROVED, record.author)
+    return record.source != RecordSource.IMPORT and record.reviewer in (None, AUTO_APPROVED, record.author)
 
 
 def author_cap(counts: dict[str, int], reviewed: int, share: float) -> int:
@@ -83,7 +86,8 @@ def curate(approved: Sequence[TrainingRecord], heldout_prompts: Iterable[str], g
     if dropped:
         excluded["author_cap"] = sorted(dropped)
     kept = [r for r in eligible if r.id not in dropped]
-    return Curated(kept, dict(excluded))
+    capped_authors = Counter(r.author or "unknown" for r in capped if r.id in dropped)
+    return Curated(kept, dict(excluded), dict(capped_authors))
 
 
 MAX_REPEAT = 8

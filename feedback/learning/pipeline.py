@@ -30,7 +30,7 @@ from secbot.feedback.learning.curation import curate, training_mix
 from secbot.feedback.learning.evalsets import general_set, heldout_set
 from secbot.feedback.learning.gate import GateConfig, decide
 from secbot.feedback.learning.job import JobSpec, adapter_dir
-from secbot.feedback.learning.report import RunReport
+from secbot.feedback.learning.report import RunReport, author_cap_note
 from secbot.feedback.store.entities import RecordStatus, RunState, TrainingRecord, Version, VersionStatus
 from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.repositories import Store
@@ -127,12 +127,13 @@ class RetrainPipeline:
         trained = self.store.runs.trained_record_ids()
         new = [r for r in curated.kept if r.id not in trained]
         data = {"excluded": curated.summary()}
+        if curated.capped_authors:
+            data["author_cap"] = {"share": cfg.max_author_share, "authors": curated.capped_authors}
         if len(new) < cfg.min_new_records:
             why = (f"Skipped: {len(new)} new approved record(s) since the active model was trained; "
                    f"at least {cfg.min_new_records} needed.")
-            if curated.excluded.get("author_cap") and not curated.kept:
-                why += (" Every record was left out by the author cap: one analyst cannot make up more than "
-                        f"{cfg.max_author_share:.0%} of the training data unreviewed (SECBOT_MAX_AUTHOR_SHARE).")
+            if curated.capped_authors:
+                why += " " + author_cap_note(cfg.max_author_share, curated.capped_authors)
             return RunReport("skipped", why, data=data)
         snapshot = self.store.records.create_snapshot(curated.kept, curated.summary())
         run = self.store.runs.create_run(snapshot_id=snapshot.id, method=cfg.train.method,

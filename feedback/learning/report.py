@@ -58,9 +58,20 @@ def data_lines(data: dict) -> list[str]:
     if excluded:
         lines.append("left out of the snapshot: " + ", ".join(f"{n} {reason.replace('_', ' ')}"
                                                               for reason, n in sorted(excluded.items())))
+    if data.get("author_cap"):
+        lines.append(author_cap_note(data["author_cap"]["share"], data["author_cap"]["authors"]))
     if "memory_coverage" in data:
         lines.append(f"team memory answers {data['memory_coverage']:.0f}% of the new records confidently")
     return lines
+
+
+def author_cap_note(share: float, authors: dict[str, int]) -> str:
+    """What the author cap did, and how to lift it."""
+    who = ", ".join(f"{n} by {author}" for author, n in sorted(authors.items()))
+    return (f"The author cap left out {sum(authors.values())} record(s) ({who}): one person's unreviewed "
+            f"records may make up at most {share:.0%} of the training data. To include them, have a second "
+            "admin approve them in the review queue (App Home or `/secbot review`), or raise "
+            "SECBOT_MAX_AUTHOR_SHARE.")
 
 
 def render(report: RunReport) -> str:
