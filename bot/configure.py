@@ -118,7 +118,8 @@ def loop_config(settings: Settings) -> LoopConfig:
                       min_new_records=training.min_new, max_author_share=training.max_author_share,
                       replay_ratio=training.replay_ratio, general_ratio=training.general_ratio,
                       heldout_file=training.heldout_file, mcq_file=training.mcq_file,
-                      timeout_s=training.timeout, eval_max_new_tokens=min(settings.model.max_new_tokens, 256))
+                      timeout_s=training.timeout, stale_after_s=training.stale_after,
+                      eval_max_new_tokens=min(settings.model.max_new_tokens, 256))
 
 
 def schedule(settings: Settings) -> Schedule:

@@ -170,6 +170,9 @@ class TrainingSettings(Group):
                          description="New approved records needed for a run.")
     timeout: float = Field(6 * 3600, gt=0, validation_alias=env("SECBOT_RETRAIN_TIMEOUT"),
                            description="Seconds before a run is killed.")
+    stale_after: float = Field(120, ge=30, validation_alias=env("SECBOT_RUN_STALE_AFTER"),
+                               description="Seconds without a heartbeat after which a run on another host "
+                               "counts as dead (on its own host a dead run is seen at once).")
     method: Literal["ptuning", "lora"] | None = Field(None, validation_alias=env("SECBOT_RETRAIN_METHOD"),
                                                       description="ptuning (default) or lora.")
     max_steps: int | None = Field(None, ge=1, validation_alias=env("SECBOT_RETRAIN_MAX_STEPS"))

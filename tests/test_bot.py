@@ -2,6 +2,9 @@
 (tests/fixtures/slack), answering through the offline Slack Web API and the tiny model."""
 
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -513,6 +516,30 @@ def test_a_full_disk_still_gets_a_reply_with_an_error_id_and_the_bot_recovers(bo
     engine.pool.dispose()
     bot.mention("What is MFA?", ts="19.2")
     assert body_text(bot.answers("C1", "19.2")[0]) == neutralise(bot_engine.generate("What is MFA?"))
+
+
+def test_a_question_left_by_a_killed_process_is_answered_at_once_not_after_the_timeout(bot, slack, bot_engine):
+    url = bot.store.db.engine.url.render_as_string(hide_password=False)
+    code = textwrap.dedent(f"""
+        import time
+        from secbot.feedback.intake.submissions import Intake
+        from secbot.feedback.store.repositories import Store
+        turn = Intake(Store({url!r})).question(channel="C1", thread_ts="22.0", question="What is a bootkit?",
+                                               asker={ANALYST!r}, question_ts="22.0")
+        print(turn, flush=True)
+        time.sleep(600)
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        turn = int(owner.stdout.readline())
+        assert bot.deps.answerer.recover() == 0  # its owner is alive and may still answer it
+    finally:
+        owner.kill()  # SIGKILL: the process dies mid-answer
+        owner.wait(30)
+    assert bot.deps.answerer.recover() == 1  # default: no waiting out the answer timeout
+    [answer] = bot.answers("C1", "22.0")
+    assert bot.turn("C1", answer["ts"]).id == turn
+    assert body_text(answer) == neutralise(bot_engine.generate("What is a bootkit?"))
 
 
 def test_questions_a_stopped_process_left_are_finished_at_start_up(bot, slack, bot_engine):

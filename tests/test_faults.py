@@ -2,6 +2,7 @@
 changes by accident, and every mistake gets one line that says what to do."""
 
 import os
+from datetime import timedelta
 import signal
 import subprocess
 import sys
@@ -121,8 +122,14 @@ def test_killing_the_worker_kills_its_training_and_no_second_run_starts_beside_i
     while Path(f"/proc/{trainer}").exists() and Path(f"/proc/{trainer}/stat").read_text().split()[2] != "Z":
         assert time.time() < deadline, "the training process outlived its worker"
         time.sleep(0.2)
-    assert store.runs.get_run(queued.id).state is RunState.RUNNING  # until its heartbeat goes stale
+    assert store.runs.get_run(queued.id).state is RunState.RUNNING  # until somebody looks
     assert store.runs.enqueue_run(method="ptuning", requested_by="UADMIN") is None  # one at a time
+    # Whoever looks next on this host (worker, scheduler, /secbot status, /secbot retrain) sees at
+    # once that the owner is gone, long before any heartbeat could go stale.
+    assert store.runs.fail_stale_runs(timedelta(hours=1)) == [queued.id]
+    failed = store.runs.get_run(queued.id)
+    assert failed.state is RunState.FAILED and "is gone" in failed.error and str(worker.pid) in failed.error
+    assert store.runs.enqueue_run(method="ptuning", requested_by="UADMIN") is not None
     store.close()
 
 

@@ -123,6 +123,7 @@ class LearningLoop:
 
     def retrain(self, requested_by: str) -> str:
         """Start a run (here, in a thread) or queue it for the training worker; says which."""
+        self.pipeline.recover()  # a run whose process died does not block this one
         if self.training == "worker":
             queued = self.store.runs.enqueue_run(method=self.config.train.method, requested_by=requested_by)
             if queued is None:
@@ -171,6 +172,7 @@ class LearningLoop:
 
     def scheduled_run(self) -> None:
         """The nightly job: train here, or queue the run for the worker (which may be this process)."""
+        self.pipeline.recover()
         if self.training == "worker":
             if self.store.runs.enqueue_run(method=self.config.train.method, requested_by="scheduler") is None:
                 log.info("nightly run not queued: one is already queued or running")
@@ -182,6 +184,7 @@ class LearningLoop:
         stop = stop or threading.Event()
         self.pipeline.recover()
         while not stop.is_set():
+            self.pipeline.recover()
             queued = self.store.runs.next_queued_run()
             if queued is not None:
                 self.run_and_report(queued.requested_by, queued.id)
@@ -190,6 +193,7 @@ class LearningLoop:
 
     def status(self) -> dict:
         """The last run and the next scheduled one, in words."""
+        self.pipeline.recover()
         runs = self.store.runs.runs(limit=1)
         last = (f"run {runs[0].id}, {runs[0].state.value}, {runs[0].created_at:%Y-%m-%d %H:%M} UTC"
                 if runs else None)

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from secbot.feedback.learning.curation import curate, training_mix
 from secbot.feedback.learning.evalsets import general_set, heldout_set
 from secbot.feedback.learning.gate import GateConfig, decide
 from secbot.feedback.learning.job import JobSpec, adapter_dir
+from secbot.feedback.store.owners import this_process
 from secbot.feedback.learning.report import RunReport, author_cap_note
 from secbot.feedback.store.entities import RecordStatus, RunState, TrainingRecord, Version, VersionStatus
 from secbot.feedback.store.memory_index import TeamMemory
@@ -61,7 +61,7 @@ class LoopConfig:
     mcq_file: Path | None = None
     timeout_s: float = 6 * 3600
     heartbeat_s: float = 10.0
-    stale_after_s: float = 600.0
+    stale_after_s: float = 120.0  # a run on another host with no heartbeat this long has died
     eval_max_new_tokens: int = 128
 
 
@@ -85,10 +85,11 @@ class RetrainPipeline:
         self.config = config
         self.model = model
         self.guard = IdentityGuard()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = f"{this_process()}:{uuid.uuid4().hex[:6]}"
 
     def recover(self) -> list[int]:
-        """Mark runs whose process died (stale heartbeat) as failed; call at start-up."""
+        """Mark runs whose process died as failed: at once when its owner was on this host and is
+        gone, after `stale_after_s` without a heartbeat otherwise. Cheap; called by whoever looks."""
         failed = self.store.runs.fail_stale_runs(timedelta(seconds=self.config.stale_after_s))
         for run_id in failed:
             log.warning("training run %s had no heartbeat and is marked failed", run_id)
@@ -136,7 +137,7 @@ class RetrainPipeline:
                 why += " " + author_cap_note(cfg.max_author_share, curated.capped_authors)
             return RunReport("skipped", why, data=data)
         snapshot = self.store.records.create_snapshot(curated.kept, curated.summary())
-        run = self.store.runs.create_run(snapshot_id=snapshot.id, method=cfg.train.method,
+        run = self.store.runs.create_run(snapshot_id=snapshot.id, method=cfg.train.method, owner=self.owner,
                                          hyperparameters=cfg.train.flat(), requested_by=requested_by,
                                          queued_run=queued_run)
         job = JobSpec(model_dir=str(cfg.model_dir), run_dir=str(self.run_dir(run.id)), train=cfg.train,

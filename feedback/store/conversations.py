@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from secbot.feedback.errors import StoreError
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
+from secbot.feedback.store.owners import owner_alive, this_process
 from secbot.feedback.store.schema import AnswerMessageRow, FeedbackRow, ThreadRow, TurnRow
 
 TURN_COLUMNS = (TurnRow, ThreadRow.channel_id, ThreadRow.thread_ts)
@@ -24,7 +25,7 @@ def _turn(row: TurnRow, channel: str, thread_ts: str) -> Turn:
                 answer_ts=row.answer_ts, model_version_id=row.model_version_id,
                 memory_record_id=row.memory_record_id, error_id=row.error_id,
                 latency_ms=row.latency_ms, prompt_tokens=row.prompt_tokens,
-                completion_tokens=row.completion_tokens, created_at=row.created_at)
+                completion_tokens=row.completion_tokens, created_at=row.created_at, owner=row.owner)
 
 
 class Conversations:
@@ -48,7 +49,7 @@ class Conversations:
         """Store a question as soon as it arrives (so it is kept even if answering fails)."""
         with self.db.session() as s:
             turn = TurnRow(thread_id=self._thread_id(s, channel, thread_ts), question=question,
-                           asker_id=asker, question_ts=question_ts, redactions=redactions)
+                           asker_id=asker, question_ts=question_ts, redactions=redactions, owner=this_process())
             s.add(turn)
             s.flush()
             return turn.id
@@ -117,12 +118,14 @@ class Conversations:
             return s.scalar(select(ThreadRow.id).filter_by(channel_id=channel, thread_ts=thread_ts)) is not None
 
     def unfinished_turns(self, before: datetime) -> list[Turn]:
-        """Questions stored before `before` with neither answer nor error: their process died."""
+        """Questions with neither answer nor error whose process died: its owner is gone (seen at
+        once on the owner's host), or they were stored before `before` (any host)."""
         with self.db.reading() as s:
             rows = s.execute(select(*TURN_COLUMNS).join(ThreadRow, ThreadRow.id == TurnRow.thread_id)
-                             .where(TurnRow.answer.is_(None), TurnRow.error_id.is_(None),
-                                    TurnRow.created_at < before).order_by(TurnRow.id)).all()
-            return [_turn(*row) for row in rows]
+                             .where(TurnRow.answer.is_(None), TurnRow.error_id.is_(None))
+                             .order_by(TurnRow.id)).all()
+            turns = [_turn(*row) for row in rows]
+        return [t for t in turns if t.created_at < before or owner_alive(t.owner) is False]
 
     def mark_failed(self, turn_id: int, error_id: str) -> bool:
         """Give an unfinished turn an error id; False when it finished meanwhile."""

@@ -85,6 +85,7 @@ class Turn:
     prompt_tokens: int | None
     completion_tokens: int | None
     created_at: datetime
+    owner: str | None = None  # the process that claimed it (`feedback.store.owners`)
 
     @property
     def finished(self) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from secbot.feedback.errors import StoreError
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.entities import Run, RunState, Version, VersionStatus
+from secbot.feedback.store.owners import owner_alive, this_process
 from secbot.feedback.store.schema import LockRow, RunRow, SnapshotRow, VersionRow, utcnow
 
 
@@ -37,7 +38,7 @@ class Runs:
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, *, snapshot_id: int | None, method: str, hyperparameters: dict,
-                   requested_by: str | None, queued_run: int | None = None) -> Run:
+                   requested_by: str | None, queued_run: int | None = None, owner: str | None = None) -> Run:
         """Start a run now, or start the queued run `queued_run`."""
         with self.db.session() as s:
             run = s.get(RunRow, queued_run) if queued_run is not None else None
@@ -48,6 +49,7 @@ class Runs:
                 s.add(run)
             run.state, run.snapshot_id, run.method = RunState.RUNNING, snapshot_id, method
             run.hyperparameters, run.started_at, run.heartbeat_at = hyperparameters, utcnow(), utcnow()
+            run.owner = owner or this_process()
             s.flush()
             return _run(run)
 
@@ -93,16 +95,24 @@ class Runs:
             return [_run(r) for r in s.scalars(select(RunRow).order_by(RunRow.id.desc()).limit(limit))]
 
     def fail_stale_runs(self, older_than: timedelta) -> list[int]:
-        """Runs still marked running whose heartbeat stopped: their process died."""
+        """Runs still marked running whose process died: its owner is gone (told at once on the
+        owner's host), or its heartbeat stopped for `older_than` (any host)."""
         with self.db.session() as s:
-            stale = list(s.scalars(select(RunRow).where(
-                RunRow.state == RunState.RUNNING, RunRow.heartbeat_at < utcnow() - older_than)))
-            for run in stale:
+            running = list(s.scalars(select(RunRow).where(RunRow.state == RunState.RUNNING)))
+            cutoff = utcnow() - older_than
+            failed = []
+            for run in running:
+                if owner_alive(run.owner) is False:
+                    why = f"its process {run.owner} is gone (killed or crashed)"
+                elif run.heartbeat_at is None or run.heartbeat_at < cutoff:
+                    seen = f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if run.heartbeat_at else "its start"
+                    why = f"no heartbeat since {seen} from {run.owner or 'its process'}"
+                else:
+                    continue
                 run.state, run.finished_at = RunState.FAILED, utcnow()
-                run.error = (f"no heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC: the process "
-                             "running it stopped (crash, restart or kill)")
-                run.report = {"decision": "failed", "summary": f"Run {run.id} failed: {run.error}"}
-            return [run.id for run in stale]
+                run.error = f"{why}; marked failed, so later runs can start."
+                failed.append(run.id)
+            return failed
 
     def unreported_runs(self) -> list[Run]:
         """Finished runs whose report has not reached the admins yet."""
@@ -187,7 +197,7 @@ class Runs:
                     return True
                 except IntegrityError:
                     return False
-            if lock.owner != owner and lock.expires_at > now:
+            if lock.owner != owner and lock.expires_at > now and owner_alive(lock.owner) is not False:
                 return False
             lock.owner, lock.expires_at = owner, now + ttl
             return True

@@ -80,6 +80,7 @@ class TurnRow(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     error_id: Mapped[str | None] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(160))  # the process answering it (`owners`)
     redactions: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -198,6 +199,7 @@ class RunRow(Base):
     log_path: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    owner: Mapped[str | None] = mapped_column(String(160))  # the process running it (`owners`)
     error: Mapped[str | None] = mapped_column(Text)
     report: Mapped[dict] = mapped_column(JSON, default=dict)
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
