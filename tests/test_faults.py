@@ -83,6 +83,14 @@ def test_secbot_rollback_on_the_command_line(two_versions, tmp_path):
     assert store.runs.active_version().id == v1.id
 
 
+def test_secbot_rollback_refuses_an_adapter_that_does_not_load(two_versions, tmp_path):
+    store, (v1, v2) = two_versions
+    (Path(v1.adapter_path) / "adapter_model.safetensors").write_bytes(b"\x00" * 64)  # files there, unloadable
+    out = secbot("rollback", env={"SECBOT_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 1 and "adapter weights" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert store.runs.active_version().id == v2.id
+
+
 def test_a_process_that_cannot_load_the_active_adapter_serves_the_last_good_version(two_versions, tiny_dir, tmp_path):
     store, (v1, v2) = two_versions
     (Path(v2.adapter_path) / "adapter_config.json").write_text("{not json")
@@ -95,7 +103,9 @@ def test_a_process_that_cannot_load_the_active_adapter_serves_the_last_good_vers
     env = clean_env(SECBOT_DATA_DIR=str(tmp_path), SECBOT_MAX_NEW_TOKENS="8")
     with secbot_server(["serve-model", "--model", str(tiny_dir), "--port", str(port)], env,
                        f"http://127.0.0.1:{port}/health") as proc:
-        assert httpx.get(f"http://127.0.0.1:{port}/ready").json()["version"] == v1.id
+        ready = httpx.get(f"http://127.0.0.1:{port}/ready").json()
+        assert ready["version"] == v1.id
+        assert ready["not_loaded"].startswith(f"version {v2.id} ") and "adapter_config.json" in ready["not_loaded"]
     assert f"serving version {v1.id}" in proc.stderr.read()
 
 

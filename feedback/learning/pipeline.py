@@ -34,7 +34,7 @@ from secbot.feedback.learning.report import RunReport, author_cap_note
 from secbot.feedback.store.entities import RecordStatus, RunState, TrainingRecord, Version, VersionStatus
 from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.repositories import Store
-from secbot.model.runtime.adapters import check_adapter_dir
+from secbot.model.runtime.adapters import check_adapter_dir, verify_adapter
 from secbot.model.runtime.prompting import DEFAULT_ASSISTANT_NAME
 from secbot.model.serving.client import ModelClient
 from secbot.model.training.record_formats import Record, write_records
@@ -228,7 +228,8 @@ class RetrainPipeline:
     def activate(self, target: Version | None, by: str) -> Version | None:
         """Make `target` the active version (None: the base), the served model first."""
         if target is not None and target.adapter_path:
-            check_adapter_dir(target.adapter_path)  # raises with the path and what is missing
+            # Raises with the path and what is wrong; a serving process then loads it for real.
+            (check_adapter_dir if self.model is not None else verify_adapter)(target.adapter_path)
         current = self.store.runs.active_version()
         if self.model is not None:
             self.model.use_version(target)  # loads it: a corrupt adapter fails here, store untouched

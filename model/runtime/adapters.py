@@ -29,6 +29,33 @@ def check_adapter_dir(path: str | Path) -> Path:
     return path
 
 
+def verify_adapter(path: str | Path) -> Path:
+    """Check that the adapter loads without a base model: its config parses as a PEFT config and
+    every weight tensor reads. For processes that serve nothing (a CLI rollback) but must not make
+    a broken adapter active; serving processes load it for real."""
+    path = check_adapter_dir(path)
+    from peft import PeftConfig
+
+    read_json(path / "adapter_config.json", "adapter_config.json")
+    try:
+        PeftConfig.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise UnreadableModelFile(path, "adapter_config.json", exc) from None
+    weights = next(path / name for name in ADAPTER_WEIGHTS if (path / name).is_file())
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(weights))
+        else:
+            tensors = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or not a tensor file at all
+        raise UnreadableModelFile(path, "the adapter weights", exc) from None
+    if not tensors:
+        raise UnreadableModelFile(path, "the adapter weights", ValueError("the file holds no tensors"))
+    return path
+
+
 class AdapterSet:
     """Adapters loaded onto one base model; `activate` picks one (or none) for generation.
 

@@ -38,6 +38,7 @@ class Engine:
         self._switch_done = threading.Condition()
         self.base_adapter = Path(base_adapter).expanduser() if base_adapter else None
         self.version_id: int | None = None  # the model version served (None: the base)
+        self.load_failure: str | None = None  # the last version that failed to load, and why
 
     @classmethod
     def load(cls, model_dir: str | Path, adapter: str | Path | None = None, *, device: str = "auto",
@@ -58,8 +59,15 @@ class Engine:
 
     def switch_to_version(self, version_id: int | None, adapter: str | Path | None) -> None:
         """Serve model version `version_id` with its adapter; a version without one, and no version
-        at all, serve the base: the bare model, or `base_adapter` (SECBOT_ADAPTER) when set."""
-        self.use_adapter(adapter or self.base_adapter)
+        at all, serve the base: the bare model, or `base_adapter` (SECBOT_ADAPTER) when set.
+        A version that fails to load is remembered in `load_failure` (shown by `/ready`)."""
+        try:
+            self.use_adapter(adapter or self.base_adapter)
+        except Exception as exc:
+            self.load_failure = f"version {version_id} ({adapter}) failed to load: {exc}"
+            raise
+        if self.load_failure and self.load_failure.startswith(f"version {version_id} "):
+            self.load_failure = None
         self.version_id = version_id
 
     def use_adapter(self, path: str | Path | None) -> None:

@@ -211,6 +211,8 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
     async def ready():
         body = {"ready": batcher.running.is_set(), "version": engine.version_id,
                 "adapter": str(engine.adapter) if engine.adapter else None, "device": str(engine.device)}
+        if engine.load_failure:
+            body["not_loaded"] = engine.load_failure  # serving another version instead
         if not body["ready"]:
             body["why"] = "the batching thread is not running; see the server log"
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
