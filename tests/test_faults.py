@@ -1,6 +1,7 @@
 """Faults and bad input, through the real paths: nothing stored is lost, the active model never
 changes by accident, and every mistake gets one line that says what to do."""
 
+import json
 import os
 from datetime import timedelta
 import signal
@@ -247,3 +248,35 @@ def test_a_stuffed_slack_payload_is_no_poison(tmp_path):
         assert "admin must review" in submission.message()
     counts = store.records.counts()
     assert (counts["pending"], counts["approved"]) == (4, 0) and store.memory.size() == 0
+
+
+def test_a_full_disk_during_import_is_one_line_and_imports_nothing(tmp_path, monkeypatch, capsys):
+    from sqlalchemy import event as sa_event
+    from sqlalchemy.engine import Engine as SQLEngine
+
+    from secbot.bot.cli.commands import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("SECBOT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SECBOT_DATA_DIR", str(tmp_path))
+    store = Store(f"sqlite:///{tmp_path / 'secbot.db'}")
+    with store.db.engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+    store.close()
+    rows = [{"prompt": f"How do I triage alert {i}?", "response": "Check the process tree. " * 40} for i in range(500)]
+    (tmp_path / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def no_room(dbapi_conn, _record):  # SQLite then fails writes with "database or disk is full"
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+    sa_event.listen(SQLEngine, "connect", no_room)
+    try:
+        code = main(["import", str(tmp_path / "big.jsonl")])
+    finally:
+        sa_event.remove(SQLEngine, "connect", no_room)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "full" in err and "nothing of this command" in err
+    store = Store(f"sqlite:///{tmp_path / 'secbot.db'}")
+    assert store.records.list() == []
+    store.close()

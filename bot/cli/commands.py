@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from sqlalchemy.exc import DBAPIError
 from transformers import HfArgumentParser
 
 from secbot.bot.settings import BadSettings, Settings
@@ -394,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a path that cannot be written or read
         where = f" {exc.filename}" if exc.filename else ""
         print(f"secbot: cannot use{where}: {exc.strerror or exc}. Check the path and its permissions.",
+              file=sys.stderr)
+        return 2
+    except DBAPIError as exc:  # the database refused: disk full, read-only, locked, gone
+        print(f"secbot: the database refused the work ({str(exc.orig).splitlines()[0][:200]}); nothing of this "
+              "command was stored. Free disk space or fix the database (SECBOT_DATABASE_URL), then run it again.",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
