@@ -8,10 +8,12 @@ every group and reports every bad value at once (`BadSettings`), each as the var
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from secbot.feedback.learning.gate import GateConfig
@@ -130,7 +132,38 @@ class SlackSettings(Group):
     @classmethod
     def _split_ids(cls, value):
         if isinstance(value, str):
+            if re.search(r"[;|]", value) or re.search(r"\w\s+\w", value):
+                raise ValueError("separate ids with commas (`U01AAA,U02BBB`), not semicolons, bars or spaces")
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("admins", "trusted_analysts")
+    @classmethod
+    def _user_ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not SLACK_ID["user"].fullmatch(item):
+                raise ValueError(f"{item!r} is not a Slack user id (U… or W…); find it in the person's "
+                                 "profile, ⋮ → Copy member ID")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _check_channel(item)
+        return value
+
+    @field_validator("admin_channel")
+    @classmethod
+    def _admin_channel_id(cls, value: str | None) -> str | None:
+        return _check_channel(value) if value else value
+
+    @field_validator("allowed_usergroup")
+    @classmethod
+    def _usergroup_id(cls, value: str | None) -> str | None:
+        if value and not SLACK_ID["usergroup"].fullmatch(value):
+            raise ValueError(f"{value!r} is not a user group id (S…), e.g. from `usergroups.list`; "
+                             "a @handle will not do")
         return value
 
     @field_validator("suggested_prompts", mode="before")
@@ -139,6 +172,17 @@ class SlackSettings(Group):
         if isinstance(value, str):
             return [part.strip() for part in value.split("|") if part.strip()]
         return value
+
+
+SLACK_ID = {"user": re.compile(r"[UW][A-Z0-9]+"), "channel": re.compile(r"[CGD][A-Z0-9]+"),
+            "usergroup": re.compile(r"S[A-Z0-9]+")}
+
+
+def _check_channel(value: str) -> str:
+    if not SLACK_ID["channel"].fullmatch(value):
+        raise ValueError(f"{value!r} is not a channel id (C…); a channel's id is at the bottom of its "
+                         "details (click the channel name), names like #soc will not do")
+    return value
 
 
 class MemorySettings(Group):
@@ -154,6 +198,14 @@ class MemorySettings(Group):
                                          "as reference.")
     max_references: int = Field(3, ge=0, le=10, validation_alias=env("SECBOT_MEMORY_MAX_REFERENCES"),
                                 description="Approved records given as reference.")
+
+    @model_validator(mode="after")
+    def _reference_below_confident(self):
+        if self.reference > self.confident:
+            raise ValueError(f"SECBOT_MEMORY_REFERENCE ({self.reference}) must not be above "
+                             f"SECBOT_MEMORY_CONFIDENT ({self.confident}): a record confident enough to "
+                             "answer alone is also a reference")
+        return self
 
 
 class TrainingSettings(Group):
@@ -263,7 +315,7 @@ class Settings(BaseModel):
     def read(cls, env_file: str | None = ".env", **overrides: dict) -> "Settings":
         """Every group from the environment (and `env_file`); `overrides` set fields in code, by
         group: `Settings.read(None, model={"path": "tiny"})`. Raises BadSettings naming every bad value."""
-        groups, problems = {}, []
+        groups, problems = {}, unknown_names(env_file)
         for name, group in GROUPS.items():
             try:
                 groups[name] = group(_env_file=env_file, **overrides.pop(name, {}))
@@ -300,11 +352,40 @@ class Settings(BaseModel):
         return {group.env_name(field) for group in GROUPS.values() for field in group.model_fields}
 
 
+# Read by the test suite and CI, not by secbot.
+NOT_SETTINGS_PREFIXES = ("SECBOT_TEST_",)
+
+
+def unknown_names(env_file: str | None) -> list[str]:
+    """`SECBOT_*` names in the environment or `env_file` that secbot does not read: a typo there
+    would silently keep a default (an open allow-list, the wrong model)."""
+    import difflib
+    import os
+
+    names = set(os.environ)
+    if env_file and Path(env_file).is_file():
+        for line in Path(env_file).read_text(encoding="utf-8", errors="replace").splitlines():
+            key = line.strip().removeprefix("export ").split("=", 1)[0].strip()
+            if key and not key.startswith("#") and "=" in line:
+                names.add(key)
+    known = Settings.env_names()
+    problems = []
+    for name in sorted(n for n in names if n.upper().startswith("SECBOT_") and n.upper() not in known
+                       and not n.upper().startswith(NOT_SETTINGS_PREFIXES)):
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        problems.append(f"{name} is not a secbot setting" + (f"; did you mean {close[0]}?" if close else
+                                                             "; `secbot config` lists them all"))
+    return problems
+
+
 def explain(error: ValidationError, group: type[Group]) -> str:
     """A pydantic ValidationError as one line per bad setting: the variable, its value, the fix."""
     lines = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else ""
+        if not item["loc"]:  # a rule across settings: its message names them
+            lines.append(item["msg"].removeprefix("Value error, "))
+            continue
+        field = str(item["loc"][0])
         field = next((f for f, info in group.model_fields.items()
                       if f == field or (isinstance(info.validation_alias, AliasChoices)
                                         and field in info.validation_alias.choices)), field)

@@ -187,6 +187,31 @@ def test_a_bad_setting_gets_one_line_naming_it(tmp_path, variable, value):
     assert f"{variable}='{value}'" in line
 
 
+@pytest.mark.parametrize("env, expected", [
+    ({"SECBOT_ALLOWED_USERGRUOP": "S012AB"}, "did you mean SECBOT_ALLOWED_USERGROUP?"),
+    ({"SECBOT_TRUSTED_ANALYSTS": "U01AAA;U02BBB"}, "separate ids with commas"),
+    ({"SECBOT_ADMIN_CHANNEL": "#secbot-admin"}, "is not a channel id"),
+    ({"SECBOT_ADMINS": "alice"}, "is not a Slack user id"),
+    ({"SECBOT_MEMORY_REFERENCE": "0.9", "SECBOT_MEMORY_CONFIDENT": "0.8"}, "must not be above SECBOT_MEMORY_CONFIDENT"),
+])
+def test_settings_a_team_gets_wrong_are_one_line_each(tmp_path, env, expected):
+    line = one_line_error(secbot("config", env={"SECBOT_DATA_DIR": str(tmp_path), **env}))
+    assert expected in line
+
+
+def test_a_misspelt_setting_in_the_env_file_is_named(tmp_path):
+    (tmp_path / ".env").write_text("SECBOT_TRUSTED_ANALYST=U01AAA\n")
+    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", "config"], cwd=tmp_path,
+                         env=clean_env(SECBOT_DATA_DIR=str(tmp_path)), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "did you mean SECBOT_TRUSTED_ANALYSTS?" in out.stderr
+
+
+def test_a_port_out_of_range_is_one_line():
+    out = secbot("serve-model", "--port", "70000")
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert out.returncode == 2 and len(errors) == 1 and "70000 is not a port number" in errors[0]
+
+
 @pytest.mark.parametrize("name, content, what", [("config.json", b"{not json", "config.json"),
                                                  ("tokenizer.json", b"{not json", "tokenizer.json"),
                                                  ("model.safetensors", b"\x00\x01garbage", "the weights")])

@@ -196,6 +196,17 @@ def cmd_serve_model(args, settings: Settings) -> int:
     return 0
 
 
+def port_number(text: str) -> int:
+    """A TCP port for argparse: 1-65535, said plainly otherwise."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: use 1-65535 (e.g. 8000)")
+    return port
+
+
 def is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -325,14 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set)")
     p.add_argument("--http", action="store_true", help="HTTP Events API instead of Socket Mode")
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--port", type=port_number, default=3000)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("serve-model", help="OpenAI-compatible model server (batched, streaming)",
                        parents=[MODEL, ADAPTER])
     p.add_argument("--host", help="address to listen on (default: 0.0.0.0 with SECBOT_MODEL_API_KEY, "
                    "else 127.0.0.1; without a key only loopback is allowed)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--max-batch", type=positive_int, default=8, help="requests decoded together (default: 8)")
     p.add_argument("--max-batch-tokens", type=positive_int, default=65536,
                    help="KV-cache room of the batch in tokens; each request reserves its prompt and its "

@@ -29,7 +29,7 @@ from secbot.model.serving.client import InProcessClient
 
 SECRET = "demo-signing-secret"
 ADMIN, ALICE, BOB, CAROL = "UADMIN", "UALICE", "UBOB", "UCAROL"
-CHANNEL, ADMIN_CHANNEL = "CSECURITY", "CSECBOT-ADMIN"
+CHANNEL, ADMIN_CHANNEL = "CSECURITY", "C0SECBOTADMIN"
 # (question, the analyst who corrects it, the correction)
 CORRECTIONS = [
     ("What is phishing?", ALICE, "Phishing tricks people into giving away passwords."),
