@@ -245,6 +245,19 @@ def test_the_model_server_without_a_key_stays_on_loopback_and_refuses_switches(t
         deep = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", content="[" * 100_000 + "]" * 100_000,
                           headers={"content-type": "application/json"})
         assert deep.status_code == 400
+        # DNS rebinding and web pages: a request naming another host, or sent by a page, is refused.
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"model": "secbot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        rebound = httpx.post(url, json=body, headers={"Host": "attacker.example"})
+        from_page = httpx.post(url, json=body, headers={"Origin": "https://attacker.example"})
+        form = httpx.post(url, content=json.dumps(body), headers={"Content-Type": "text/plain"})
+        assert (rebound.status_code, from_page.status_code, form.status_code) == (403, 403, 415)
+        assert rebound.json()["error"]["code"] == "not_loopback"
+        for bad, param in (({"max_tokens": "10"}, "max_tokens"), ({"stream": "yes"}, "stream")):
+            refused = httpx.post(url, json={**body, **bad})  # refused, not coerced
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param
+        local = httpx.post(url, json=body, headers={"Origin": "http://localhost:3000"}, timeout=120)
+        assert local.status_code == 200 and local.json()["choices"]
 
 
 def test_revoke_on_the_command_line(tmp_path):

@@ -393,3 +393,4 @@ def test_ready_turns_503_when_the_batcher_stops(fresh_engine):
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
 
     asyncio.run(scenario())
+

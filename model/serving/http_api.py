@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import time
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -50,6 +51,9 @@ def _param(loc: tuple) -> str:
     return out
 
 
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", ""}
+
+
 async def parse_body(request: Request, model: type[BaseModel]):
     """The request body as `model`, or an APIError that names what is wrong."""
     length = request.headers.get("content-length")
@@ -65,7 +69,7 @@ async def parse_body(request: Request, model: type[BaseModel]):
     except RecursionError:
         raise APIError(400, "JSON nested too deeply", code="invalid_json") from None
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)  # `"max_tokens": "10"`, `"stream": "yes"` are refused
     except ValidationError as exc:
         first = exc.errors()[0]
         param = _param(first["loc"])
@@ -92,6 +96,24 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
     metrics.decoding.set_function(batcher.decoding)
     service = ChatService(engine, batcher, model_name, max_prompt_tokens)
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def loopback_only(request: Request, call_next):
+        """Without a key the server trusts its host: a request naming another host (DNS rebinding)
+        or sent from a web page (`Origin`) is refused, and bodies must be JSON."""
+        if not api_key:
+            host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
+            origin = request.headers.get("origin")
+            origin_host = (urlsplit(origin).hostname or "") if origin else None
+            if host not in LOOPBACK_NAMES or (origin is not None and origin_host not in LOOPBACK_NAMES):
+                return JSONResponse(APIError(403, "this keyless server answers loopback clients only (Host and "
+                                             "Origin must be localhost); set SECBOT_MODEL_API_KEY to serve "
+                                             "others", kind="permission_error", code="not_loopback").body(),
+                                    status_code=403)
+        if request.method == "POST" and "json" not in request.headers.get("content-type", "application/json"):
+            return JSONResponse(APIError(415, "the body must be JSON (Content-Type: application/json)",
+                                         code="unsupported_media_type").body(), status_code=415)
+        return await call_next(request)
 
     def bearer(request: Request) -> None:
         """The one authentication check: the API key as a bearer token, when one is set."""

@@ -234,7 +234,7 @@ class AdapterSwitch(BaseModel):
     """POST /admin/adapter: serve model version `version` with the adapter at `path` (nulls: the base)."""
 
     model_config = ConfigDict(extra="forbid")
-    version: int | None = None
+    version: int | None = Field(None, ge=1)
     path: str | None = None
 
 
