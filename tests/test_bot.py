@@ -251,6 +251,46 @@ def test_channels_outside_the_allow_list_and_users_outside_the_group_get_a_polit
     assert slack.thread_messages("CRANDOM", "7.1") == [] and slack.thread_messages("CSEC", "7.2") == []
 
 
+def test_the_user_group_covers_feedback_buttons_the_shortcut_and_the_modal(slack, tmp_path, bot_engine):
+    slack.usergroups = {"STEAM": [ANALYST]}
+    bot = Bot(slack, tmp_path, InProcessClient(bot_engine), allowed_usergroup="STEAM")
+    bot.mention("What is phishing?", ts="7.5")
+    [answer] = bot.answers("C1", "7.5")
+    turn = bot.turn("C1", answer["ts"])
+    bot.interact("block_actions", user__id=OTHER, channel__id="C1", response_url=f"{slack.url}/respond/z",
+                 actions__0__action_id="feedback", actions__0__type="feedback_buttons",
+                 actions__0__value=f"up:{turn.id}")
+    bot.interact("message_action", callback_id="correct_answer", user__id=OTHER, channel__id="C1",
+                 message__ts=answer["ts"], trigger_id="t.20")
+    response = bot.interact("view_submission", user__id=OTHER, view__callback_id="correction_modal",
+                            view__private_metadata=json.dumps({"turn_id": turn.id, "channel": "C1"}),
+                            view__state={"values": {"correction": {"correction": {"value": "Click the link."}}}})
+    assert "only open to the security team" in json.loads(response.body)["errors"]["correction"]
+    [modal] = slack.wait_for(lambda: slack.calls_to("views.open"))
+    assert "only open to the security team" in json.dumps(modal.params["view"])
+    [said] = slack.wait_for(lambda: slack.calls_to("/respond/z"))
+    assert "only open to the security team" in said.params["text"]
+    assert bot.store.records.list() == [] and bot.store.conversations.feedback_counts(turn.id) == {}
+
+
+@pytest.mark.parametrize("payload", [
+    '[1, 2, 3]',
+    '{"type": "event_callback", "event": {"type": "app_mention", "text": 12345, "user": "U1", "channel": "C1", '
+    '"ts": "1.1"}}',
+    '{"type": "event_callback", "event": {"type": "reaction_added", "user": "U1", "reaction": "+1", "item": '
+    '{"type": "message", "channel": "C1", "ts": "123456789012345678901234567890.1"}}}',
+    '{"type": "event_callback", "event": {"type": "app_mention", "text": "hi \\ud800 there", "user": "U1", '
+    '"channel": "C1", "ts": "1.2"}}',
+])
+def test_signed_but_odd_event_payloads_are_acknowledged_never_a_500(bot, payload):
+    assert bot.send(payload, "application/json").status < 500
+
+
+@pytest.mark.parametrize("changes", [{"actions": []}, {"user": None}, {"actions__0__value": "up:" + "9" * 30}])
+def test_signed_but_odd_interactions_are_acknowledged_never_a_500(bot, changes):
+    assert bot.interact("block_actions", **changes).status < 500
+
+
 # -- the text boundary ---------------------------------------------------------------------------
 def test_incoming_slack_markup_reaches_the_model_and_the_store_as_plain_text(bot, slack):
     raw = ("Is &lt;script&gt; in <https://evil.example/x?a=1&amp;b=2|this page> from <@UOTHER> "

@@ -33,14 +33,26 @@ class SecbotApp(App):
             return BoltResponse(status=401, body="invalid request")  # not something Slack signed
         try:
             request = BoltRequest(body=body, query=query, headers=headers)
-        except ValueError:  # bolt parses the body up front: broken JSON or form data
+        except (ValueError, AttributeError, TypeError):  # bolt parses the body up front: broken JSON or
+            # form data, or JSON that is not an object (`[1, 2, 3]`)
             log.warning("malformed request body rejected")
             return BoltResponse(status=400, body="malformed payload")
         if not isinstance(request.body, dict) or not any(k in request.body for k in ("type", "command")):
             # Every Slack request names its type (events, interactions) or its command.
             response = self.dispatch(request)  # still verified first: an unsigned request gets 401
             return response if response.status in (401, 403) else BoltResponse(status=400, body="not a Slack request")
-        return self.dispatch(request)
+        try:
+            response = self.dispatch(request)  # verified first: only signed requests get this far
+        except Exception:  # bolt's error path itself failed on the shape: same answer as below
+            log.warning("a signed request of an odd shape could not be handled", exc_info=True)
+            response = BoltResponse(status=500, body="")
+        if response.status >= 500:
+            # Signed, but shaped as Slack never sends (`"text": 12345`, `"actions": []`): bolt's own
+            # matching failed on it. Acknowledge, so Slack does not retry it, and ignore it.
+            log.warning("a signed %s request of an odd shape was acknowledged and ignored",
+                        request.body.get("type") or "command")
+            return BoltResponse(status=200, body="")
+        return response
 
 
 def log_error(error: Exception, body: dict, logger: logging.Logger) -> None:

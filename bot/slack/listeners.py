@@ -116,6 +116,10 @@ def on_feedback_button(ack, body, action, context, respond):
     if not visible(turn, user, _channel(body)):
         respond(text=NOT_YOURS, response_type="ephemeral", replace_original=False)
         return
+    refusal = deps.allowed(user, _channel(body))
+    if refusal:  # who may ask is who may teach: buttons, shortcut and modal check the same
+        respond(text=refusal, response_type="ephemeral", replace_original=False)
+        return
     thumbs(deps, turn, user, up, FeedbackSource.BUTTON)
     respond(text="Thanks, noted." if up else "Thanks. React :pencil2: or press *Correct this answer* to teach "
             "me the right one.", response_type="ephemeral", replace_original=False)
@@ -131,8 +135,9 @@ def on_open_correction(ack, body, action, context, client):
     deps, user = context["secbot"], body["user"]["id"]
     value = action.get("value") or ""
     turn = deps.store.conversations.get_turn(int(value)) if value.isdigit() else None
-    if not visible(turn, user, _channel(body)):
-        client.views_open(trigger_id=body["trigger_id"], view=message_modal("Correct this answer", NOT_YOURS))
+    refusal = NOT_YOURS if not visible(turn, user, _channel(body)) else deps.allowed(user, _channel(body))
+    if refusal:
+        client.views_open(trigger_id=body["trigger_id"], view=message_modal("Correct this answer", refusal))
         return
     open_correction(deps, client, body["trigger_id"], turn)
 
@@ -145,6 +150,10 @@ def on_correction_shortcut(ack, body, context, client):
     if not visible(turn, user, channel):
         client.views_open(trigger_id=body["trigger_id"], view=message_modal(
             "Correct this answer", "That message is not one of secbot's answers."))
+        return
+    refusal = deps.allowed(user, channel)
+    if refusal:
+        client.views_open(trigger_id=body["trigger_id"], view=message_modal("Correct this answer", refusal))
         return
     deps.store.conversations.record_feedback(turn.id, user, FeedbackKind.CORRECTION_REQUESTED,
                                              FeedbackSource.SHORTCUT)
@@ -164,8 +173,9 @@ def on_correction_submitted(ack, body, view, context, client):
         turn = deps.store.conversations.get_turn(int(meta["turn_id"]))
     except (ValueError, KeyError, TypeError):
         turn, meta = None, {}
-    if not visible(turn, user, meta.get("channel")):
-        ack(response_action="errors", errors={CORRECTION_INPUT: NOT_YOURS})
+    refusal = NOT_YOURS if not visible(turn, user, meta.get("channel")) else deps.allowed(user, meta.get("channel"))
+    if refusal:
+        ack(response_action="errors", errors={CORRECTION_INPUT: refusal})
         return
     ack()
     submission = deps.intake.correction(turn.id, user, text)
