@@ -484,6 +484,24 @@ def test_export_uploads_the_dataset_or_says_why_it_could_not(slack, tmp_path, bo
 
 
 # -- the assistant panel -------------------------------------------------------------------------
+def test_the_messages_tab_greets_each_user_once_with_the_suggested_prompts(bot, slack):
+    # The agent messaging experience: app_home_opened with tab "messages", no assistant thread.
+    for _ in range(2):
+        bot.event("app_home_opened", event__user=ANALYST, event__channel="D8", event__tab="messages")
+    bot.event("app_context_changed", event__user=ANALYST, event__channel="D8")  # acknowledged, ignored
+    bot.event("app_home_opened", event__user=OTHER, event__channel="D9", event__tab="messages")
+    greetings = slack.wait_for(lambda: len(slack.calls_to("chat.postMessage")) >= 2
+                               and slack.calls_to("chat.postMessage"))
+    bot.settle()
+    assert sorted(c.params["channel"] for c in slack.calls_to("chat.postMessage")) == ["D8", "D9"]
+    assert bot.settings.model.assistant_name in greetings[0].params["text"]
+    prompts = slack.calls_to("assistant.threads.setSuggestedPrompts")
+    assert {p.params["channel_id"] for p in prompts} == {"D8", "D9"} and "thread_ts" not in prompts[0].params
+    assert [p["message"] for p in prompts[0].params["prompts"]] == bot.settings.slack.suggested_prompts[:4]
+    assert slack.views.get(ANALYST) is None  # the Messages tab publishes no Home view
+
+
+
 def test_the_assistant_panel_suggests_prompts_and_answers_on_the_same_path(bot, slack, bot_engine):
     bot.event("assistant_thread_started", event__assistant_thread__user_id=ANALYST,
               event__assistant_thread__channel_id="D7", event__assistant_thread__thread_ts="17.0")

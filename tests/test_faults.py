@@ -206,6 +206,12 @@ def test_a_misspelt_setting_in_the_env_file_is_named(tmp_path):
     assert out.returncode == 2 and "did you mean SECBOT_TRUSTED_ANALYSTS?" in out.stderr
 
 
+def test_max_new_tokens_beyond_the_models_context_is_one_line(tiny_dir, tmp_path):
+    line = one_line_error(secbot("serve-model", "--model", str(tiny_dir), "--port", str(free_port()),
+                                 env={"SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MAX_NEW_TOKENS": "5000"}))
+    assert "SECBOT_MAX_NEW_TOKENS=5000" in line and "context of 2048 tokens" in line
+
+
 def test_a_port_out_of_range_is_one_line():
     out = secbot("serve-model", "--port", "70000")
     errors = [line for line in out.stderr.splitlines() if "error:" in line]

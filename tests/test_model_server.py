@@ -145,6 +145,9 @@ def test_bad_requests_get_json_errors(server):
     huge = httpx.post(url, headers=auth, content=json.dumps({"model": "secbot", "messages": [{"role": "user", "content": "x" * 2_000_000}]}))
     assert huge.status_code == 413
     assert httpx.post(server + "/admin/adapter", json={"path": None}).status_code == 401
+    for body, code in (({"version": 999, "path": None}, "unknown_version"), ({"version": 0}, "invalid_value")):
+        refused = httpx.post(server + "/admin/adapter", json=body, headers=auth)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == code, refused.text
     missing = httpx.post(server + "/admin/adapter", json={"path": "/nowhere"}, headers=auth)
     assert missing.status_code == 400 and "/nowhere" in missing.json()["error"]["message"]
 

@@ -55,4 +55,9 @@ def test_the_manifest_declares_exactly_the_scopes_and_events_the_code_uses():
     assert "im:write" not in manifest["oauth_config"]["scopes"]["bot"]
     assert manifest["features"]["shortcuts"][0]["callback_id"] == "correct_answer"
     assert manifest["features"]["slash_commands"][0]["command"] == "/secbot"
-    assert "assistant_view" in manifest["features"]
+    agent = manifest["features"]["agent_view"]  # new apps get only the agent messaging experience
+    assert "assistant_view" not in manifest["features"] and agent["agent_description"]
+    from secbot.bot.settings import SlackSettings
+
+    defaults = SlackSettings.model_fields["suggested_prompts"].default_factory()
+    assert [p["message"] for p in agent["suggested_prompts"]] == defaults[:4]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -180,8 +181,11 @@ def cmd_serve_model(args, settings: Settings) -> int:
               "set the key (and give it to the bot) to serve other hosts.", file=sys.stderr)
         return 2
     engine = configure.load_engine(settings, args.model, args.adapter)
+    version_adapter = None
     try:  # the store says which version is active; the data dir is shared with the worker
-        served = serve_active(configure.open_store(settings), InProcessClient(engine))
+        store = configure.open_store(settings)
+        served = serve_active(store, InProcessClient(engine))
+        version_adapter = functools.partial(adapter_of_version, store)  # switches name known versions
     except ModelError as exc:
         served = f"the base model (no store: {exc})"
     print(f"secbot: serving {served}", file=sys.stderr)
@@ -192,8 +196,16 @@ def cmd_serve_model(args, settings: Settings) -> int:
           f"{engine.device})", file=sys.stderr, flush=True)
     serve_model(engine, host, args.port, api_key=key, model_name=settings.model.name,
                 max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
-                max_prompt_tokens=args.max_prompt_tokens, prefill_chunk=args.prefill_chunk)
+                max_prompt_tokens=args.max_prompt_tokens, prefill_chunk=args.prefill_chunk,
+                version_adapter=version_adapter)
     return 0
+
+
+def adapter_of_version(store, version_id: int) -> str | None:
+    version = store.runs.get_version(version_id)
+    if version is None:
+        raise KeyError(version_id)
+    return version.adapter_path
 
 
 def port_number(text: str) -> int:

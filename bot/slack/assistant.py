@@ -11,18 +11,19 @@ from slack_bolt.middleware.custom_middleware import CustomMiddleware
 
 from secbot.bot.slack.listeners import answer_question
 from secbot.bot.slack.middleware import question_once
+from secbot.bot.slack.views import GREETING, suggested_prompts
 
 log = logging.getLogger(__name__)
-GREETING = "Hi! I am {name}, the security team's own assistant. What would you like to know?"
 
 
 def thread_started(say, set_suggested_prompts, context):
+    """Apps with the legacy assistant view: each new assistant thread is greeted."""
     settings = context["secbot"].settings
     say(GREETING.format(name=settings.model.assistant_name))
-    prompts = [p for p in settings.slack.suggested_prompts if p][:4]
-    if prompts:
-        set_suggested_prompts(prompts=[{"title": p[:75], "message": p} for p in prompts],
-                              title="Try asking")
+    if suggested_prompts(settings):
+        set_suggested_prompts(prompts=suggested_prompts(settings), title="Try asking")
+
+
 
 
 def user_message(context, client, set_title):

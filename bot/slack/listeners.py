@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from secbot.bot.slack.delivery import FAILED, new_error_id
 from secbot.bot.slack.middleware import THUMBS_UP, attach, question_once, reaction_once
 from secbot.bot.slack.views import (
+    GREETING,
     CORRECTION_INPUT,
     CORRECTION_MODAL,
     CORRECTION_SHORTCUT,
@@ -28,6 +29,7 @@ from secbot.bot.slack.views import (
     correction_modal,
     correction_offer_blocks,
     message_modal,
+    suggested_prompts,
 )
 from secbot.feedback.errors import StoreError
 from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
@@ -231,10 +233,28 @@ def on_review(ack, body, action, context, client, respond):
     tell(done)
 
 
+def greet_in_messages_tab(deps, client, user: str, channel: str | None) -> bool:
+    """Apps with the agent messaging experience (every new app): the Messages tab opens with no
+    assistant thread, so each user is greeted there once, with the suggested prompts. True when
+    this call greeted."""
+    if not channel or deps.allowed(user, channel) or not deps.store.events.first_greeting(user):
+        return False
+    client.chat_postMessage(channel=channel, text=GREETING.format(name=deps.settings.model.assistant_name))
+    prompts = suggested_prompts(deps.settings)
+    if prompts:
+        try:  # without a thread: the prompts of the Messages tab itself
+            client.api_call("assistant.threads.setSuggestedPrompts",
+                            json={"channel_id": channel, "prompts": prompts, "title": "Try asking"})
+        except SlackApiError as exc:  # nice to have; the greeting is already there
+            log.warning("could not set suggested prompts in %s: %s", channel, exc.response.get("error"))
+    return True
+
+
 def on_home_opened(event, context, client):
-    if event.get("tab", "home") != "home":
-        return  # the Messages tab: nothing to publish
     deps = context["secbot"]
+    if event.get("tab", "home") == "messages":
+        greet_in_messages_tab(deps, client, event["user"], event.get("channel"))
+        return
     client.views_publish(user_id=event["user"], view=deps.admin.home(event["user"]))
 
 
@@ -261,6 +281,8 @@ def register_listeners(app: App, deps) -> None:
     for action_id in (REVIEW_APPROVE, REVIEW_REJECT, REVIEW_REVOKE):
         app.action(action_id)(on_review)
     app.event("app_home_opened")(on_home_opened)
+    # The agent messaging experience tells where the user is looking; answers do not use it yet.
+    app.event("app_context_changed")(ignore)
     # Registered last: any other event or button is acknowledged and dropped, so Slack does not
     # retry it and a click on an old message does not show the user an error.
     app.event(re.compile(".*"))(ignore)

@@ -118,3 +118,11 @@ def home_view(status: str, review: list[dict] | None) -> dict:
     data = view.to_dict()
     data["blocks"] += review or []
     return data
+
+
+GREETING = "Hi! I am {name}, the security team's own assistant. What would you like to know?"
+
+
+def suggested_prompts(settings) -> list[dict]:
+    """Up to four of SECBOT_SUGGESTED_PROMPTS, as Slack's suggested prompts."""
+    return [{"title": p[:75], "message": p} for p in settings.slack.suggested_prompts if p][:4]

@@ -1,5 +1,5 @@
 """Slack event ids already handled, so Slack's retries are answered once (across processes and
-restarts too); old ids are pruned on a schedule."""
+restarts too); old ids are pruned on a schedule. Also who was greeted in the Messages tab."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from secbot.feedback.store.db import Database
-from secbot.feedback.store.schema import EventRow, utcnow
+from secbot.feedback.store.schema import EventRow, GreetingRow, utcnow
 
 KEEP_EVENTS = timedelta(days=2)  # Slack retries within minutes; two days is ample
 
@@ -24,6 +24,16 @@ class Events:
             try:
                 with s.begin_nested():
                     s.add(EventRow(event_id=event_id))
+                return True
+            except IntegrityError:
+                return False
+
+    def first_greeting(self, user: str) -> bool:
+        """True the first time it is asked for `user` (across processes and restarts)."""
+        with self.db.session() as s:
+            try:
+                with s.begin_nested():
+                    s.add(GreetingRow(user_id=user))
                 return True
             except IntegrityError:
                 return False

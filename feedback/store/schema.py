@@ -236,6 +236,15 @@ class EventRow(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
+class GreetingRow(Base):
+    """Users secbot has greeted in its Messages tab: once each, whatever the events table forgets."""
+
+    __tablename__ = "slack_greetings"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    greeted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class LockRow(Base):
     """Named leases shared by every process on the database (one retraining at a time)."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from secbot.model.errors import ModelError
 from secbot.model.runtime.adapters import AdapterSet
 from secbot.model.runtime.generation import BatchDeltaStreamer, Sampling, StopWhenCancelled, drain
 from secbot.model.runtime.loading import LoadedModel, load_base
@@ -46,6 +47,11 @@ class Engine:
              sampling: Sampling | None = None) -> "Engine":
         loaded = load_base(model_dir, device=device, dtype=dtype)
         engine = cls(loaded, PromptBuilder(loaded.tokenizer, system_prompt), sampling, adapter)
+        context = engine.context_length()
+        if engine.sampling.max_new_tokens >= context:
+            raise ModelError(f"SECBOT_MAX_NEW_TOKENS={engine.sampling.max_new_tokens} leaves no room for the "
+                             f"question: {model_dir} has a context of {context} tokens. Set it below that "
+                             f"(e.g. {max(16, context // 4)}).")
         engine.switch_to_version(None, None)
         return engine
 

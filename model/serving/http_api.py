@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
@@ -88,7 +89,9 @@ async def chat_request(request: Request) -> ChatRequest:
 
 def create_server(engine: Engine, *, api_key: str | None = None, model_name: str = "secbot",
                   max_batch: int = 8, max_batch_tokens: int = 65536, max_prompt_tokens: int = 16384,
-                  prefill_chunk: int = 512) -> FastAPI:
+                  prefill_chunk: int = 512, version_adapter=None) -> FastAPI:
+    """`version_adapter(version_id)`: the adapter path the store gives that version (None when it has
+    none), or raises KeyError for a version the store does not know; without it, any version is taken."""
     metrics = Metrics()
     batcher = ContinuousBatcher(engine, max_batch=max_batch, max_batch_tokens=max_batch_tokens,
                                 prefill_chunk=prefill_chunk, on_step=metrics.on_step)
@@ -217,6 +220,15 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
     @app.post("/admin/adapter", dependencies=[Depends(admin)])
     async def activate_adapter(request: Request):
         switch = await parse_body(request, AdapterSwitch)
+        if version_adapter is not None and switch.version is not None:
+            try:
+                expected = await run_in_threadpool(version_adapter, switch.version)
+            except KeyError:
+                raise APIError(400, f"there is no model version {switch.version}", param="version",
+                               code="unknown_version") from None
+            if (expected and Path(expected).resolve()) != (switch.path and Path(switch.path).resolve()):
+                raise APIError(400, f"version {switch.version}'s adapter is {expected}, not {switch.path}",
+                               param="path", code="version_mismatch")
         try:
             # Waits for the batch in flight, which finishes on the adapter it started with.
             await run_in_threadpool(engine.switch_to_version, switch.version, switch.path)
