@@ -3,11 +3,11 @@ changes by accident, and every mistake gets one line that says what to do."""
 
 import json
 import os
-from datetime import timedelta
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx

@@ -30,7 +30,6 @@ from secbot.feedback.store.schema import RunRow, utcnow
 from secbot.model.serving.client import InProcessClient
 from secbot.model.training.record_formats import Record, read_records, write_records
 
-
 # The whole demo (training and two evaluations of the tiny model) is this module's setup: 2 minutes
 # on an idle 2-core machine, over 10 with both cores busy elsewhere. The limit only turns a hang
 # into a failure, so it leaves room for a loaded machine.

@@ -15,11 +15,11 @@ from slack_sdk.errors import SlackApiError
 from secbot.bot.slack.delivery import FAILED, new_error_id
 from secbot.bot.slack.middleware import THUMBS_UP, attach, question_once, reaction_once
 from secbot.bot.slack.views import (
-    GREETING,
     CORRECTION_INPUT,
     CORRECTION_MODAL,
     CORRECTION_SHORTCUT,
     FEEDBACK,
+    GREETING,
     LEGACY_DOWN,
     LEGACY_UP,
     OPEN_CORRECTION,

@@ -29,10 +29,10 @@ from secbot.feedback.learning.curation import curate, training_mix
 from secbot.feedback.learning.evalsets import general_set, heldout_set
 from secbot.feedback.learning.gate import GateConfig, decide
 from secbot.feedback.learning.job import JobSpec, adapter_dir
-from secbot.feedback.store.owners import this_process
 from secbot.feedback.learning.report import RunReport, author_cap_note
 from secbot.feedback.store.entities import RecordStatus, RunState, TrainingRecord, Version, VersionStatus
 from secbot.feedback.store.memory_index import TeamMemory
+from secbot.feedback.store.owners import this_process
 from secbot.feedback.store.repositories import Store
 from secbot.model.runtime.adapters import check_adapter_dir, verify_adapter
 from secbot.model.runtime.prompting import DEFAULT_ASSISTANT_NAME
