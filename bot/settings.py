@@ -360,8 +360,9 @@ class Settings(BaseModel):
         return {group.env_name(field) for group in GROUPS.values() for field in group.model_fields}
 
 
-# Read by the test suite and CI, not by secbot.
+# Read by the test suite and CI, or by deploy/compose.yml, not by secbot.
 NOT_SETTINGS_PREFIXES = ("SECBOT_TEST_",)
+NOT_SETTINGS = {"SECBOT_MODELS_DIR"}
 
 
 def unknown_names(env_file: str | None) -> list[str]:
@@ -379,7 +380,7 @@ def unknown_names(env_file: str | None) -> list[str]:
     known = Settings.env_names()
     problems = []
     for name in sorted(n for n in names if n.upper().startswith("SECBOT_") and n.upper() not in known
-                       and not n.upper().startswith(NOT_SETTINGS_PREFIXES)):
+                       and not n.upper().startswith(NOT_SETTINGS_PREFIXES) and n.upper() not in NOT_SETTINGS):
         close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
         problems.append(f"{name} is not a secbot setting" + (f"; did you mean {close[0]}?" if close else
                                                              "; `secbot config` lists them all"))

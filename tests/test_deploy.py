@@ -6,11 +6,10 @@ from pathlib import Path
 import yaml
 
 from secbot.bot.cli.commands import build_parser
-from secbot.bot.settings import Settings
+from secbot.bot.settings import NOT_SETTINGS, Settings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
-KNOWN = Settings.env_names() | {
-    "POSTGRES_PASSWORD", "SECBOT_MODELS_DIR"}  # compose-only variables
+KNOWN = Settings.env_names() | NOT_SETTINGS | {"POSTGRES_PASSWORD"}  # and compose-only variables
 
 
 def parses(argv: list[str]) -> None:
