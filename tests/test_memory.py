@@ -126,14 +126,18 @@ def test_a_weaker_match_goes_to_the_model_as_reference(store, intake, model):
 
 
 def test_thread_follow_ups_rank_with_the_threads_earlier_questions(store, intake, model):
-    first = answered(intake, channel="C1", thread_ts="9.0", question="What is XSS?", answer="A web bug.")
-    follow = answered(intake, channel="C1", thread_ts="9.0", question="How do I stop it?", answer="?")
+    # Asked by the trusted analyst who corrects: no one else's turns ride along unreviewed.
+    first = answered(intake, channel="C1", thread_ts="9.0", question="What is XSS?", answer="A web bug.",
+                     asker="UTRUSTED")
+    follow = answered(intake, channel="C1", thread_ts="9.0", question="How do I stop it?", answer="?",
+                      asker="UTRUSTED")
     assert first < follow
     record = intake.correction(follow, "UTRUSTED", "Encode output and set a CSP.").record
     teach(intake, "What is SQL injection?", "Untrusted input in a query.")
-    other = answered(intake, channel="C2", thread_ts="8.0", question="What is SQL injection?", answer="?")
-    intake.correction(answered(intake, channel="C2", thread_ts="8.0", question="How do I stop it?", answer="?"),
-                      "UTRUSTED", "Use parameterised queries.")
+    other = answered(intake, channel="C2", thread_ts="8.0", question="What is SQL injection?", answer="?",
+                     asker="UTRUSTED")
+    intake.correction(answered(intake, channel="C2", thread_ts="8.0", question="How do I stop it?", answer="?",
+                               asker="UTRUSTED"), "UTRUSTED", "Use parameterised queries.")
     assert other
     responder = Responder(store.memory, store.records, model)
     in_thread = responder.reply("How do I stop it?", [("What is XSS?", "A web bug.")])

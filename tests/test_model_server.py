@@ -10,12 +10,14 @@ import pytest
 from peft import PrefixTuningConfig, TaskType, get_peft_model
 from servers import clean_env, free_port, secbot_server
 
+from secbot.feedback.store.repositories import Store
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
 from secbot.model.runtime.loading import load_base
 from secbot.model.serving.client import OpenAIClient, Usage
 
 KEY = "model-server-test-key"
+SERVER_DATA = {}  # the running server's data dir: its store says which versions exist
 SYSTEM = "You are secbot."
 QUESTIONS = [f"Question {i}: what is {topic}?" for i, topic in enumerate(
     ["phishing", "ransomware", "MFA", "XSS", "CSRF", "a zero-day", "an IOC", "EDR",
@@ -25,8 +27,9 @@ QUESTIONS = [f"Question {i}: what is {topic}?" for i, topic in enumerate(
 @pytest.fixture(scope="module")
 def running_server(tiny_dir, tmp_path_factory):
     port = free_port()
+    SERVER_DATA["dir"] = tmp_path_factory.mktemp("srv")
     env = clean_env(SECBOT_MODEL_API_KEY=KEY, SECBOT_SYSTEM_PROMPT=SYSTEM, SECBOT_MAX_NEW_TOKENS="24",
-                    SECBOT_DATA_DIR=str(tmp_path_factory.mktemp("srv")))
+                    SECBOT_DATA_DIR=str(SERVER_DATA["dir"]))
     base = f"http://127.0.0.1:{port}"
     with secbot_server(["serve-model", "--model", str(tiny_dir), "--host", "127.0.0.1", "--port", str(port),
                         "--max-prompt-tokens", "1024"],
@@ -160,13 +163,16 @@ def test_health_and_readiness(server):
 def test_the_client_switches_the_servers_version_and_answers_say_which_served(server, adapter, local):
     from types import SimpleNamespace
 
+    store = Store(f"sqlite:///{SERVER_DATA['dir'] / 'secbot.db'}")
+    version = store.runs.add_version(base_model="tiny", adapter_path=str(adapter), run_id=None)  # the server's store
+    store.close()
     client = OpenAIClient(server + "/v1", KEY, switches=True, sampling=Sampling(max_new_tokens=8))
-    client.use_version(SimpleNamespace(id=7, adapter_path=str(adapter)))
+    client.use_version(SimpleNamespace(id=version.id, adapter_path=str(adapter)))
     ready = httpx.get(server + "/ready").json()
-    assert (ready["adapter"], ready["version"]) == (str(adapter.resolve()), 7)
+    assert (ready["adapter"], ready["version"]) == (str(adapter.resolve()), version.id)
     usage = Usage()
     "".join(client.stream("What is phishing?", [], usage))
-    assert usage.version_id == 7  # from the answer itself (system_fingerprint)
+    assert usage.version_id == version.id  # from the answer itself (system_fingerprint)
     client.use_version(None)
     assert httpx.get(server + "/ready").json()["adapter"] is None
     with pytest.raises(Exception, match="refused"):
@@ -375,7 +381,7 @@ def test_ready_turns_503_when_the_batcher_stops(fresh_engine):
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://srv") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             for _ in range(50):  # the batching thread starts with the app
                 ready = await client.get("/ready")
                 if ready.status_code == 200:

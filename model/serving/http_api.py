@@ -98,25 +98,24 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
     metrics.queued.set_function(batcher.queued)
     metrics.decoding.set_function(batcher.decoding)
     service = ChatService(engine, batcher, model_name, max_prompt_tokens)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
-    @app.middleware("http")
-    async def loopback_only(request: Request, call_next):
+    def loopback_only(request: Request) -> None:
         """Without a key the server trusts its host: a request naming another host (DNS rebinding)
-        or sent from a web page (`Origin`) is refused, and bodies must be JSON."""
+        or sent from a web page (`Origin`) is refused, and bodies must be JSON. (A dependency, not
+        an HTTP middleware, which would hide a client's hang-up from the handlers.)"""
         if not api_key:
             host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
             origin = request.headers.get("origin")
             origin_host = (urlsplit(origin).hostname or "") if origin else None
             if host not in LOOPBACK_NAMES or (origin is not None and origin_host not in LOOPBACK_NAMES):
-                return JSONResponse(APIError(403, "this keyless server answers loopback clients only (Host and "
-                                             "Origin must be localhost); set SECBOT_MODEL_API_KEY to serve "
-                                             "others", kind="permission_error", code="not_loopback").body(),
-                                    status_code=403)
+                raise APIError(403, "this keyless server answers loopback clients only (Host and Origin must be "
+                               "localhost); set SECBOT_MODEL_API_KEY to serve others", kind="permission_error",
+                               code="not_loopback")
         if request.method == "POST" and "json" not in request.headers.get("content-type", "application/json"):
-            return JSONResponse(APIError(415, "the body must be JSON (Content-Type: application/json)",
-                                         code="unsupported_media_type").body(), status_code=415)
-        return await call_next(request)
+            raise APIError(415, "the body must be JSON (Content-Type: application/json)",
+                           code="unsupported_media_type")
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(loopback_only)])
 
     def bearer(request: Request) -> None:
         """The one authentication check: the API key as a bearer token, when one is set."""
