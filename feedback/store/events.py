@@ -20,20 +20,18 @@ class Events:
 
     def claim(self, event_id: str) -> bool:
         """True the first time an event id is seen, across processes and restarts."""
-        with self.db.session() as s:
-            try:
-                with s.begin_nested():
-                    s.add(EventRow(event_id=event_id))
-                return True
-            except IntegrityError:
-                return False
+        return self._first(EventRow(event_id=event_id))
 
     def first_greeting(self, user: str) -> bool:
         """True the first time it is asked for `user` (across processes and restarts)."""
+        return self._first(GreetingRow(user_id=user))
+
+    def _first(self, row) -> bool:
+        """Insert `row` unless its key is there already; True when this call inserted it."""
         with self.db.session() as s:
             try:
                 with s.begin_nested():
-                    s.add(GreetingRow(user_id=user))
+                    s.add(row)
                 return True
             except IntegrityError:
                 return False
