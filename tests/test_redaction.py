@@ -154,3 +154,10 @@ def test_nul_characters_and_broken_surrogates_are_stored_without_error(store, in
                                   "<@" * 100_000, "-" * 200_000, "密码是" * 50_000, "a=b " * 50_000])
 def test_long_adversarial_input_is_redacted_without_catastrophic_backtracking(text):
     assert REDACTOR.redact(text).text is not None
+
+
+def test_a_piped_password_after_prose_is_redacted_and_an_id_ending_a_sentence_is_kept():
+    out = REDACTOR.redact("Why does this fail? echo 'Dkr-Reg-8812!!' | docker login reg.corp --password-stdin").text
+    assert "Dkr-Reg-8812!!" not in out
+    line = "Check the bucket acme-prod-logs-7f3a2c and sg-0a1b2c3d4e5f67890."
+    assert REDACTOR.redact(line).text == line

@@ -130,7 +130,7 @@ def cmd_import(args, settings: Settings) -> int:
                                                            author=args.author)
     print(f"imported {result.added} record(s) as {args.status}; {result.duplicates} already "
           f"present; {result.redactions} secret(s) redacted"
-          + (f"; {result.flagged} held for review (identity or impostor answers)" if result.flagged else ""))
+          + (f"; {result.flagged} held for review (identity, impostor or history flags)" if result.flagged else ""))
     return 0
 
 

@@ -272,8 +272,10 @@ def command_lines(text: str) -> Iterator[Slot]:
                 slot = judge(segment.group(), s, e, False, Field.WEAK, "command_password")
                 if slot:
                     yield Slot(offset + s, offset + e, slot.kind, slot.field)
-        if stdin_password and program in ("echo", "printf") or program == "sshpass" and "<(echo" in segment.group():
-            for token in tokens[first + 1:]:
+        # `… echo X | docker login --password-stdin`: the echo may follow prose in the same segment.
+        echo = next((i for i, t in enumerate(tokens) if t.group() in ("echo", "printf", "<(echo")), None)
+        if echo is not None and (stdin_password or program == "sshpass" and "<(echo" in segment.group()):
+            for token in tokens[echo + 1:]:
                 if token.group().startswith("-") or token.group() in ("<(echo", "echo"):
                     continue
                 s, e = _unquote(token)

@@ -102,7 +102,8 @@ class Redactor:
         if token.startswith("//") or token.count("/") >= 3:  # a path: judge each part
             parts = [(start + m.start(), m.group()) for m in re.finditer(r"[^/]{20,}", token)]
         for at, part in parts:
-            end = at + len(part)
+            bare = part.strip(".-_")  # `sg-0a1b2c3d4e5f67890.` ends a sentence: judge the id, not its full stop
+            at, end = at + part.find(bare), at + part.find(bare) + len(bare)
             if kept.covers(at, end) or claimed.covers(at, end) or not evidence.looks_secret(part):
                 continue
             yield at, end, "high_entropy_secret"
