@@ -340,6 +340,74 @@ def test_a_long_answer_continues_in_further_messages_and_every_piece_takes_feedb
     slack.wait_for(lambda: bot.store.conversations.feedback_counts(turn_id) == {"thumbs_up": 1})
 
 
+YAML_ANSWER = "The hardened config:\n\n```yaml\n" + "\n".join(
+    f"rule_{i}:\n  match: process.name == 'proc{i}.exe'\n  action: alert  # see runbook section {i}" for i in range(260)
+) + "\n```\n\nApply it with `kubectl apply -f rules.yaml`."
+TABLE_ANSWER = "Open ports found:\n\n| host | port | service | owner |\n|:-----|-----:|---------|-------|\n" + "\n".join(
+    f"| web-{i:03}.corp.example | {8000 + i} | nginx 1.{i % 27} reverse proxy for the {i}th tenant | team-{i % 9} |"
+    for i in range(100)) + "\n\nClose what nobody owns."
+CHINESE_ANSWER = "\n\n".join(
+    f"第{i}步：请 <!here> 和 <@UADMIN> 检查 <#C1|sec> 里的告警，轮换泄露的密钥，并在工单里记录处理时间。@channel 请确认。"
+    * 3 for i in range(60)) + "\n\n| host | port | service | owner |\n|:-----|-----:|---------|-------|\n" + "\n".join(
+    f"| 主机-{i} | {i} | 服务 {i} | 团队 {i % 5} |" for i in range(60))
+
+
+def shown_pieces(slack, channel, thread_ts, count) -> list[str]:
+    messages = slack.wait_for(lambda: (lambda m: m if len(m) >= count and finished(m[-1]) else None)(
+        [m for m in slack.thread_messages(channel, thread_ts) if body_text(m).strip()]), timeout=300)
+    return [body_text(m) for m in messages]
+
+
+def without_layout(text: str) -> str:
+    """The text less fence lines, table header rows and whitespace: what splitting must not change."""
+    return "".join("".join(line.split()) for line in text.split("\n")
+                   if not line.startswith("```") and not line.startswith("| host") and not line.startswith("|:--"))
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["native", "edited"])
+@pytest.mark.parametrize("answer", [YAML_ANSWER, TABLE_ANSWER, CHINESE_ANSWER], ids=["yaml", "table", "chinese"])
+def test_a_long_code_block_or_table_arrives_as_messages_that_each_render(tmp_path, bot_engine, streaming, answer):
+    with OfflineSlack(users=dict(NAMES), streaming=streaming) as slack:
+        bot = Bot(slack, tmp_path, InProcessClient(bot_engine), split_at=4000)
+        bot.mention("Show the full detection config", ts="10.1")
+        [first] = bot.answers("C1", "10.1")
+        Intake(bot.store, trusted=[TRUSTED]).correction(bot.turn("C1", first["ts"]).id, TRUSTED, answer)
+        bot.mention("Show the full detection config", ts="10.2")  # the team answer, word for word
+        pieces = shown_pieces(slack, "C1", "10.2", count=len(answer) // 4000 + 1)
+    assert (slack.calls_to("chat.stopStream") != []) is streaming  # the path under test was taken
+    assert all(len(p) <= 4000 for p in pieces)  # as Slack counts: mentions made inert
+    pieces = [p.replace(ZWSP, "") for p in pieces]
+    assert without_layout("\n".join(pieces)) == without_layout(answer)  # nothing lost, nothing added
+    for before, piece in zip(pieces, pieces[1:]):
+        assert not before.endswith(" ") and not piece.startswith((" ", "\n"))  # broken at a line
+        if answer is YAML_ANSWER:
+            assert fences_balanced(before) and fences_balanced(piece)
+            assert "  action:" not in piece or -1 < piece.find("```yaml\n") < piece.find("  action:")  # its tag
+        elif answer is TABLE_ANSWER:
+            assert piece.startswith("| host | port | service | owner |\n|:-----|-----:|---------|-------|\n| web-")
+        else:  # a paragraph never straddles two messages, a table row never loses its header
+            assert piece.startswith(("第", "| host | port | service | owner |\n|:-----|")), piece[:40]
+
+
+def test_mentions_that_grow_when_made_inert_still_fit_a_message(tmp_path, bot_engine):
+    poisoned = "<!here> " * 1375  # 11,000 characters; each mention gains an invisible space
+    with OfflineSlack(users=dict(NAMES), streaming=False) as slack:
+        bot = Bot(slack, tmp_path, InProcessClient(bot_engine))
+        bot.mention("Who do we page?", ts="9.1")
+        [first] = bot.answers("C1", "9.1")
+        Intake(bot.store, trusted=[TRUSTED]).correction(bot.turn("C1", first["ts"]).id, TRUSTED, poisoned)
+        bot.mention("Who do we page?", ts="9.2")
+        messages = slack.wait_for(lambda: (lambda m: m if m and finished(m[-1]) else None)(
+            slack.thread_messages("C1", "9.2")), timeout=300)
+    pieces = [body_text(m) for m in messages]
+    assert len(pieces) == 2 and all(len(p) <= 11_000 for p in pieces)
+    assert "".join(pieces).replace(ZWSP, "").split() == poisoned.split()
+
+
+def fences_balanced(piece: str) -> bool:
+    return piece.count("```") % 2 == 0
+
+
 # -- feedback ------------------------------------------------------------------------------------
 def test_thumbs_by_reaction_and_native_button_are_recorded_and_the_question_is_not_an_answer(bot, slack):
     bot.mention("What is CSRF?", ts="11.1")

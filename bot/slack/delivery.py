@@ -22,7 +22,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.messages.chunk import MarkdownTextChunk
 
-from secbot.bot.slack.rendering import MESSAGE_LIMIT, InertStream, notification_text, split_markdown
+from secbot.bot.slack.rendering import (
+    MESSAGE_LIMIT,
+    InertStream,
+    Pager,
+    neutralise,
+    notification_text,
+    split_markdown,
+)
 from secbot.bot.slack.views import answer_blocks, feedback_blocks
 from secbot.feedback.answering import Reply, Responder, provenance
 from secbot.feedback.intake.submissions import Intake
@@ -87,11 +94,13 @@ class _Messages:
 
 
 class _Edited:
-    """The fallback: messages posted and edited (throttled), split as the answer grows."""
+    """The fallback: messages posted and edited (throttled), split as the answer grows; a message
+    is edited only when what it shows changed."""
 
     def __init__(self, messages: _Messages, interval: float, limit: int):
         self.messages, self.interval, self.limit = messages, interval, limit
         self.text, self.last = "", 0.0
+        self.shown: list[list[dict]] = []  # the blocks each message shows
 
     def add(self, delta: str) -> None:
         self.text += delta
@@ -105,34 +114,35 @@ class _Edited:
 
     def _show(self, *, final: bool, note: str | None = None) -> None:
         m = self.messages
-        pieces = split_markdown(self.text, self.limit)
+        pieces = split_markdown(neutralise(self.text), self.limit)  # sized as Slack will count them
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             shown = piece if final or not last else piece + CURSOR
             blocks = answer_blocks(shown, m.turn_id if final and last else None, note if last else None)
-            if i < len(m.ts) - 1:
-                continue  # an earlier piece: sealed when the next began
+            if i < len(self.shown) and self.shown[i] == blocks:
+                continue
             if i < len(m.ts):
                 m.client.chat_update(channel=m.q.channel, ts=m.ts[i], text=notification_text(shown), blocks=blocks)
             else:
                 m.post(text=notification_text(shown), blocks=blocks)
+            self.shown[i:i + 1] = [blocks]
 
 
 class _Native:
-    """Slack's native streaming; a new stream begins when a message reaches the size limit."""
+    """Slack's native streaming, laid out by `Pager`: each page is one streamed message."""
 
     def __init__(self, messages: _Messages, limit: int, buffer_size: int):
-        self.messages, self.limit, self.buffer_size = messages, limit, buffer_size
+        self.messages, self.buffer_size = messages, buffer_size
         self.stream = None
-        self.inert = InertStream()
-        self.size = 0
+        self.inert = InertStream()  # neutralised first, so pages are sized as Slack counts them
+        self.pager = Pager(limit)
+        self.page = 0
 
     def _open(self):
         q = self.messages.q
         self.stream = self.messages.client.chat_stream(channel=q.channel, thread_ts=q.thread_ts,
                                                        recipient_team_id=q.team, recipient_user_id=q.asker,
                                                        buffer_size=self.buffer_size)
-        self.size = 0
 
     def _append(self, text: str) -> None:
         if not text:
@@ -144,25 +154,28 @@ class _Native:
         else:
             self.stream.append(markdown_text=text)
         self._register()
-        self.size += len(text)
 
     def _register(self) -> None:
         if self.stream is not None and self.stream.ts:
             self.messages.add(self.stream.ts)
 
+    def _lay_out(self, events) -> None:
+        for page, text in events:
+            if page != self.page and self.stream is not None:
+                self.stream.stop()
+                self._register()
+                self.stream = None
+            self.page = page
+            self._append(text)
+
     def add(self, delta: str) -> None:
-        if self.stream is not None and self.size >= self.limit:
-            self.stream.stop()
-            self._register()
-            self.stream = None
-        self._append(self.inert.feed(delta))
+        self._lay_out(self.pager.feed(self.inert.feed(delta)))
 
     def finish(self, text: str, note: str | None) -> None:
-        rest = self.inert.flush()
+        self._lay_out(self.pager.feed(self.inert.flush()) + self.pager.flush())
         if self.stream is None or self.stream.ts is None:
-            self._append(rest or (" " if self.messages.ts else text))
-            rest = ""
-        self.stream.stop(markdown_text=rest or None, blocks=feedback_blocks(self.messages.turn_id, note))
+            self._append(" " if self.messages.ts else text)
+        self.stream.stop(blocks=feedback_blocks(self.messages.turn_id, note))
 
 
 class Answerer:

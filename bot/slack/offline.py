@@ -2,7 +2,8 @@
 
 Not used in production. It answers every method secbot calls with the response shapes Slack
 documents, keeps the messages it was sent (so `chat.update` edits what `chat.postMessage`
-posted, and native streams accumulate their Markdown), and records every call. It also receives
+posted, and native streams accumulate their Markdown), and records every call. Every payload is checked as
+Slack checks it (`bot.slack.refusals`) and refused with Slack's error. It also receives
 `response_url` posts and file uploads, and hands out a Socket Mode URL (`apps.connections.open`)
 when a test runs a websocket server. Point the bot at it with `SLACK_API_URL=<url>/api/`.
 Switches: `streaming=False` answers the streaming methods as a workspace without them does;
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from secbot.bot.slack.refusals import MARKDOWN_TOTAL, refusal
 
 BOT_USER_ID = "UBOT"
 BOT_ID = "BBOT"
@@ -164,7 +167,7 @@ class OfflineSlack:
             return {"ok": False, "error": "unknown_method"}
         if method in POSTING and (p.get("channel") or p.get("channel_id")) in self.not_in:
             return {"ok": False, "error": "not_in_channel"}
-        return handler(p)
+        return refusal(method, p) or handler(p)
 
     # One handler per Web API method, each answering with the shape Slack documents.
     def _auth_test(self, p: dict) -> dict:
@@ -204,7 +207,10 @@ class OfflineSlack:
         message = self._streaming_message(p)
         if message is None:
             return {"ok": False, "error": "message_not_in_streaming_state"}
-        message["text"] += self._markdown(p)
+        added = self._markdown(p)
+        if len(message["text"]) + len(added) > MARKDOWN_TOTAL:
+            return {"ok": False, "error": "msg_too_long"}
+        message["text"] += added
         return {"ok": True, "channel": p["channel"], "ts": p["ts"]}
 
     def _stop_stream(self, p: dict) -> dict:

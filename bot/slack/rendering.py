@@ -21,6 +21,7 @@ ZWSP = "\u200b"
 _MENTION = re.compile(r"<(?=[!@#])")
 _BROADCAST = re.compile(r"@(?=(?:here|channel|everyone)\b)", re.IGNORECASE)
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})(.*)$")
+_DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
 
 
 def neutralise(text: str) -> str:
@@ -75,69 +76,150 @@ def notification_text(markdown: str, limit: int = 300) -> str:
     return escape_mrkdwn(plain) or " "
 
 
-def _units(text: str) -> list[tuple[str, str | None]]:
-    """The text as (chunk, fence opener) units: each fenced code block whole (with its opener
-    line), each run of prose lines up to a blank line. Joining the chunks with "\n" gives back
-    the text."""
-    units: list[tuple[str, str | None]] = []
+class Pager:
+    """Markdown, as it arrives, laid out on pages (messages) of at most `limit` characters.
+
+    `feed` returns what to add to which page: `[(page, text), ...]`; a page's text is everything
+    added to it. A page breaks before a line that would overflow it, or at a paragraph break near
+    its end; a line longer than a page is cut at a space. An open code fence is closed at the end
+    of a page (room for the closer is kept) and reopened with its opener line, language tag
+    included, on the next; a table's header row and delimiter row are repeated. A line still
+    arriving is shown while its page has `window` characters to spare, else held until it ends.
+    """
+
+    def __init__(self, limit: int = MESSAGE_LIMIT, window: int | None = None):
+        self.limit = limit
+        self.window = min(2000, limit // 5) if window is None else window
+        self.pages = [""]
+        self._events: list[tuple[int, str]] = []
+        self._line = ""  # the line being laid out (not yet ended), from where this page took it
+        self._shown = 0  # how much of it this page already holds
+        self._fresh = 0  # how much of this page is the reopened fence or repeated table header
+        self._fence: tuple[str, str] | None = None  # (opener line, marker) of the open fence
+        self._header: list[str] | None = None  # the open table's header and delimiter rows
+        self._previous = ""
+
+    def feed(self, text: str) -> list[tuple[int, str]]:
+        *ended, tail = text.split("\n")
+        for part in ended:
+            self._line += part
+            self._place(ended=True)
+        self._line += tail
+        self._place(ended=False)
+        events, self._events = self._events, []
+        return events
+
+    def flush(self) -> list[tuple[int, str]]:
+        """The rest, once the text is complete."""
+        if self._line or self._shown:
+            self._place(ended=True)
+        events, self._events = self._events, []
+        return events
+
+    def next_page(self) -> None:
+        """Begin the next page now (unless this one holds nothing of its own)."""
+        if len(self.pages[-1]) > self._fresh:
+            self._turn()
+
+    def room(self) -> int:
+        """Characters a new line (separator included) can take on this page."""
+        return self.limit - len(self.pages[-1]) - self._reserve(self._fence)
+
+    # -- layout ------------------------------------------------------------------------------------
+    def _emit(self, text: str) -> None:
+        if text:
+            self.pages[-1] += text
+            self._events.append((len(self.pages) - 1, text))
+
+    @staticmethod
+    def _reserve(fence) -> int:
+        return len(fence[1]) + 1 if fence else 0
+
+    def _after(self, line: str):
+        """The fence that is open after `line`."""
+        match = _FENCE.match(line)
+        if self._fence:
+            marker = self._fence[1]
+            closes = (match and match.group(1)[0] == marker[0] and len(match.group(1)) >= len(marker)
+                      and not match.group(2).strip())
+            return None if closes else self._fence
+        return (line, match.group(1)) if match else None
+
+    def _turn(self) -> None:
+        """Close this page (and its open fence) and begin the next, reopening what was open."""
+        if self._fence:
+            self._emit("\n" + self._fence[1])
+        self.pages.append("")
+        if self._fence:
+            opener = self._fence[0] if len(self._fence[0]) < self.limit // 4 else self._fence[1]
+            self._emit(opener)
+        elif self._header and sum(map(len, self._header)) < self.limit // 4:
+            self._emit("\n".join(self._header))
+        self._fresh = len(self.pages[-1])
+
+    def _place(self, *, ended: bool) -> None:
+        while True:
+            page = self.pages[-1]
+            rest = self._line[self._shown:]
+            if not ended and not rest:
+                return
+            if ended and not self._shown and not rest.strip() and (
+                    not page or (not self._fence and len(page) >= self.limit - self.window)):
+                if page and len(page) > self._fresh:
+                    self._turn()  # a paragraph break near the end of a page begins the next
+                break
+            sep = "\n" if page and not self._shown else ""
+            after = self._after(self._line) if ended else self._fence
+            spare = 0 if ended or self._shown else self.window
+            if len(page) + len(sep) + len(rest) + self._reserve(after) + spare <= self.limit:
+                self._emit(sep + rest)
+                self._shown = len(self._line)
+                break
+            if not ended and not self._shown:
+                return  # held until the line ends (or grows past a page)
+            if ended and self._fence and after is None:
+                self._emit("\n" + self._fence[1])  # a closer that does not fit: the reserved one
+                break
+            if not self._shown and len(page) > self._fresh:
+                self._turn()  # the line begins the next page
+                continue
+            room = self.limit - len(page) - len(sep) - self._reserve(self._fence)
+            cut = rest.rfind(" ", 0, room) + 1  # the line is longer than the room: cut at a space
+            cut = cut if cut > room // 2 else max(room, 0)
+            self._emit(sep + rest[:cut])
+            self._line, self._shown = rest[cut:], 0
+            self._turn()
+        if ended:
+            self._state(self._line)
+            self._line, self._shown = "", 0
+
+    def _state(self, line: str) -> None:
+        fence = self._after(line)
+        if fence is not None or self._fence is not None:
+            self._header = None
+        elif "|" not in line:
+            self._header = None
+        elif self._header is None and "|" in self._previous and _DELIMITER.match(line):
+            self._header = [self._previous, line]
+        self._fence, self._previous = fence, line
+
+
+def split_markdown(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Pieces of at most `limit` characters, laid out as `Pager` does; a code block that fits in
+    a message but not in what is left of this one begins the next."""
+    if len(text) <= limit:
+        return [text]
+    pager = Pager(limit)
     lines = text.split("\n")
-    i = 0
-    while i < len(lines):
-        match = _FENCE.match(lines[i])
-        if match:
+    for i, line in enumerate(lines):
+        if pager._fence is None and (match := _FENCE.match(line)):
             marker = match.group(1)
             end = next((j for j in range(i + 1, len(lines))
                         if (m := _FENCE.match(lines[j])) and m.group(1)[0] == marker[0]
                         and len(m.group(1)) >= len(marker) and not m.group(2).strip()), len(lines) - 1)
-            units.append(("\n".join(lines[i:end + 1]), lines[i]))
-            i = end + 1
-            continue
-        j = i
-        while j < len(lines) and not _FENCE.match(lines[j]) and (j == i or lines[j - 1].strip()):
-            j += 1
-        units.append(("\n".join(lines[i:j]), None))
-        i = j
-    return units
-
-
-def _cut(chunk: str, limit: int, separators: tuple[str, ...]) -> list[str]:
-    """Cut `chunk` into parts of at most `limit`, at the last separator in each part's second
-    half (hard cuts only where there is none)."""
-    parts = []
-    while len(chunk) > limit:
-        window = chunk[:limit]
-        cut = next((i for i in (window.rfind(sep) for sep in separators) if i > limit // 2), limit)
-        parts.append(chunk[:cut].rstrip())
-        chunk = chunk[cut:].lstrip("\n ")
-    return parts + [chunk]
-
-
-def _split_unit(chunk: str, fence: str | None, limit: int) -> list[str]:
-    if len(chunk) <= limit:
-        return [chunk]
-    if fence is None:
-        return _cut(chunk, limit, ("\n", " "))
-    closer = _FENCE.match(fence).group(1)
-    inner = chunk.split("\n", 1)[1] if "\n" in chunk else ""
-    if inner.rstrip().endswith(closer):
-        inner = inner.rstrip()[: -len(closer)].rstrip("\n")
-    room = limit - len(fence) - len(closer) - 2
-    return [f"{fence}\n{part}\n{closer}" for part in _cut(inner, room, ("\n", " "))]
-
-
-def split_markdown(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Pieces of at most `limit` characters (see the module docstring)."""
-    if len(text) <= limit:
-        return [text]
-    pieces: list[str] = []
-    current = ""
-    for chunk, fence in _units(text):
-        for part in _split_unit(chunk, fence, limit):
-            joined = f"{current}\n{part}" if current else part
-            if len(joined) <= limit:
-                current = joined
-            else:
-                pieces.append(current)
-                current = part
-    pieces.append(current)
-    return [p.strip("\n") for p in pieces if p.strip()]
+            size = len("\n".join(lines[i:end + 1])) + 1
+            if pager.room() < size <= limit:
+                pager.next_page()
+        pager.feed(line + "\n" if i < len(lines) - 1 else line)
+    pager.flush()
+    return [page for page in pager.pages if page.strip()]
