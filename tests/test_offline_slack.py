@@ -92,3 +92,13 @@ def test_stream_arguments_and_sizes_are_checked(client):
 def test_message_text_over_slacks_limit_is_refused(client):
     assert error_of(lambda: client.chat_postMessage(channel="C1", text="x" * 40_001)) == "msg_too_long"
     assert error_of(lambda: client.chat_postMessage(channel="C1")) == "invalid_arguments"
+
+
+def test_a_correction_modal_for_an_answer_longer_than_its_box_says_so(client):
+    long_answer = "Rotate the key and review the logs. " * 200  # 7,200 characters
+    view = correction_modal(7, "C1", "q?", long_answer)
+    assert client.views_open(trigger_id="1.2.abc", view=view)["ok"]  # within Slack's limits
+    said = " ".join(b["text"]["text"] for b in view["blocks"] if b["type"] == "section")
+    assert "7,200 characters" in said and "only its first part" in said
+    short = correction_modal(7, "C1", "q?", "Rotate the key.")
+    assert not any("characters" in b["text"]["text"] for b in short["blocks"] if b["type"] == "section")

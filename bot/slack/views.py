@@ -28,6 +28,7 @@ from secbot.bot.slack.rendering import escape_mrkdwn, neutralise
 from secbot.feedback.store.entities import TrainingRecord
 
 SECTION_LIMIT = 3000  # Slack's limit on a section's text
+INPUT_LIMIT = 3000  # and on a plain_text_input's value
 FEEDBACK, OPEN_CORRECTION = "feedback", "open_correction"
 LEGACY_UP, LEGACY_DOWN = "feedback_up", "feedback_down"  # buttons on answers from earlier versions
 REVIEW_APPROVE, REVIEW_REJECT, REVIEW_REVOKE = "review_approve", "review_reject", "review_revoke"
@@ -69,15 +70,25 @@ def correction_offer_blocks(turn_id: int) -> list[dict]:
 
 
 def correction_modal(turn_id: int, channel: str, question: str, answer: str) -> dict:
+    """The correction form, pre-filled with the answer; an answer longer than the box holds is
+    said to be cut, never cut silently."""
+    cut = []
+    if len(answer) > INPUT_LIMIT:
+        cut = [SectionBlock(text=MarkdownTextObject(
+            text=f":warning: The answer is {len(answer):,} characters; this box holds {INPUT_LIMIT:,}, so only its "
+                 "first part is filled in below. Your correction replaces the whole answer: write the full answer "
+                 "you want, within that length (the original stays in the thread)."))]
     return View(
         type="modal", callback_id=CORRECTION_MODAL, title="Correct this answer", submit="Save correction",
         close="Cancel", private_metadata=json.dumps({"turn_id": turn_id, "channel": channel}),
         blocks=[
             SectionBlock(text=MarkdownTextObject(
                 text=f"*Question*\n{escape_mrkdwn(question)[:SECTION_LIMIT - 20]}")),
+            *cut,
             InputBlock(block_id=CORRECTION_INPUT, label="The answer secbot should have given",
                        element=PlainTextInputElement(action_id=CORRECTION_INPUT, multiline=True,
-                                                     initial_value=answer[:3000] or None, max_length=3000)),
+                                                     initial_value=answer[:INPUT_LIMIT] or None,
+                                                     max_length=INPUT_LIMIT)),
             ContextBlock(elements=[MarkdownTextObject(
                 text="Your correction becomes a training record (secrets are redacted). Once approved it "
                      "answers at once from team memory and the next training run learns it.")]),
