@@ -76,6 +76,13 @@ def notification_text(markdown: str, limit: int = 300) -> str:
     return escape_mrkdwn(plain) or " "
 
 
+def _closes(line: str, marker: str) -> bool:
+    """Whether `line` closes a fence opened with `marker`."""
+    match = _FENCE.match(line)
+    return bool(match and match.group(1)[0] == marker[0] and len(match.group(1)) >= len(marker)
+                and not match.group(2).strip())
+
+
 class Pager:
     """Markdown, as it arrives, laid out on pages (messages) of at most `limit` characters.
 
@@ -137,12 +144,9 @@ class Pager:
 
     def _after(self, line: str):
         """The fence that is open after `line`."""
-        match = _FENCE.match(line)
         if self._fence:
-            marker = self._fence[1]
-            closes = (match and match.group(1)[0] == marker[0] and len(match.group(1)) >= len(marker)
-                      and not match.group(2).strip())
-            return None if closes else self._fence
+            return None if _closes(line, self._fence[1]) else self._fence
+        match = _FENCE.match(line)
         return (line, match.group(1)) if match else None
 
     def _turn(self) -> None:
@@ -214,9 +218,7 @@ def split_markdown(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     for i, line in enumerate(lines):
         if pager._fence is None and (match := _FENCE.match(line)):
             marker = match.group(1)
-            end = next((j for j in range(i + 1, len(lines))
-                        if (m := _FENCE.match(lines[j])) and m.group(1)[0] == marker[0]
-                        and len(m.group(1)) >= len(marker) and not m.group(2).strip()), len(lines) - 1)
+            end = next((j for j in range(i + 1, len(lines)) if _closes(lines[j], marker)), len(lines) - 1)
             size = len("\n".join(lines[i:end + 1])) + 1
             if pager.room() < size <= limit:
                 pager.next_page()
