@@ -158,11 +158,13 @@ def slack_reporter(settings: Settings, store: Store, client: WebClient | None = 
 def slack_deps(settings: Settings, store: Store, model: ModelClient, *, loop: LoopControl | None = None,
                client: WebClient | None = None, update_interval: float = 1.0, split_at: int | None = None) -> Deps:
     """What the Slack listeners work with: the Web API client, intake, the answerer (team memory,
-    then the model), the admin commands and the user directory."""
+    then the model), the admin commands, the review queue, the App Home and the directory."""
     from secbot.bot.slack.admin import AdminCommands
     from secbot.bot.slack.delivery import Answerer
     from secbot.bot.slack.deps import Deps
+    from secbot.bot.slack.home import HomeTab
     from secbot.bot.slack.rendering import MESSAGE_LIMIT
+    from secbot.bot.slack.review import ReviewQueue
     from secbot.bot.slack.users import Directory
 
     client = client or slack_client(settings)
@@ -171,8 +173,10 @@ def slack_deps(settings: Settings, store: Store, model: ModelClient, *, loop: Lo
     answerer = Answerer(client, feed, responder(settings, store, model), name_of=directory.name,
                         interval=update_interval, timeout=settings.model.answer_timeout,
                         limit=split_at or MESSAGE_LIMIT, streaming=settings.slack.streaming)
-    admin = AdminCommands(store, settings.slack.admins, loop, directory.name)
-    return Deps(settings, client, store, feed, answerer, admin, directory)
+    queue = ReviewQueue(store, directory.name, directory.permalink)
+    admin = AdminCommands(store, settings.slack.admins, loop, queue, feed)
+    home = HomeTab(store, admin, queue, settings.model.assistant_name, directory.name, directory.permalink)
+    return Deps(settings, client, store, feed, answerer, admin, directory, queue, home)
 
 
 @dataclass

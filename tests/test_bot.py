@@ -5,136 +5,23 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
 
 import pytest
 from conftest import answered
-from slack_payloads import DROP, command, event, interaction
+from slack_bot import ADMIN, ANALYST, NAMES, OTHER, SECRET, TRUSTED, Bot, body_text, finished, footer
+from slack_payloads import DROP, event
 
-from secbot.bot import configure
-from secbot.bot.settings import Settings
 from secbot.bot.slack.delivery import INTERRUPTED
 from secbot.bot.slack.offline import BOT_USER_ID, OfflineSlack, signature_headers
 from secbot.bot.slack.rendering import ZWSP, neutralise
 from secbot.feedback.intake.redaction import Redactor
 from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.store.entities import RecordSource, RecordStatus
-from secbot.feedback.store.repositories import Store
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
 from secbot.model.serving.client import InProcessClient, OpenAIClient
-
-SECRET = "test-signing-secret"
-ADMIN, ANALYST, OTHER, TRUSTED = "UADMIN", "UANALYST", "UOTHER", "UTRUSTED"
-NAMES = {ADMIN: "ada", ANALYST: "alice", OTHER: "bob", TRUSTED: "trudy"}
-
-
-@pytest.fixture
-def slack():
-    with OfflineSlack(users=dict(NAMES)) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def bot_engine(tiny_dir):
-    return Engine.load(tiny_dir, system_prompt="You are secbot.", sampling=Sampling(max_new_tokens=24))
-
-
-def make_settings(slack, tmp_path, **extra) -> Settings:
-    return Settings.read(None, storage={"data_dir": tmp_path},
-                         slack={"bot_token": "xoxb-test-token", "signing_secret": SECRET, "api_url": slack.api_url,
-                                "admins": [ADMIN], "trusted_analysts": [TRUSTED], **extra})
-
-
-class Listeners(ThreadPoolExecutor):
-    """bolt's pool for listeners, able to say when every listener it was handed has returned."""
-
-    def __init__(self):
-        super().__init__(max_workers=5)
-        self.futures, self.lock = [], threading.Lock()
-
-    def submit(self, fn, /, *args, **kwargs):
-        future = super().submit(fn, *args, **kwargs)
-        with self.lock:
-            self.futures.append(future)
-        return future
-
-    def settle(self, timeout=120) -> None:
-        """Wait until every listener started so far (and any it led to) has finished."""
-        while True:
-            with self.lock:
-                pending = [f for f in self.futures if not f.done()]
-            if not pending:
-                return
-            wait(pending, timeout)
-
-
-class Bot:
-    """The app under test plus what Slack would send it."""
-
-    def __init__(self, slack, tmp_path, model, split_at=11_000, **extra):
-        self.slack = slack
-        self.settings = make_settings(slack, tmp_path, **extra)
-        self.store = Store(self.settings.storage.url)
-        self.listeners = Listeners()
-        self.slack_bot = configure.slack_app(self.settings, self.store, model, update_interval=0.05,
-                                             split_at=split_at, listener_executor=self.listeners)
-        self.app, self.deps = self.slack_bot.app, self.slack_bot.deps
-
-    def settle(self) -> None:
-        """Every event sent so far has been handled to the end (not only acknowledged)."""
-        self.listeners.settle()
-
-    def send(self, body: str, content_type="application/json", headers=None, secret=SECRET):
-        return self.app.handle_raw(body, signature_headers(body, secret, content_type=content_type) | (headers or {}))
-
-    def event(self, name, event_id=None, headers=None, **changes):
-        return self.send(event(name, event_id, **changes), headers=headers)
-
-    def mention(self, text, channel="C1", ts="1.1", user=ANALYST, thread_ts=None, event_id=None, **changes):
-        extra = {"event__thread_ts": thread_ts} if thread_ts else {}
-        return self.event("app_mention", event_id, event__text=f"<@{BOT_USER_ID}> {text}", event__channel=channel,
-                          event__ts=ts, event__event_ts=ts, event__user=user, **extra, **changes)
-
-    def interact(self, name, **changes):
-        return self.send(interaction(name, **changes), "application/x-www-form-urlencoded")
-
-    def command(self, text: str, user: str, channel="CADMIN"):
-        return self.send(command(command="/secbot", text=text, user_id=user, channel_id=channel,
-                                 response_url=f"{self.slack.url}/respond/{user}"),
-                         "application/x-www-form-urlencoded")
-
-    def answers(self, channel, thread_ts, count=1, timeout=120):
-        """The bot's finished answers in a thread (those carrying feedback controls)."""
-        def done():
-            msgs = [m for m in self.slack.thread_messages(channel, thread_ts) if finished(m)]
-            return msgs if len(msgs) >= count else None
-        return self.slack.wait_for(done, timeout)
-
-    def turn(self, channel, ts):
-        return self.store.conversations.turn_for_message(channel, ts)
-
-
-def finished(message: dict) -> bool:
-    return any(b.get("type") == "context_actions" for b in message.get("blocks") or [])
-
-
-def body_text(message: dict) -> str:
-    """What an answer message shows: its streamed Markdown, or its markdown blocks."""
-    blocks = [b["text"] for b in message.get("blocks") or [] if b.get("type") == "markdown"]
-    return "\n".join(blocks) if blocks else message["text"]
-
-
-def footer(message: dict) -> list[str]:
-    return [e["text"] for b in message.get("blocks") or [] if b["type"] == "context" for e in b["elements"]]
-
-
-@pytest.fixture
-def bot(slack, tmp_path, bot_engine):
-    return Bot(slack, tmp_path, InProcessClient(bot_engine))
 
 
 # -- questions -----------------------------------------------------------------------------------
@@ -234,7 +121,11 @@ def test_the_home_tab_is_published_only_when_the_home_tab_opens(bot, slack):
     view = slack.views.get(ADMIN)
     assert "Active model" in json.dumps(view) and len(slack.calls_to("views.publish")) == 1
     bot.event("app_home_opened", event__user=ANALYST)
-    assert "Mention me" in json.dumps(slack.wait_for(lambda: slack.views.get(ANALYST)))
+    home = json.dumps(slack.wait_for(lambda: slack.views.get(ANALYST)))
+    # What secbot is, which model answers, what it keeps and how to teach it; no admin controls.
+    assert all(part in home for part in ("security team's own assistant", "the base model", "What it keeps",
+                                          "redacted", ":pencil2:", "Correct this answer", "0 approved answer"))
+    assert "review_approve" not in home and "Active model" not in home
 
 
 def test_channels_outside_the_allow_list_and_users_outside_the_group_get_a_polite_refusal(slack, tmp_path, bot_engine):
@@ -502,21 +393,32 @@ def test_admin_commands_are_case_insensitive_and_refused_to_others(bot, slack):
     assert "Active model" in status["text"] and "0 pending" in status["text"]
 
 
+def buttons(blocks: list[dict], action_id: str, value: str | None = None) -> list[dict]:
+    return [e for b in blocks if b["type"] in ("actions", "section") for e in b.get("elements") or [b.get("accessory")]
+            if e and e.get("action_id") == action_id and (value is None or e.get("value") == value)]
+
+
 def test_review_from_a_channel_and_from_the_app_home(bot, slack):
     intake = Intake(bot.store)
     first = intake.correction(answered(intake, thread_ts="15.0", question="q1", answer="a"), ANALYST, "better 1").record
     second = intake.correction(answered(intake, thread_ts="15.1", question="q2", answer="a"), ANALYST, "better 2").record
     bot.command("Review", ADMIN)
     review = slack.wait_for(lambda: slack.calls_to(f"/respond/{ADMIN}"))[0].params
-    approve = review["blocks"][2]["elements"][0]
+    [approve] = buttons(review["blocks"], "review_approve", str(first.id))
     bot.interact("block_actions", user__id=ADMIN, response_url=f"{slack.url}/respond/r1",
                  actions__0__action_id=approve["action_id"], actions__0__value=approve["value"])
     slack.wait_for(lambda: bot.store.records.get(first.id).status is RecordStatus.APPROVED)
-    # From the App Home: no response_url; the record changes and the Home is published again.
-    response = bot.interact("block_actions_home", user__id=ADMIN, actions__0__action_id="review_reject",
+    # From the App Home: Reject asks why in a modal; the record changes and the Home is published again.
+    response = bot.interact("block_actions_home", user__id=ADMIN, trigger_id="t.home", actions__0__action_id="review_reject",
                             actions__0__value=str(second.id))
     assert response.status == 200  # acknowledged (how fast: bench/bot_load.py)
+    modal = slack.wait_for(lambda: slack.calls_to("views.open"))[0].params["view"]
+    assert bot.store.records.get(second.id).status is RecordStatus.PENDING  # nothing until they confirm
+    bot.interact("view_submission", user__id=ADMIN, view__callback_id=modal["callback_id"],
+                 view__private_metadata=modal["private_metadata"],
+                 view__state={"values": {"reject_reason": {"reject_reason": {"value": "Duplicates #1; token abc"}}}})
     slack.wait_for(lambda: bot.store.records.get(second.id).status is RecordStatus.REJECTED)
+    assert bot.store.records.get(second.id).review_note == "Duplicates #1; token abc"
     slack.wait_for(lambda: slack.views.get(ADMIN) and "Recently approved" in json.dumps(slack.views[ADMIN]))
     # A non-admin's click in the Home changes nothing and gets a note in the app's DM.
     response = bot.interact("block_actions_home", user__id=ANALYST, actions__0__action_id="review_revoke",

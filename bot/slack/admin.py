@@ -1,4 +1,4 @@
-"""`/secbot` for admins: help, status, retrain, rollback, review, revoke, export; and the App Home."""
+"""`/secbot` for admins: help, status, retrain, rollback, review (approve, reject), revoke, export."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from secbot.bot.slack.views import REVIEW_REVOKE, home_view, record_summary, review_blocks
+from secbot.bot.slack.review import PAGE, ReviewQueue
 from secbot.feedback.errors import StoreError
+from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.store.entities import RecordStatus
 from secbot.feedback.store.repositories import Store
 from secbot.model.training.record_formats import write_records
@@ -16,13 +17,12 @@ HELP = """*secbot admin commands*
 • `/secbot status` – active model version, its metrics, records by status, last and next run
 • `/secbot retrain` – freeze approved records and train a candidate now
 • `/secbot rollback [version]` – make an earlier version active again
-• `/secbot review` – records waiting for approval
+• `/secbot review [page]` – records waiting for approval, ten a page
+• `/secbot approve <record>` / `/secbot reject <record> [why]` – decide one without the buttons
 • `/secbot revoke <record>` – take an approved record back (out of memory and training)
 • `/secbot export` – upload the approved dataset (THUDM JSON lines)"""
 
 REFUSAL = "Sorry, `/secbot {command}` is for secbot admins. Ask one of them, or try `/secbot help`."
-WELCOME = ("Mention me in a channel or send me a DM with a security question. React :+1: to good "
-           "answers and :pencil2: to correct bad ones: approved corrections answer at once.")
 
 
 class LoopControl(Protocol):
@@ -49,11 +49,13 @@ class NoLoop:
 
 
 class AdminCommands:
-    def __init__(self, store: Store, admins, loop: LoopControl | None = None, name_of=lambda user: user):
+    def __init__(self, store: Store, admins, loop: LoopControl | None = None, queue: ReviewQueue | None = None,
+                 intake: Intake | None = None):
         self.store = store
         self.admins = set(admins)
         self.loop = loop or NoLoop()
-        self.name_of = name_of
+        self.queue = queue or ReviewQueue(store)
+        self.intake = intake or Intake(store)
 
     def is_admin(self, user: str) -> bool:
         return user in self.admins
@@ -82,29 +84,19 @@ class AdminCommands:
                 f"\n*Next run:* {schedule.get('next_run') or 'not scheduled'}")
         return f"{model}\n*Training records:* {records}{memory}{runs}"
 
-    def review(self, limit: int = 10) -> list[dict]:
-        pending = self.store.records.list(RecordStatus.PENDING, limit=limit)
-        return review_blocks(pending, self.store.records.counts()["pending"], self.name_of)
+    def approve(self, record_id: int, user: str) -> str:
+        try:
+            record = self.store.records.review(record_id, user, approve=True)
+        except StoreError as exc:
+            return f"Nothing approved: {exc}."
+        return f"Record #{record.id} approved: it answers from team memory now and the next training run uses it."
 
-    def recent_approved(self, limit: int = 5) -> list[dict]:
-        """The newest approved records, each with a Revoke button (App Home)."""
-        approved = self.store.records.list(RecordStatus.APPROVED)[-limit:][::-1]
-        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Recently approved*"}}] if approved else []
-        for record in approved:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": record_summary(record, self.name_of)},
-                           "accessory": {"type": "button", "action_id": REVIEW_REVOKE, "value": str(record.id),
-                                         "style": "danger", "text": {"type": "plain_text", "text": "Revoke"},
-                                         "confirm": {"title": {"type": "plain_text", "text": "Revoke this record?"},
-                                                     "text": {"type": "mrkdwn", "text": "It stops answering at once "
-                                                              "and never trains again."},
-                                                     "confirm": {"type": "plain_text", "text": "Revoke"},
-                                                     "deny": {"type": "plain_text", "text": "Keep"}}}})
-        return blocks
-
-    def home(self, user: str) -> dict:
-        if not self.is_admin(user):
-            return home_view(WELCOME, None)
-        return home_view(self.status_text(), self.review() + [{"type": "divider"}] + self.recent_approved())
+    def reject(self, record_id: int, user: str, why: str | None = None) -> str:
+        try:
+            record = self.intake.reject(record_id, user, why)
+        except StoreError as exc:
+            return f"Nothing rejected: {exc}."
+        return f"Record #{record.id} rejected" + (f": {record.review_note}" if record.review_note else ".")
 
     def export_file(self) -> tuple[Path, int]:
         path = Path(tempfile.mkdtemp()) / "secbot-approved.jsonl"
@@ -136,9 +128,16 @@ class AdminCommands:
                 return {"text": "Usage: `/secbot rollback [version number]`"}
             return {"text": self.loop.rollback(int(words[1].lstrip("v")) if len(words) > 1 else None, user)}
         if command == "review":
-            return {"text": "Records waiting for review", "blocks": self.review()}
-        if command == "revoke":
-            if len(words) != 2 or not words[1].lstrip("#").isdigit():
-                return {"text": "Usage: `/secbot revoke <record number>`, e.g. `/secbot revoke 42`"}
-            return {"text": self.revoke(int(words[1].lstrip("#")), user)}
+            if len(words) > 2 or (len(words) == 2 and not words[1].isdigit()):
+                return {"text": "Usage: `/secbot review [page number]`"}
+            page = int(words[1]) if len(words) == 2 else 1
+            return {"text": "Records waiting for review", "blocks": self.queue.blocks((max(page, 1) - 1) * PAGE)}
+        if command in ("revoke", "approve", "reject"):
+            if len(words) < 2 or not words[1].lstrip("#").isdigit() or (command != "reject" and len(words) > 2):
+                extra = " [why]" if command == "reject" else ""
+                return {"text": f"Usage: `/secbot {command} <record number>{extra}`, e.g. `/secbot {command} 42`"}
+            record_id = int(words[1].lstrip("#"))
+            if command == "reject":
+                return {"text": self.reject(record_id, user, text.split(None, 2)[2] if len(words) > 2 else None)}
+            return {"text": (self.revoke if command == "revoke" else self.approve)(record_id, user)}
         return {"text": f"Unknown command `{command}`.\n{HELP}"}

@@ -9,6 +9,8 @@ from slack_sdk import WebClient
 from secbot.bot.settings import Settings
 from secbot.bot.slack.admin import AdminCommands
 from secbot.bot.slack.delivery import Answerer
+from secbot.bot.slack.home import HomeTab
+from secbot.bot.slack.review import ReviewQueue
 from secbot.bot.slack.users import Directory
 from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.store.repositories import Store
@@ -23,6 +25,16 @@ class Deps:
     answerer: Answerer
     admin: AdminCommands
     directory: Directory
+    review: ReviewQueue
+    home: HomeTab
+
+    def silenced(self, team: str | None) -> str | None:
+        """Why nothing may be posted in workspace `team` (its token was revoked, or it uninstalled
+        secbot), or None."""
+        try:
+            return self.store.events.revoked(team)
+        except Exception:  # the store is down: posting is still better than silence
+            return None
 
     def allowed(self, user: str | None, channel: str | None) -> str | None:
         """Why `user` may not use secbot in `channel` (None when they may)."""

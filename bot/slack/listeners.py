@@ -14,30 +14,42 @@ from slack_sdk.errors import SlackApiError
 
 from secbot.bot.slack.delivery import FAILED, new_error_id
 from secbot.bot.slack.middleware import THUMBS_UP, attach, question_once, reaction_once
+from secbot.bot.slack.review import (
+    REJECT_INPUT,
+    REJECT_MODAL,
+    REVIEW_APPROVE,
+    REVIEW_PAGE,
+    REVIEW_REJECT,
+    REVIEW_REVOKE,
+    reject_modal,
+)
 from secbot.bot.slack.views import (
     CORRECTION_INPUT,
     CORRECTION_MODAL,
     CORRECTION_SHORTCUT,
+    DOWN_REASON,
     FEEDBACK,
     GREETING,
     LEGACY_DOWN,
     LEGACY_UP,
     OPEN_CORRECTION,
-    REVIEW_APPROVE,
-    REVIEW_REJECT,
-    REVIEW_REVOKE,
+    REASON_DETAIL,
+    REASON_INPUT,
+    REASON_MODAL,
     correction_modal,
     correction_offer_blocks,
+    down_reason_blocks,
     message_modal,
+    reason_modal,
     suggested_prompts,
 )
-from secbot.feedback.errors import StoreError
-from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
+from secbot.feedback.store.entities import DownReason, FeedbackKind, FeedbackSource, Turn
 
 log = logging.getLogger(__name__)
 # What these listeners need from Slack; deploy/manifest.yml declares exactly these.
 BOT_EVENTS = {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
-              "reaction_added", "app_home_opened", "assistant_thread_started"}
+              "reaction_added", "app_home_opened", "assistant_thread_started", "app_context_changed",
+              "tokens_revoked", "app_uninstalled"}
 BOT_SCOPES = {
     "app_mentions:read": "questions that mention secbot",
     "channels:history": "replies in threads secbot answered (public channels)",
@@ -53,6 +65,7 @@ BOT_SCOPES = {
     "usergroups:read": "SECBOT_ALLOWED_USERGROUP membership (usergroups.users.list)",
 }
 ASK_SOMETHING = "Ask me a security question, e.g. _What is lateral movement?_"
+REASON_QUESTION = "What was wrong with this answer?"
 NOT_YOURS = "That answer is not one you can give feedback on here."
 
 
@@ -100,12 +113,28 @@ def on_reaction(context, event, client):
         # Reactions carry no trigger_id, so offer a button that can open the modal.
         client.chat_postEphemeral(channel=item["channel"], user=user, thread_ts=turn.thread_ts,
                                   text="Correct this answer", blocks=correction_offer_blocks(turn.id))
-    else:
-        thumbs(deps, turn, user, reaction in THUMBS_UP, FeedbackSource.REACTION)
+        return
+    up = reaction in THUMBS_UP
+    thumbs(deps, turn, user, up, FeedbackSource.REACTION)
+    if not up:  # ask what was wrong: the reviewers need the reason, the analyst may correct it
+        client.chat_postEphemeral(channel=item["channel"], user=user, thread_ts=turn.thread_ts,
+                                  text=REASON_QUESTION, blocks=down_reason_blocks(turn.id))
 
 
 def _channel(body: dict) -> str | None:
     return (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+
+
+def _turn_of(deps, value: str) -> Turn | None:
+    """The turn a button's value names (its last `:`-separated part)."""
+    turn_id = (value or "").split(":")[-1]
+    return deps.store.conversations.get_turn(int(turn_id)) if turn_id.isdigit() else None
+
+
+def _refusal(deps, turn: Turn | None, user: str, channel: str | None) -> str | None:
+    """Why `user` may not act on `turn` from `channel`: who may ask is who may teach (buttons,
+    shortcut and modals all check the same)."""
+    return NOT_YOURS if not visible(turn, user, channel) else deps.allowed(user, channel)
 
 
 def on_feedback_button(ack, body, action, context, respond):
@@ -113,18 +142,58 @@ def on_feedback_button(ack, body, action, context, respond):
     deps, user = context["secbot"], body["user"]["id"]
     value = action.get("value") or ""
     up = action["action_id"] == LEGACY_UP or value.startswith("up:")
-    turn_id = value.split(":")[-1]
-    turn = deps.store.conversations.get_turn(int(turn_id)) if turn_id.isdigit() else None
-    if not visible(turn, user, _channel(body)):
-        respond(text=NOT_YOURS, response_type="ephemeral", replace_original=False)
-        return
-    refusal = deps.allowed(user, _channel(body))
-    if refusal:  # who may ask is who may teach: buttons, shortcut and modal check the same
+    turn = _turn_of(deps, value)
+    refusal = _refusal(deps, turn, user, _channel(body))
+    if refusal:
         respond(text=refusal, response_type="ephemeral", replace_original=False)
         return
     thumbs(deps, turn, user, up, FeedbackSource.BUTTON)
-    respond(text="Thanks, noted." if up else "Thanks. React :pencil2: or press *Correct this answer* to teach "
-            "me the right one.", response_type="ephemeral", replace_original=False)
+    if up:
+        respond(text="Thanks, noted.", response_type="ephemeral", replace_original=False)
+    else:
+        respond(text=REASON_QUESTION, blocks=down_reason_blocks(turn.id), response_type="ephemeral",
+                replace_original=False)
+
+
+def on_down_reason(ack, body, action, context, client, respond):
+    """A reason chosen in the 👎 reply: stored at once; "Other…" and "Add details" ask for words."""
+    ack()
+    deps, user, channel = context["secbot"], body["user"]["id"], _channel(body)
+    value = action.get("value") or ""
+    turn = _turn_of(deps, value)
+    try:
+        reason = DownReason(value.split(":")[0])
+    except ValueError:
+        turn, reason = None, None
+    refusal = _refusal(deps, turn, user, channel)
+    if refusal:
+        respond(text=refusal, response_type="ephemeral", replace_original=False)
+        return
+    if reason is DownReason.OTHER or action["action_id"] == REASON_DETAIL:
+        client.views_open(trigger_id=body["trigger_id"], view=reason_modal(turn.id, turn.channel, reason, turn.question))
+        return
+    deps.intake.down_reason(turn.id, user, reason, None, FeedbackSource.BUTTON)
+    respond(text=f"Noted: {reason.label}.", blocks=down_reason_blocks(turn.id, reason), response_type="ephemeral",
+            replace_original=True)
+
+
+def on_reason_submitted(ack, body, view, context, client):
+    deps, user = context["secbot"], body["user"]["id"]
+    values = (view.get("state") or {}).get("values") or {}
+    note = ((values.get(REASON_INPUT) or {}).get(REASON_INPUT) or {}).get("value") or ""
+    try:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        turn, reason = deps.store.conversations.get_turn(int(meta["turn_id"])), DownReason(meta["reason"])
+    except (ValueError, KeyError, TypeError):
+        turn, reason, meta = None, None, {}
+    refusal = _refusal(deps, turn, user, meta.get("channel"))
+    if refusal:
+        ack(response_action="errors", errors={REASON_INPUT: refusal})
+        return
+    ack()
+    deps.intake.down_reason(turn.id, user, reason, note, FeedbackSource.BUTTON)
+    client.chat_postEphemeral(channel=turn.channel, user=user, thread_ts=turn.thread_ts,
+                              text=f"Thanks, noted: {reason.label}. The admins see it when they review.")
 
 
 def open_correction(deps, client, trigger_id: str, turn: Turn) -> None:
@@ -135,9 +204,8 @@ def open_correction(deps, client, trigger_id: str, turn: Turn) -> None:
 def on_open_correction(ack, body, action, context, client):
     ack()
     deps, user = context["secbot"], body["user"]["id"]
-    value = action.get("value") or ""
-    turn = deps.store.conversations.get_turn(int(value)) if value.isdigit() else None
-    refusal = NOT_YOURS if not visible(turn, user, _channel(body)) else deps.allowed(user, _channel(body))
+    turn = _turn_of(deps, action.get("value") or "")
+    refusal = _refusal(deps, turn, user, _channel(body))
     if refusal:
         client.views_open(trigger_id=body["trigger_id"], view=message_modal("Correct this answer", refusal))
         return
@@ -175,7 +243,7 @@ def on_correction_submitted(ack, body, view, context, client):
         turn = deps.store.conversations.get_turn(int(meta["turn_id"]))
     except (ValueError, KeyError, TypeError):
         turn, meta = None, {}
-    refusal = NOT_YOURS if not visible(turn, user, meta.get("channel")) else deps.allowed(user, meta.get("channel"))
+    refusal = _refusal(deps, turn, user, meta.get("channel"))
     if refusal:
         ack(response_action="errors", errors={CORRECTION_INPUT: refusal})
         return
@@ -204,32 +272,65 @@ def on_command(ack, command, context, client, respond):
     respond(response_type="ephemeral", **deps.admin.run(text, user))
 
 
+def _teller(body: dict, client, respond=None):
+    """How to tell an admin the outcome: in the channel they clicked in (ephemeral, through the
+    response_url), else (the App Home has none) in the app's DM with them."""
+    user, url = body["user"]["id"], body.get("response_url")
+
+    def tell(text: str) -> None:
+        if url and respond is not None:
+            respond(text=text, response_type="ephemeral", replace_original=False)
+        elif url:
+            from slack_sdk.webhook import WebhookClient
+
+            WebhookClient(url).send(text=text, response_type="ephemeral", replace_original=False)
+        else:
+            client.chat_postMessage(channel=user, text=text)
+    return tell
+
+
 def on_review(ack, body, action, context, client, respond):
-    """Approve, reject or revoke, from the review queue in a channel or from the App Home."""
+    """Approve, revoke, page, or ask why before rejecting: from the review queue in a channel or
+    from the App Home."""
     ack()
     deps, user = context["secbot"], body["user"]["id"]
     from_home = (body.get("view") or {}).get("type") == "home"
-
-    def tell(text: str) -> None:
-        if body.get("response_url"):
-            respond(text=text, response_type="ephemeral", replace_original=False)
-        else:  # the App Home has no response_url: a note in the app's DM with the user
-            client.chat_postMessage(channel=user, text=text)
-
+    tell = _teller(body, client, respond)
     if not deps.admin.is_admin(user):
         tell("Only secbot admins can review records.")
         return
-    record_id = int(action["value"]) if str(action.get("value", "")).isdigit() else -1
-    try:
-        if action["action_id"] == REVIEW_REVOKE:
-            done = deps.admin.revoke(record_id, user)
+    value = str(action.get("value", ""))
+    number = int(value) if value.isdigit() else -1
+    if action["action_id"] == REVIEW_PAGE:
+        if from_home:
+            client.views_publish(user_id=user, view=deps.home.view(user, max(number, 0)))
         else:
-            record = deps.store.records.review(record_id, user, approve=action["action_id"] == REVIEW_APPROVE)
-            done = f"Record #{record.id} {record.status.value}."
-    except StoreError as exc:
-        done = str(exc)
+            respond(text="Records waiting for review", blocks=deps.review.blocks(max(number, 0)),
+                    response_type="ephemeral", replace_original=True)
+        return
+    if action["action_id"] == REVIEW_REJECT:
+        client.views_open(trigger_id=body["trigger_id"],
+                          view=reject_modal(number, from_home=from_home, response_url=body.get("response_url")))
+        return
+    done = (deps.admin.revoke if action["action_id"] == REVIEW_REVOKE else deps.admin.approve)(number, user)
     if from_home:
-        client.views_publish(user_id=user, view=deps.admin.home(user))
+        client.views_publish(user_id=user, view=deps.home.view(user))
+    tell(done)
+
+
+def on_reject_submitted(ack, body, view, context, client):
+    ack()
+    deps, user = context["secbot"], body["user"]["id"]
+    meta = json.loads(view.get("private_metadata") or "{}")
+    values = (view.get("state") or {}).get("values") or {}
+    why = ((values.get(REJECT_INPUT) or {}).get(REJECT_INPUT) or {}).get("value")
+    tell = _teller({"user": body["user"], "response_url": meta.get("response_url")}, client)
+    if not deps.admin.is_admin(user):
+        tell("Only secbot admins can review records.")
+        return
+    done = deps.admin.reject(int(meta.get("record_id", -1)), user, why)
+    if meta.get("home"):
+        client.views_publish(user_id=user, view=deps.home.view(user))
     tell(done)
 
 
@@ -255,7 +356,18 @@ def on_home_opened(event, context, client):
     if event.get("tab", "home") == "messages":
         greet_in_messages_tab(deps, client, event["user"], event.get("channel"))
         return
-    client.views_publish(user_id=event["user"], view=deps.admin.home(event["user"]))
+    client.views_publish(user_id=event["user"], view=deps.home.view(event["user"]))
+
+
+def on_revoked(event, body, context):
+    """`tokens_revoked` (the bot's token) and `app_uninstalled`: recorded, and nothing is posted in
+    that workspace any more (`Deps.silenced`) until secbot starts with a token that works there."""
+    deps, team = context["secbot"], body.get("team_id") or context.team_id
+    if event["type"] == "tokens_revoked" and not (event.get("tokens") or {}).get("bot"):
+        log.info("user tokens revoked in %s; the bot token is unaffected", team)
+        return
+    deps.store.events.revoke(team, event["type"])
+    log.warning("%s in workspace %s: secbot stops posting there until it is reinstalled", event["type"], team)
 
 
 def ignore():
@@ -278,8 +390,14 @@ def register_listeners(app: App, deps) -> None:
     app.shortcut(CORRECTION_SHORTCUT)(on_correction_shortcut)
     app.view(CORRECTION_MODAL)(on_correction_submitted)
     app.command("/secbot")(on_command)
-    for action_id in (REVIEW_APPROVE, REVIEW_REJECT, REVIEW_REVOKE):
+    app.action(DOWN_REASON)(on_down_reason)
+    app.action(REASON_DETAIL)(on_down_reason)
+    app.view(REASON_MODAL)(on_reason_submitted)
+    for action_id in (REVIEW_APPROVE, REVIEW_REJECT, REVIEW_REVOKE, REVIEW_PAGE):
         app.action(action_id)(on_review)
+    app.view(REJECT_MODAL)(on_reject_submitted)
+    app.event("tokens_revoked")(on_revoked)
+    app.event("app_uninstalled")(on_revoked)
     app.event("app_home_opened")(on_home_opened)
     # The agent messaging experience tells where the user is looking; answers do not use it yet.
     app.event("app_context_changed")(ignore)

@@ -1,6 +1,7 @@
 """Cross-cutting concerns of the Slack app, as bolt middleware.
 
-`attach` hands the listeners their dependencies. `once` is the event de-duplication: it claims
+`attach` hands the listeners their dependencies, and acknowledges and drops every request from a
+workspace that revoked secbot's token or uninstalled it (nothing is posted there). `once` is the event de-duplication: it claims
 in the store, across processes and restarts, only the events secbot acts on (a question by its
 channel and timestamp, so a message arriving as both `app_mention` and `message` is one
 question; a reaction on an answer by its event id), and drops any it has seen. Slack's retries
@@ -11,16 +12,24 @@ from __future__ import annotations
 
 import logging
 
+from slack_bolt import BoltResponse
+
 from secbot.bot.slack.questions import question_from
 
 log = logging.getLogger(__name__)
 THUMBS_UP = {"+1", "thumbsup"}
 THUMBS_DOWN = {"-1", "thumbsdown"}
+REVOCATIONS = {"tokens_revoked", "app_uninstalled"}
 
 
 def attach(deps):
-    def middleware(context, next):
+    def middleware(context, body, next):
         context["secbot"] = deps
+        event = (body.get("event") or {}).get("type") if isinstance(body, dict) else None
+        silenced = event not in REVOCATIONS and deps.silenced(context.team_id)
+        if silenced:
+            log.info("dropped a request from %s: %s, nothing is posted there", context.team_id, silenced)
+            return BoltResponse(status=200, body="")
         next()
     return middleware
 

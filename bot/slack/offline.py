@@ -52,6 +52,7 @@ class OfflineSlack:
         self.not_in = not_in or set()
         self.socket_url: str | None = None  # what apps.connections.open hands out
         self.statuses: dict[tuple[str, str], str] = {}
+        self.status_history: dict[tuple[str, str], list[tuple[str, list[str]]]] = {}  # each setStatus
         self.views: dict[str, dict] = {}  # the App Home published for each user
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> message
@@ -71,7 +72,13 @@ class OfflineSlack:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                status, body = slack._handle(self.path, self.headers.get("Content-Type", ""), raw)
+                self._reply(*slack._handle(self.path, self.headers.get("Content-Type", ""), raw))
+
+            def do_GET(self):  # methods slack_sdk calls with GET (chat.getPermalink): query arguments
+                path, _, query = self.path.partition("?")
+                self._reply(*slack._handle(path, "application/x-www-form-urlencoded", query.encode()))
+
+            def _reply(self, status: int, body: dict):
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 if status == 429:
@@ -227,6 +234,8 @@ class OfflineSlack:
     def _set_status(self, p: dict) -> dict:
         if self.status:
             self.statuses[(p["channel_id"], p["thread_ts"])] = p.get("status", "")
+            self.status_history.setdefault((p["channel_id"], p["thread_ts"]), []).append(
+                (p.get("status", ""), list(p.get("loading_messages") or [])))
         return self._assistant_threads(p)
 
     def _users_info(self, p: dict) -> dict:
@@ -261,6 +270,12 @@ class OfflineSlack:
     def _open_view(self, p: dict) -> dict:
         return {"ok": True, "view": {"id": f"V{next(self._ts)}"}}
 
+    def _permalink(self, p: dict) -> dict:
+        if (p["channel"], p["message_ts"]) not in self.messages:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": p["channel"],
+                "permalink": f"{self.url}/archives/{p['channel']}/p{p['message_ts'].replace('.', '')}"}
+
     def _ok(self, p: dict) -> dict:
         return {"ok": True}
 
@@ -275,6 +290,7 @@ class OfflineSlack:
             "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream,
             "chat.postEphemeral": self._post_ephemeral,
+            "chat.getPermalink": self._permalink,
             "assistant.threads.setStatus": self._set_status,
             "assistant.threads.setTitle": self._assistant_threads,
             "assistant.threads.setSuggestedPrompts": self._assistant_threads,

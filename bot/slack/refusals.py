@@ -41,7 +41,9 @@ REQUIRED: dict[str, list[str | tuple[str, ...]]] = {
     "assistant.threads.setTitle": ["channel_id", "thread_ts", "title"],
     "assistant.threads.setSuggestedPrompts": ["channel_id", "prompts"],
     "reactions.add": ["channel", "timestamp", "name"],
+    "chat.getPermalink": ["channel", "message_ts"],
 }
+LOADING_MESSAGES = 10  # assistant.threads.setStatus rotates through at most this many
 
 
 def refusal(method: str, params: dict) -> dict | None:
@@ -53,6 +55,8 @@ def refusal(method: str, params: dict) -> dict | None:
     if method == "chat.startStream" and str(params["channel"])[:1] in "CG" and not (
             params.get("recipient_user_id") and params.get("recipient_team_id")):
         return _refused("invalid_arguments", "recipient_user_id and recipient_team_id are required in channels")
+    if len(params.get("loading_messages") or []) > LOADING_MESSAGES:
+        return _refused("invalid_arguments", f"at most {LOADING_MESSAGES} loading_messages")
     if len(params.get("text") or "") > TEXT_LIMIT:
         return _refused("msg_too_long", f"text is over {TEXT_LIMIT} characters")
     if len(params.get("markdown_text") or "") > MARKDOWN_TOTAL:

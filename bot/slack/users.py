@@ -1,5 +1,6 @@
-"""Who Slack users are, as secbot needs to know: display names (`users.info`) and membership of
-user groups (`usergroups.users.list`), each cached for a while so a busy channel costs few calls."""
+"""What secbot looks up in Slack: users' display names (`users.info`), membership of user groups
+(`usergroups.users.list`) and links to messages (`chat.getPermalink`), each cached (names and
+groups for a while, links for good) so a busy channel costs few calls."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class Directory:
         self.client, self.ttl = client, ttl
         self._names: dict[str, tuple[float, str]] = {}
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._links: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def name(self, user: str | None) -> str:
@@ -53,3 +55,20 @@ class Directory:
         with self._lock:
             self._groups[usergroup] = (time.monotonic(), users)
         return users
+
+    def permalink(self, channel: str | None, ts: str | None) -> str | None:
+        """A link to the message `ts` in `channel` (None when Slack will not give one)."""
+        if not channel or not ts:
+            return None
+        with self._lock:
+            cached = self._links.get((channel, ts))
+        if cached:
+            return cached
+        try:
+            link = self.client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"]
+        except (SlackApiError, KeyError, TypeError) as exc:
+            log.info("no link to %s/%s: %s", channel, ts, exc)
+            return None
+        with self._lock:
+            self._links[(channel, ts)] = link
+        return link

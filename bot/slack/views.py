@@ -1,5 +1,6 @@
 """Block Kit, built with slack_sdk's models (validated when turned into JSON): answer messages and
-their feedback controls, the correction modal, the review queue and the App Home."""
+their feedback controls, what a 👎 asks, the correction and reason modals, and the App Home frame.
+The review queue's blocks are `bot.slack.review`'s."""
 
 from __future__ import annotations
 
@@ -25,14 +26,15 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from secbot.bot.slack.rendering import escape_mrkdwn, neutralise
-from secbot.feedback.store.entities import TrainingRecord
+from secbot.feedback.store.entities import DownReason
 
 SECTION_LIMIT = 3000  # Slack's limit on a section's text
 INPUT_LIMIT = 3000  # and on a plain_text_input's value
 FEEDBACK, OPEN_CORRECTION = "feedback", "open_correction"
 LEGACY_UP, LEGACY_DOWN = "feedback_up", "feedback_down"  # buttons on answers from earlier versions
-REVIEW_APPROVE, REVIEW_REJECT, REVIEW_REVOKE = "review_approve", "review_reject", "review_revoke"
 CORRECTION_MODAL, CORRECTION_INPUT, CORRECTION_SHORTCUT = "correction_modal", "correction", "correct_answer"
+DOWN_REASON, REASON_DETAIL, REASON_MODAL, REASON_INPUT = "down_reason", "reason_detail", "reason_modal", "reason"
+NOTE_LIMIT = 500  # of an analyst's or reviewer's own words about an answer
 
 
 def dicts(blocks: list[Block]) -> list[dict]:
@@ -95,39 +97,57 @@ def correction_modal(turn_id: int, channel: str, question: str, answer: str) -> 
         ]).to_dict()
 
 
+def down_reason_blocks(turn_id: int, chosen: DownReason | None = None) -> list[dict]:
+    """The ephemeral reply to a 👎: what was wrong (one click each), and ✏️ correct. Once a reason
+    is chosen, it says so and offers to add details."""
+    correct = ButtonElement(action_id=OPEN_CORRECTION, value=str(turn_id), style="primary",
+                            text=":pencil2: Correct this answer")
+    if chosen is None:
+        text = "Thanks. *What was wrong with this answer?* The admins see your reason when they review it."
+        buttons = [ButtonElement(action_id=DOWN_REASON, value=f"{reason.value}:{turn_id}",
+                                 text=reason.label + ("…" if reason is DownReason.OTHER else ""))
+                   for reason in DownReason]
+        return dicts([SectionBlock(text=MarkdownTextObject(text=text)),
+                      ActionsBlock(block_id=f"reasons-{turn_id}", elements=buttons),
+                      ActionsBlock(block_id=f"reason-correct-{turn_id}", elements=[correct])])
+    text = (f"Noted: *{chosen.label}*. The admins see it when they review. Add details, or teach secbot "
+            "the right answer.")
+    return dicts([SectionBlock(text=MarkdownTextObject(text=text)),
+                  ActionsBlock(block_id=f"reason-next-{turn_id}", elements=[
+                      ButtonElement(action_id=REASON_DETAIL, value=f"{chosen.value}:{turn_id}", text="Add details"),
+                      correct])])
+
+
+def reason_modal(turn_id: int, channel: str, reason: DownReason, question: str) -> dict:
+    """Their own words about what was wrong (optional; for "other" it is the reason)."""
+    return View(
+        type="modal", callback_id=REASON_MODAL, title="What was wrong?", submit="Send", close="Cancel",
+        private_metadata=json.dumps({"turn_id": turn_id, "channel": channel, "reason": reason.value}),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(
+                text=f"*Question*\n{escape_mrkdwn(question)[:SECTION_LIMIT - 20]}")),
+            InputBlock(block_id=REASON_INPUT, label=f"{reason.label}: what should the admins know?", optional=True,
+                       element=PlainTextInputElement(action_id=REASON_INPUT, multiline=True, max_length=NOTE_LIMIT)),
+            ContextBlock(elements=[MarkdownTextObject(
+                text="Secrets are redacted before it is stored. To give the right answer, use "
+                     ":pencil2: *Correct this answer* instead.")]),
+        ]).to_dict()
+
+
 def message_modal(title: str, text: str) -> dict:
     return View(type="modal", title=title[:24], blocks=[
         SectionBlock(text=MarkdownTextObject(text=escape_mrkdwn(text)))]).to_dict()
 
 
-def record_summary(record: TrainingRecord, name_of=lambda user: user) -> str:
-    prompt = record.prompt if len(record.prompt) < 300 else record.prompt[:297] + "…"
-    response = record.response if len(record.response) < 600 else record.response[:597] + "…"
-    flags = f" :warning: flagged: {', '.join(record.flags)}" if record.flags else ""
-    return (f"*#{record.id}* from @{escape_mrkdwn(name_of(record.author))} ({record.source.value}){flags}\n"
-            f"*Q:* {escape_mrkdwn(prompt)}\n*A:* {escape_mrkdwn(response)}")
-
-
-def review_blocks(records: list[TrainingRecord], total_pending: int, name_of=lambda user: user) -> list[dict]:
-    if not records:
-        return dicts([SectionBlock(text=MarkdownTextObject(text="No records wait for review."))])
-    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"*{total_pending} record(s) wait for review*"))]
-    for record in records:
-        blocks += [
-            SectionBlock(text=MarkdownTextObject(text=record_summary(record, name_of))),
-            ActionsBlock(block_id=f"review-{record.id}", elements=[
-                ButtonElement(action_id=REVIEW_APPROVE, value=str(record.id), style="primary", text="Approve"),
-                ButtonElement(action_id=REVIEW_REJECT, value=str(record.id), style="danger", text="Reject")]),
-        ]
-    return dicts(blocks)
-
-
-def home_view(status: str, review: list[dict] | None) -> dict:
+def home_view(status: str, sections: list[list[dict]] = ()) -> dict:
+    """The App Home: a header, what secbot is (or its status, for admins), then each section
+    (already blocks) after a divider."""
     blocks = [HeaderBlock(text=PlainTextObject(text="secbot")),
               SectionBlock(text=MarkdownTextObject(text=status[:SECTION_LIMIT]))]
-    view = View(type="home", blocks=blocks + ([DividerBlock()] if review is not None else []))
-    data = view.to_dict()
-    data["blocks"] += review or []
+    data = View(type="home", blocks=blocks).to_dict()
+    for section in sections:
+        if section:
+            data["blocks"] += [DividerBlock().to_dict(), *section]
     return data
 
 

@@ -1,6 +1,7 @@
 """What enters the store, and with which review status.
 
 Every text secbot keeps passes through here: questions, answers, corrections, 👍'd answers,
+what an analyst says was wrong with an answer, why a reviewer rejected a record,
 imports. Each is redacted first (`feedback.intake.redaction`). A new record is approved at once only
 when a trusted analyst sent it and nothing about it needs a human: identity questions and
 answers claiming another assistant's identity wait for review whoever sends them, imports
@@ -16,7 +17,15 @@ from pathlib import Path
 from secbot.feedback.errors import StoreError
 from secbot.feedback.intake.identity import IdentityGuard
 from secbot.feedback.intake.redaction import Redactor
-from secbot.feedback.store.entities import RecordFlag, RecordSource, RecordStatus, TrainingRecord, Turn
+from secbot.feedback.store.entities import (
+    DownReason,
+    FeedbackSource,
+    RecordFlag,
+    RecordSource,
+    RecordStatus,
+    TrainingRecord,
+    Turn,
+)
 from secbot.feedback.store.records import NewRecord
 from secbot.feedback.store.repositories import Store
 from secbot.model.training.record_formats import Columns, Record, read_records
@@ -87,6 +96,18 @@ class Intake:
         clean = self.redactor.redact(answer or "")
         self.store.conversations.record_answer(turn_id, answer=clean.text if answer is not None else None,
                                                redactions=clean.count, **fields)
+
+    def down_reason(self, turn_id: int, user: str, reason: DownReason | str, note: str | None,
+                    source: FeedbackSource | str) -> None:
+        """What an analyst says was wrong with an answer they gave 👎, their words redacted."""
+        self.store.conversations.record_down_reason(turn_id, user, reason, self._note(note), source)
+
+    def reject(self, record_id: int, reviewer: str, note: str | None = None) -> TrainingRecord:
+        """An admin rejects a pending record, saying why (redacted)."""
+        return self.store.records.review(record_id, reviewer, approve=False, note=self._note(note))
+
+    def _note(self, note: str | None) -> str | None:
+        return self.redactor.redact(note.strip()).text if note and note.strip() else None
 
     # -- records ---------------------------------------------------------------------------------
     def correction(self, turn_id: int, author: str, text: str) -> Submission:

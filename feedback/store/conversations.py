@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from secbot.feedback.errors import StoreError
 from secbot.feedback.store.db import Database
-from secbot.feedback.store.entities import FeedbackKind, FeedbackSource, Turn
+from secbot.feedback.store.entities import DownReason, DownVote, FeedbackKind, FeedbackSource, Turn
 from secbot.feedback.store.owners import owner_alive, this_process
 from secbot.feedback.store.schema import AnswerMessageRow, FeedbackRow, ThreadRow, TurnRow
 
@@ -154,3 +154,48 @@ class Conversations:
             rows = s.execute(select(FeedbackRow.kind, func.count()).where(
                 FeedbackRow.turn_id == turn_id).group_by(FeedbackRow.kind))
             return {kind.value: n for kind, n in rows}
+
+    def record_down_reason(self, turn_id: int, user: str, reason: DownReason | str, note: str | None,
+                           source: FeedbackSource | str) -> None:
+        """What `user` says was wrong with the turn's answer: their 👎 (made now if they gave
+        none yet) gets the reason and their words (already redacted); a later reason replaces it."""
+        reason, source = DownReason(reason), FeedbackSource(source)
+        with self.db.session() as s:
+            if s.get(TurnRow, turn_id) is None:
+                raise StoreError(f"no turn {turn_id}")
+            row = s.scalar(select(FeedbackRow).filter_by(turn_id=turn_id, user_id=user,
+                                                         kind=FeedbackKind.THUMBS_DOWN))
+            if row is None:
+                try:
+                    with s.begin_nested():
+                        row = FeedbackRow(turn_id=turn_id, user_id=user, kind=FeedbackKind.THUMBS_DOWN,
+                                          source=source)
+                        s.add(row)
+                except IntegrityError:  # the 👎 itself arrived meanwhile
+                    row = s.scalar(select(FeedbackRow).filter_by(turn_id=turn_id, user_id=user,
+                                                                 kind=FeedbackKind.THUMBS_DOWN))
+            row.reason, row.note = reason, note or None
+
+    def down_votes(self, turn_ids: Sequence[int]) -> dict[int, list[DownVote]]:
+        """The 👎s on each of `turn_ids`, oldest first."""
+        with self.db.reading() as s:
+            rows = s.scalars(select(FeedbackRow).where(FeedbackRow.turn_id.in_(list(turn_ids)),
+                                                       FeedbackRow.kind == FeedbackKind.THUMBS_DOWN)
+                             .order_by(FeedbackRow.id))
+            found: dict[int, list[DownVote]] = {}
+            for row in rows:
+                found.setdefault(row.turn_id, []).append(_down_vote(row))
+            return found
+
+    def recent_down_votes(self, limit: int = 5) -> list[tuple[DownVote, Turn]]:
+        """The newest 👎s, each with its turn, newest first."""
+        with self.db.reading() as s:
+            rows = s.execute(select(FeedbackRow, *TURN_COLUMNS).join(TurnRow, TurnRow.id == FeedbackRow.turn_id)
+                             .join(ThreadRow, ThreadRow.id == TurnRow.thread_id)
+                             .where(FeedbackRow.kind == FeedbackKind.THUMBS_DOWN)
+                             .order_by(FeedbackRow.id.desc()).limit(limit)).all()
+            return [(_down_vote(feedback), _turn(turn, channel, ts)) for feedback, turn, channel, ts in rows]
+
+
+def _down_vote(row: FeedbackRow) -> DownVote:
+    return DownVote(row.turn_id, row.user_id, row.reason, row.note, row.created_at)

@@ -19,6 +19,20 @@ class FeedbackKind(str, enum.Enum):
     CORRECTION_REQUESTED = "correction_requested"
 
 
+class DownReason(str, enum.Enum):
+    """What an analyst says was wrong with an answer they gave 👎."""
+
+    WRONG = "wrong"
+    OUTDATED = "outdated"
+    UNSAFE = "unsafe"
+    TOO_VAGUE = "too_vague"
+    OTHER = "other"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+
 class FeedbackSource(str, enum.Enum):
     REACTION = "reaction"
     BUTTON = "button"
@@ -97,6 +111,17 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class DownVote:
+    """A 👎 on a turn, with what the analyst said was wrong (once they said it)."""
+
+    turn_id: int
+    user: str
+    reason: DownReason | None
+    note: str | None  # their own words (redacted), for "other" or in addition
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
     """A `{prompt, response, history}` example with its provenance and review state."""
 
@@ -114,6 +139,7 @@ class TrainingRecord:
     flags: tuple[str, ...]  # why a reviewer must look: "identity", "impostor"
     superseded_by: int | None
     created_at: datetime
+    review_note: str | None = None  # why a reviewer rejected it (redacted)
 
     def as_record(self) -> Record:
         return Record(self.prompt, self.response, self.history)

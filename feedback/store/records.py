@@ -45,7 +45,8 @@ def _entity(row: RecordRow) -> TrainingRecord:
                           status=row.status, author=row.author_id, reviewer=row.reviewer_id,
                           reviewed_at=row.reviewed_at, turn_id=row.turn_id,
                           model_version_id=row.model_version_id, flags=tuple(row.flags or ()),
-                          superseded_by=row.superseded_by, created_at=row.created_at)
+                          superseded_by=row.superseded_by, created_at=row.created_at,
+                          review_note=row.review_note)
 
 
 def _snapshot(row: SnapshotRow) -> Snapshot:
@@ -97,14 +98,14 @@ class Records:
         return rows
 
     # -- review ----------------------------------------------------------------------------------
-    def review(self, record_id: int, reviewer: str, approve: bool) -> TrainingRecord:
-        """Approve or reject a pending record."""
+    def review(self, record_id: int, reviewer: str, approve: bool, note: str | None = None) -> TrainingRecord:
+        """Approve or reject a pending record; `note` says why (already redacted)."""
         with self.db.session() as s:
             row = self._row(s, record_id)
             if row.status is not RecordStatus.PENDING:
                 raise StoreError(f"record #{record_id} is {row.status.value}, not pending review")
             row.status = RecordStatus.APPROVED if approve else RecordStatus.REJECTED
-            row.reviewer_id, row.reviewed_at = reviewer, utcnow()
+            row.reviewer_id, row.reviewed_at, row.review_note = reviewer, utcnow(), note or None
             s.flush()
             if approve:
                 self._remember(s, [row])
@@ -193,13 +194,14 @@ class Records:
             row = s.get(RecordRow, record_id)
             return _entity(row) if row else None
 
-    def list(self, status: RecordStatus | str | None = None, limit: int | None = None) -> list[TrainingRecord]:
-        """Records oldest first, of one status or all."""
+    def list(self, status: RecordStatus | str | None = None, limit: int | None = None,
+             offset: int = 0) -> list[TrainingRecord]:
+        """Records oldest first, of one status or all; `offset` skips that many (paging)."""
         with self.db.reading() as s:
             query = select(RecordRow).order_by(RecordRow.id)
             if status is not None:
                 query = query.where(RecordRow.status == RecordStatus(status))
-            return [_entity(r) for r in s.scalars(query.limit(limit))]
+            return [_entity(r) for r in s.scalars(query.offset(offset or None).limit(limit))]
 
     def counts(self) -> dict[str, int]:
         with self.db.reading() as s:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from secbot.feedback.store.entities import (
+    DownReason,
     FeedbackKind,
     FeedbackSource,
     RecordSource,
@@ -104,6 +105,8 @@ class FeedbackRow(Base):
     user_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[FeedbackKind] = mapped_column(str_enum(FeedbackKind))
     source: Mapped[FeedbackSource] = mapped_column(str_enum(FeedbackSource))
+    reason: Mapped[DownReason | None] = mapped_column(str_enum(DownReason))  # a 👎's reason
+    note: Mapped[str | None] = mapped_column(Text)  # the analyst's words, redacted
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -125,6 +128,7 @@ class RecordRow(Base):
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     flags: Mapped[list] = mapped_column(JSON, default=list)
     superseded_by: Mapped[int | None] = mapped_column(Integer)
+    review_note: Mapped[str | None] = mapped_column(Text)  # why it was rejected, redacted
     redactions: Mapped[int] = mapped_column(Integer, default=0)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -243,6 +247,17 @@ class GreetingRow(Base):
 
     user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     greeted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RevocationRow(Base):
+    """Workspaces whose bot token was revoked or that uninstalled secbot: nothing is posted there
+    until a token for it works again (checked at start-up)."""
+
+    __tablename__ = "slack_revocations"
+
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))  # the event: tokens_revoked, app_uninstalled
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LockRow(Base):
