@@ -38,3 +38,14 @@ class AdapterMismatch(ModelError):
 
 class TrainingError(ModelError):
     """Training cannot start or continue; the message says what to change."""
+
+
+class QuestionTooLong(ModelError):
+    """The question alone (with the system prompt and template) does not fit what the model takes.
+    `prompt_tokens` and `limit` are in tokens, None where the model server did not say."""
+
+    def __init__(self, prompt_tokens: int | None, limit: int | None, detail: str | None = None):
+        self.prompt_tokens, self.limit = prompt_tokens, limit
+        super().__init__(detail or (
+            f"the prompt needs {prompt_tokens} tokens but only {limit} fit the context window with the "
+            "requested answer length; shorten the question or ask for fewer tokens"))

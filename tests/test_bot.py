@@ -31,6 +31,13 @@ def test_a_mention_gets_a_status_then_a_natively_streamed_answer_with_feedback(b
     expected = bot_engine.generate("What is phishing?")
     assert body_text(answer) == neutralise(expected)
     assert slack.statuses[("C1", "1.1")] == "is thinking…"  # a status, not a placeholder message
+    # What secbot is doing, as the status's loading messages and as the answer's task chunks.
+    assert slack.status_history[("C1", "1.1")] == [
+        ("is thinking…", ["Searching team memory…"]),
+        ("is thinking…", ["No approved answer matched", "Asking the base model…"])]
+    tasks = answer["tasks"]
+    assert (tasks["memory"]["status"], tasks["memory"]["output"]) == ("complete", "No approved answer matched")
+    assert (tasks["model"]["title"], tasks["model"]["status"]) == ("Asked the base model", "complete")
     assert [c.method for c in slack.calls if c.method.startswith("chat.")][0] == "chat.startStream"
     assert slack.calls_to("chat.stopStream") and not slack.calls_to("chat.postMessage")
     start = slack.calls_to("chat.startStream")[0].params
@@ -49,8 +56,11 @@ def test_without_native_streaming_or_status_it_falls_back_to_a_placeholder_and_e
         [answer] = bot.answers("C1", "2.1")
         assert body_text(answer) == neutralise(bot_engine.generate("What is phishing?"))
         first = slack.calls_to("chat.postMessage")[0].params
-        assert "Thinking" in first["text"] and first["thread_ts"] == "2.1"
-        assert slack.calls_to("chat.update") and answer["blocks"][0]["type"] == "markdown"
+        assert "Searching team memory" in first["text"] and first["thread_ts"] == "2.1"
+        # The placeholder follows the stages, then the answer replaces it.
+        stage = slack.calls_to("chat.update")[0].params
+        assert stage["ts"] == answer["ts"] and "Asking the base model" in stage["text"]
+        assert answer["blocks"][0]["type"] == "markdown"
         assert "▍" not in answer["text"]
 
 
@@ -111,7 +121,9 @@ def test_thread_broadcasts_file_shares_and_group_dm_mentions_are_answered(bot, s
               event__text=f"<@{BOT_USER_ID}> What is DLP?")
     bot.answers("G2", "6.5")
     bot.settle()
-    assert slack.thread_messages("D2", "6.4") == []
+    [reply] = slack.thread_messages("D2", "6.4")
+    assert "do not read attached files (file.png)" in reply["text"] and "Paste the text" in reply["text"]
+    assert bot.store.conversations.thread_turns("D2", "6.4") == []  # not a question: nothing stored
 
 
 def test_the_home_tab_is_published_only_when_the_home_tab_opens(bot, slack):

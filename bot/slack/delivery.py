@@ -1,12 +1,13 @@
 """Answering a question in a Slack thread.
 
-The question is stored first (so it is never lost), the thread shows "is thinking…"
-(`assistant.threads.setStatus`), the reply (team memory or model, `feedback.answering`) streams
+The question is stored first (so it is never lost), the thread shows what secbot is doing
+(`bot.slack.progress`: searching team memory, what it found, the model asked), the reply (team memory or model, `feedback.answering`) streams
 in through Slack's native streaming (`chat.startStream/appendStream/stopStream` via slack_sdk's
 `chat_stream`) or, where that is unavailable, through a message edited at most once per
 `interval`; long answers continue in further messages. Every message is tied to the turn as soon
 as it is posted, the answer is stored before its feedback buttons appear, and a failure replaces
-what was shown with a short message and an error id. At start-up, questions a dead process left
+what was shown with a short message and an error id (a question too long for the model gets a
+reply that says how long it may be). At start-up, questions a dead process left
 unanswered are answered, and half-shown answers are replaced (`recover`).
 """
 
@@ -30,18 +31,24 @@ from secbot.bot.slack.rendering import (
     notification_text,
     split_markdown,
 )
+from secbot.bot.slack.progress import Progress, task_chunks
 from secbot.bot.slack.views import answer_blocks, feedback_blocks
 from secbot.feedback.answering import Reply, Responder, provenance
 from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.store.entities import Turn
 from secbot.feedback.store.schema import utcnow
+from secbot.model.errors import QuestionTooLong
 
 log = logging.getLogger(__name__)
 
-THINKING = "is thinking…"
-PLACEHOLDER = ":hourglass_flowing_sand: Thinking…"
 CURSOR = " ▍"
 FAILED = "Sorry, I could not answer that this time. The team can look it up by error id `{error_id}`."
+TOO_LONG = ("That is too long for me to read in one go: {size}. Paste only the part that matters (the "
+            "lines around the error, one log entry, the config block in question), or split it over "
+            "several messages in this thread and ask about each.")
+FILES_NOT_READ = "I do not read attached files ({names}); I answered from the text of your message."
+ONLY_FILES = ("I do not read attached files ({names}). Paste the text you want me to look at into a "
+              "message (only the part that matters) and ask your question.")
 INTERRUPTED = ("Sorry, I was restarted while answering and could not finish. Please ask again; "
                "the team can look it up by error id `{error_id}`.")
 # Errors after which this workspace is taken not to offer native streaming here.
@@ -63,6 +70,7 @@ class Question:
     asker: str | None
     ts: str | None
     team: str | None = None
+    files: tuple[str, ...] = ()  # names of files attached to it (not read)
 
 
 def footer(reply: Reply, name_of) -> str | None:
@@ -83,9 +91,10 @@ class _Messages:
         self.client, self.conversations, self.turn_id, self.q = client, conversations, turn_id, q
         self.ts: list[str] = []
 
-    def post(self, **message) -> None:
+    def post(self, **message) -> str:
         posted = self.client.chat_postMessage(channel=self.q.channel, thread_ts=self.q.thread_ts, **message)
         self.add(posted["ts"])
+        return posted["ts"]
 
     def add(self, ts: str) -> None:
         if ts not in self.ts:
@@ -129,14 +138,17 @@ class _Edited:
 
 
 class _Native:
-    """Slack's native streaming, laid out by `Pager`: each page is one streamed message."""
+    """Slack's native streaming, laid out by `Pager`: each page is one streamed message. The first
+    opens with the answer's task chunks (`bot.slack.progress`), where the workspace takes them."""
 
-    def __init__(self, messages: _Messages, limit: int, buffer_size: int):
+    def __init__(self, messages: _Messages, limit: int, buffer_size: int, tasks: list[dict] | None = None,
+                 done: list[dict] | None = None, tasks_refused=lambda: None):
         self.messages, self.buffer_size = messages, buffer_size
         self.stream = None
         self.inert = InertStream()  # neutralised first, so pages are sized as Slack counts them
         self.pager = Pager(limit)
         self.page = 0
+        self.tasks, self.done, self.tasks_refused = tasks or [], done or [], tasks_refused
 
     def _open(self):
         q = self.messages.q
@@ -150,10 +162,28 @@ class _Native:
         if self.stream is None:
             self._open()
         if self.stream.ts is None:  # start at once: the message shows, and belongs to the turn
-            self.stream.append(chunks=[MarkdownTextChunk(text=text)])
+            self._start(text)
         else:
             self.stream.append(markdown_text=text)
         self._register()
+
+    def _start(self, text: str) -> None:
+        tasks, self.tasks = self.tasks, []
+        try:
+            self.stream.append(chunks=[*tasks, MarkdownTextChunk(text=text)])
+        except SlackApiError as exc:
+            if not tasks:
+                raise
+            # Task chunks are nice to have: a workspace that refuses them gets the answer without.
+            log.info("task chunks refused (%s); streaming without them", exc.response.get("error"))
+            self.tasks_refused()
+            self.done = []
+            self._open()
+            self.stream.append(chunks=[MarkdownTextChunk(text=text)])
+
+    def _stop(self, **extra) -> None:
+        done, self.done = self.done, []  # the model's task is complete once the first page is
+        self.stream.stop(**({"chunks": done} if done else {}), **extra)
 
     def _register(self) -> None:
         if self.stream is not None and self.stream.ts:
@@ -162,7 +192,7 @@ class _Native:
     def _lay_out(self, events) -> None:
         for page, text in events:
             if page != self.page and self.stream is not None:
-                self.stream.stop()
+                self._stop()
                 self._register()
                 self.stream = None
             self.page = page
@@ -175,17 +205,18 @@ class _Native:
         self._lay_out(self.pager.feed(self.inert.flush()) + self.pager.flush())
         if self.stream is None or self.stream.ts is None:
             self._append(" " if self.messages.ts else text)
-        self.stream.stop(blocks=feedback_blocks(self.messages.turn_id, note))
+        self._stop(blocks=feedback_blocks(self.messages.turn_id, note))
 
 
 class Answerer:
     def __init__(self, client: WebClient, intake: Intake, responder: Responder, *, name_of=lambda u: u,
                  interval: float = 1.0, timeout: float = 120.0, limit: int = MESSAGE_LIMIT,
-                 streaming: bool = True, stream_buffer: int = 128):
+                 streaming: bool = True, stream_buffer: int = 128, task_progress: bool = True):
         self.client, self.intake, self.responder, self.name_of = client, intake, responder, name_of
         self.conversations = intake.store.conversations
         self.interval, self.timeout, self.limit = interval, timeout, limit
         self.streaming, self.stream_buffer = streaming, stream_buffer
+        self.task_progress = task_progress  # task chunks in streamed answers (off once refused)
 
     def answer(self, q: Question) -> int:
         """Store the question, then answer it in its thread; returns the turn id."""
@@ -194,21 +225,16 @@ class Answerer:
         self._respond(turn_id, q, self.conversations.thread_history(q.channel, q.thread_ts, before_turn=turn_id))
         return turn_id
 
-    def _thinking(self, messages: _Messages) -> None:
-        q = messages.q
-        try:
-            self.client.assistant_threads_setStatus(channel_id=q.channel, thread_ts=q.thread_ts, status=THINKING)
-        except SlackApiError as exc:  # not every surface has it: show a placeholder instead
-            log.info("no thread status in %s (%s); posting a placeholder", q.channel, exc.response.get("error"))
-            messages.post(text=PLACEHOLDER)
-
     def _respond(self, turn_id: int, q: Question, history) -> None:
         messages = _Messages(self.client, self.conversations, turn_id, q)
         started = time.monotonic()
         try:
-            self._thinking(messages)
+            progress = Progress(self.client, q.channel, q.thread_ts, lambda text: messages.post(text=text))
+            progress.searching()
             reply = self.responder.reply(q.text, history)
-            output = self._output(messages)
+            version = self.responder.model.version_id
+            progress.answering(reply, version)
+            output = self._output(messages, reply, version)
             text = ""
             for delta in reply.deltas():
                 text += delta
@@ -228,10 +254,17 @@ class Answerer:
                                prompt_tokens=reply.usage.prompt_tokens,
                                completion_tokens=reply.usage.completion_tokens)
             note = footer(reply, self.name_of)
+            if q.files:
+                note = "\n".join(filter(None, [note, FILES_NOT_READ.format(names=", ".join(q.files))]))
             try:
                 output.finish(text, note)
             except SlackApiError as exc:
                 self._fall_back(output, exc).finish(text, note)
+        except QuestionTooLong as exc:
+            log.info("question too long in %s/%s: %s", q.channel, q.thread_ts, exc)
+            self.intake.answer(turn_id, None, answer_ts=messages.ts[0] if messages.ts else None,
+                               error_id=new_error_id(), latency_ms=int((time.monotonic() - started) * 1000))
+            self.show_failure(q.channel, q.thread_ts, messages.ts, TOO_LONG.format(size=too_long_size(exc, q.text)))
         except Exception:
             error_id = new_error_id()
             log.exception("answer failed (error id %s) in %s/%s", error_id, q.channel, q.thread_ts)
@@ -240,9 +273,13 @@ class Answerer:
                                latency_ms=int((time.monotonic() - started) * 1000))
             self.show_failure(q.channel, q.thread_ts, messages.ts, FAILED.format(error_id=error_id))
 
-    def _output(self, messages: _Messages):
+    def _output(self, messages: _Messages, reply: Reply, version: int | None):
         if self.streaming and messages.q.asker and not messages.ts:
-            return _Native(messages, self.limit, self.stream_buffer)
+            tasks = self.task_progress
+            return _Native(messages, self.limit, self.stream_buffer,
+                           tasks=task_chunks(reply, version) if tasks else None,
+                           done=task_chunks(reply, version, done=True)[1:] if tasks else None,
+                           tasks_refused=lambda: setattr(self, "task_progress", False))
         return _Edited(messages, self.interval, self.limit)
 
     def _fall_back(self, output, exc: SlackApiError) -> _Edited:
@@ -294,6 +331,15 @@ class Answerer:
         if self.conversations.mark_failed(turn.id, error_id):
             log.warning("turn %s was cut off by a stopped process (error id %s)", turn.id, error_id)
             self.show_failure(turn.channel, turn.thread_ts, shown, INTERRUPTED.format(error_id=error_id))
+
+
+def too_long_size(exc: QuestionTooLong, text: str) -> str:
+    """How long the question is and how long it may be, as the model's figures allow."""
+    if exc.prompt_tokens and exc.limit and exc.limit > 0:
+        chars = int(len(text) * exc.limit / exc.prompt_tokens) // 100 * 100
+        return (f"it is about {exc.prompt_tokens:,} tokens ({len(text):,} characters) and my model takes at most "
+                f"{exc.limit:,} tokens, roughly {max(chars, 100):,} characters of text like this")
+    return f"it is {len(text):,} characters, more than my model takes"
 
 
 def _question(turn: Turn) -> Question:

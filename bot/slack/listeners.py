@@ -12,7 +12,7 @@ import re
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from secbot.bot.slack.delivery import FAILED, new_error_id
+from secbot.bot.slack.delivery import FAILED, ONLY_FILES, new_error_id
 from secbot.bot.slack.middleware import THUMBS_UP, attach, question_once, reaction_once
 from secbot.bot.slack.review import (
     REJECT_INPUT,
@@ -85,7 +85,8 @@ def answer_question(context, client):
         client.chat_postEphemeral(channel=q.channel, user=q.asker, thread_ts=q.thread_ts, text=refusal)
         return
     if not q.text:
-        client.chat_postMessage(channel=q.channel, thread_ts=q.thread_ts, text=ASK_SOMETHING)
+        text = ONLY_FILES.format(names=", ".join(q.files)) if q.files else ASK_SOMETHING
+        client.chat_postMessage(channel=q.channel, thread_ts=q.thread_ts, text=text)
         return
     try:
         deps.answerer.answer(q)

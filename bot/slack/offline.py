@@ -202,6 +202,7 @@ class OfflineSlack:
             return {"ok": False, "error": "unknown_method"}
         message = self._message(p["channel"], p["thread_ts"], self._markdown(p), None)
         message["streaming"] = True
+        self._tasks(message, p)
         return {"ok": True, "channel": p["channel"], "ts": message["ts"]}
 
     def _streaming_message(self, p: dict) -> dict | None:
@@ -218,7 +219,15 @@ class OfflineSlack:
         if len(message["text"]) + len(added) > MARKDOWN_TOTAL:
             return {"ok": False, "error": "msg_too_long"}
         message["text"] += added
+        self._tasks(message, p)
         return {"ok": True, "channel": p["channel"], "ts": p["ts"]}
+
+    @staticmethod
+    def _tasks(message: dict, p: dict) -> None:
+        """A streamed message's tasks as they read now (each `task_update` replaces its id's)."""
+        for chunk in p.get("chunks") or []:
+            if chunk.get("type") == "task_update":
+                message.setdefault("tasks", {})[chunk["id"]] = chunk
 
     def _stop_stream(self, p: dict) -> dict:
         answer = self._append_stream(p)

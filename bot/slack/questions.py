@@ -1,7 +1,8 @@
 """Which Slack events are questions secbot answers, and the question each one asks.
 
 - `app_mention` in channels and group DMs;
-- any message in a DM with the bot (Slack sends no `app_mention` there), files with text too;
+- any message in a DM with the bot (Slack sends no `app_mention` there), with files too: the
+  files are not read, and a file with no words gets a reply that says so;
 - a message that mentions the bot, wherever it arrives as a `message` event;
 - a reply (also one sent to the channel, `thread_broadcast`) in a thread secbot already answered.
 
@@ -34,8 +35,13 @@ def question_from(event: dict, body: dict, bot_user: str | None, deps) -> Questi
                            and deps.store.conversations.thread_known(channel, thread_ts))
         if not (in_dm or mentions(raw, bot_user) or in_known_thread):
             return None
-        if not raw.strip():
-            return None  # a file with no words
+        if not raw.strip() and not (in_dm and event.get("files")):
+            return None  # nothing to answer: no words, and no file to say we cannot read
     text = normalise(raw, bot_user, deps.directory.name)
     return Question(channel=channel, thread_ts=thread_ts, text=text, asker=event.get("user"), ts=ts,
-                    team=event.get("team") or body.get("team_id"))
+                    team=event.get("team") or body.get("team_id"), files=file_names(event))
+
+
+def file_names(event: dict) -> tuple[str, ...]:
+    """The names of the files a message carries (Slack hides some: those are "a file")."""
+    return tuple(f.get("name") or f.get("title") or "a file" for f in event.get("files") or [] if isinstance(f, dict))

@@ -9,7 +9,8 @@ from Slack's method and block references: at most 50 blocks in a message and 100
 12,000 characters of markdown blocks in one payload, a `plain_text_input` initial value within
 3,000 and its own `max_length`, a message `text` within 40,000 (`msg_too_long`), streamed
 `markdown_text` within 12,000 a call and a streamed message within 12,000 in all (as a markdown
-block), and the required arguments of each method (`invalid_arguments`).
+block), streaming chunks of a known type with their fields (`invalid_chunks`), at most 10
+`loading_messages`, and the required arguments of each method (`invalid_arguments`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ REQUIRED: dict[str, list[str | tuple[str, ...]]] = {
     "chat.getPermalink": ["channel", "message_ts"],
 }
 LOADING_MESSAGES = 10  # assistant.threads.setStatus rotates through at most this many
+# Streaming chunks and the fields each needs (chat.startStream/appendStream/stopStream).
+CHUNKS = {"markdown_text": ("text",), "task_update": ("id", "title", "status"), "plan_update": ("title",)}
+TASK_STATUSES = {"pending", "in_progress", "complete", "error"}
 
 
 def refusal(method: str, params: dict) -> dict | None:
@@ -55,6 +59,10 @@ def refusal(method: str, params: dict) -> dict | None:
     if method == "chat.startStream" and str(params["channel"])[:1] in "CG" and not (
             params.get("recipient_user_id") and params.get("recipient_team_id")):
         return _refused("invalid_arguments", "recipient_user_id and recipient_team_id are required in channels")
+    if params.get("chunks") is not None:
+        problem = chunks_problem(params["chunks"])
+        if problem:
+            return _refused("invalid_chunks", problem)
     if len(params.get("loading_messages") or []) > LOADING_MESSAGES:
         return _refused("invalid_arguments", f"at most {LOADING_MESSAGES} loading_messages")
     if len(params.get("text") or "") > TEXT_LIMIT:
@@ -69,6 +77,21 @@ def refusal(method: str, params: dict) -> dict | None:
         problem = blocks_problem(params["blocks"], MESSAGE_BLOCKS)
         if problem:
             return _refused("invalid_blocks", problem)
+    return None
+
+
+def chunks_problem(chunks) -> str | None:
+    if not isinstance(chunks, list):
+        return "chunks must be a JSON array"
+    for i, chunk in enumerate(chunks):
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind not in CHUNKS:
+            return f"chunk {i}: unknown chunk type {kind!r}"
+        missing = [name for name in CHUNKS[kind] if not chunk.get(name)]
+        if missing:
+            return f"chunk {i}: {kind} needs {', '.join(missing)}"
+        if kind == "task_update" and chunk["status"] not in TASK_STATUSES:
+            return f"chunk {i}: task status {chunk['status']!r} is not one of {sorted(TASK_STATUSES)}"
     return None
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from secbot.model.conversation import History, to_messages
-from secbot.model.errors import ModelError
+from secbot.model.errors import ModelError, QuestionTooLong
 
 DEFAULT_ASSISTANT_NAME = "secbot"  # the identity the assistant keeps unless SECBOT_ASSISTANT_NAME says
 DEFAULT_SYSTEM_PROMPT = (
@@ -44,14 +44,8 @@ class NoChatTemplate(ModelError):
             "or add the template your model was trained with.")
 
 
-class ContextOverflow(ModelError):
+class ContextOverflow(QuestionTooLong):
     """The question alone (with system prompt and template) does not fit the context window."""
-
-    def __init__(self, prompt_tokens: int, limit: int):
-        self.prompt_tokens, self.limit = prompt_tokens, limit
-        super().__init__(f"the prompt needs {prompt_tokens} tokens but only {limit} fit the "
-                         "context window with the requested answer length; shorten the question "
-                         "or ask for fewer tokens")
 
 
 class TemplateLayoutError(ModelError):

@@ -9,13 +9,14 @@ the bare model.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from secbot.model.conversation import to_messages
-from secbot.model.errors import ModelError
+from secbot.model.errors import ModelError, QuestionTooLong
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
 from secbot.model.serving.protocol import BASE_FINGERPRINT, ChatCompletionChunk, ChatRequest, version_from_fingerprint
@@ -121,10 +122,9 @@ class OpenAIClient:
             try:
                 yield from self._stream(question, history, usage, system_prompt)
                 return
-            except ContextTooLong:
+            except ContextTooLong as exc:
                 if not history:
-                    raise ModelUnavailable("the question alone is longer than the model server's "
-                                           "context window; ask a shorter one") from None
+                    raise question_too_long(str(exc), self.sampling.max_new_tokens) from None
                 history = history[1:]
 
     def _stream(self, question, history, usage: Usage, system_prompt: str | None) -> Iterator[str]:
@@ -146,8 +146,10 @@ class OpenAIClient:
                 response = events.response
                 if response.status_code != 200:
                     response.read()
-                    if response.status_code == 400 and _error_code(response) == "context_length_exceeded":
-                        raise ContextTooLong(response.text)
+                    if response.status_code == 400 and (
+                            _error_code(response) == "context_length_exceeded"
+                            or "maximum context length" in _error_message(response)):  # vLLM says it so
+                        raise ContextTooLong(_error_message(response))
                     raise ModelUnavailable(f"model server answered {response.status_code}: "
                                            f"{response.text[:300]}")
                 for event in events.iter_sse():
@@ -176,8 +178,40 @@ class ContextTooLong(ModelError):
     """The server's 400 `context_length_exceeded`: the conversation must shrink."""
 
 
+def _number(pattern: str, text: str) -> int | None:
+    found = re.search(pattern, text)
+    return int(found.group(1).replace(",", "")) if found else None
+
+
+def question_too_long(message: str, max_new_tokens: int) -> QuestionTooLong:
+    """The question alone exceeds what the server takes, with the figures its message gives: the
+    OpenAI-style "maximum context length is C tokens ... (P in the messages, A in the completion)"
+    (OpenAI, vLLM, `secbot serve-model`), vLLM's "your request has P input tokens", or
+    `serve-model`'s "The messages take P tokens; this server takes prompts of up to L"."""
+    number = r"(\d[\d,]*)"
+    context = _number(rf"maximum context length is {number} tokens", message)
+    prompt = (_number(rf"\({number} in the messages", message) or _number(rf"has {number} input tokens", message)
+              or _number(rf"messages take {number} tokens", message))
+    completion = _number(rf"{number} in the completion", message)
+    limit = _number(rf"prompts of up to {number}", message)
+    if limit is None and context is not None:
+        limit = context - (completion if completion is not None else max_new_tokens)
+    return QuestionTooLong(prompt, limit, "the question alone is longer than the model server takes"
+                           + (f" ({prompt} tokens; at most {limit})" if prompt and limit else "")
+                           + "; ask a shorter one")
+
+
 def _error_code(response) -> str | None:
     try:
         return response.json()["error"]["code"]
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _error_message(response) -> str:
+    """The error's message: OpenAI's `{"error": {"message"}}`, or a top-level `message`."""
+    try:
+        body = response.json()
+        return str((body.get("error") if isinstance(body.get("error"), dict) else body)["message"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return response.text
