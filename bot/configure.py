@@ -220,6 +220,11 @@ class BotProcess:
 
     def start(self) -> None:
         """Schedule, run reports, following the model, forgetting old event ids, recovery."""
+        # The token works here (the app checked it): a workspace that had revoked it reinstalled.
+        team = self.slack.deps.client.auth_test().get("team_id")
+        if team and self.store.events.restore(team):
+            log.warning("secbot's token works in workspace %s again: posting there resumes", team)
+        self.reporter.team = team
         self.periodic = Periodic()
         if isinstance(self.model, InProcessClient):
             log.warning("serving %s", serve_active(self.store, self.model))

@@ -1,5 +1,6 @@
 """Run reports to the admin channel: the runs this process made, and those the training worker
-made (delivered from the store, each once)."""
+made (delivered from the store, each once). Nothing is posted in a workspace that revoked
+secbot's token or uninstalled it."""
 
 from __future__ import annotations
 
@@ -18,8 +19,15 @@ log = logging.getLogger(__name__)
 class SlackReporter:
     """The learning loop's `Reporter` for the bot: posts to SECBOT_ADMIN_CHANNEL."""
 
-    def __init__(self, client: WebClient, store: Store, channel: str | None):
+    def __init__(self, client: WebClient, store: Store, channel: str | None, team: str | None = None):
         self.client, self.store, self.channel = client, store, channel
+        self.team = team  # the workspace the token belongs to (set at start-up)
+
+    def _silenced(self) -> bool:
+        reason = self.store.events.revoked(self.team)
+        if reason:
+            log.warning("not posting to the admin channel: %s in workspace %s", reason, self.team)
+        return bool(reason)
 
     def run_finished(self, report: RunReport) -> None:
         if report.run_id is not None and not self.store.runs.claim_report(report.run_id):
@@ -27,8 +35,8 @@ class SlackReporter:
         self.post(report)
 
     def post(self, report: RunReport) -> None:
-        if not self.channel:
-            log.info("run report (no SECBOT_ADMIN_CHANNEL set): %s", report.summary)
+        if not self.channel or self._silenced():
+            log.info("run report (not posted): %s", report.summary)
             return
         self.client.chat_postMessage(channel=self.channel, text=report.summary,
                                      blocks=[{"type": "markdown", "text": render(report)}])
@@ -38,7 +46,7 @@ class SlackReporter:
                                         title=f"Run {report.run_id} loss curve")
 
     def job_failed(self, error: BaseException) -> None:
-        if self.channel:
+        if self.channel and not self._silenced():
             self.client.chat_postMessage(channel=self.channel,
                                          text=f":warning: The nightly retraining job failed: {error}")
 

@@ -29,11 +29,9 @@ class Events:
 
     def revoke(self, team: str, reason: str) -> None:
         """`team` revoked secbot's bot token or uninstalled it (`reason`: the event's type)."""
-        with self.db.session() as s:
-            row = s.get(RevocationRow, team)
-            if row is None:
-                self._first(RevocationRow(team_id=team, reason=reason))
-            else:
+        if not self._first(RevocationRow(team_id=team, reason=reason)):  # recorded before: now again
+            with self.db.session() as s:
+                row = s.get(RevocationRow, team)
                 row.reason, row.revoked_at = reason, utcnow()
 
     def revoked(self, team: str | None) -> str | None:
