@@ -13,9 +13,9 @@ from slack_payloads import command
 
 from secbot.bot.configure import BotProcess, learning_loop, slack_app, slack_reporter
 from secbot.bot.slack.offline import TEAM_ID, OfflineSlack
-from secbot.feedback.store.repositories import Store
 from secbot.feedback.intake.submissions import Intake
 from secbot.feedback.store.entities import DownReason, RecordStatus
+from secbot.feedback.store.repositories import Store
 from secbot.model.errors import QuestionTooLong
 from secbot.model.serving.client import InProcessClient, question_too_long
 

@@ -307,3 +307,31 @@ def test_exported_records_read_back_as_thudm_records(store, intake, tmp_path):
     path = tmp_path / "out.jsonl"
     write_records(path, [r.as_record() for r in store.records.list(RecordStatus.APPROVED)])
     assert [r.response for r in read_records(path).records] == ["Endpoint detection."]
+
+
+def test_a_down_reason_is_kept_with_the_thumbs_down_and_a_later_one_replaces_it(store, intake):
+    from secbot.feedback.store.entities import DownReason, FeedbackKind, FeedbackSource
+
+    turn = answered(intake, channel="C1", thread_ts="9.0", question="Is RC4 ok?", answer="Yes.")
+    # A reason before any 👎 makes the 👎; one 👎 per user whatever arrives first.
+    intake.down_reason(turn, "UA", DownReason.UNSAFE, "  password: hunter2hunter2  ", FeedbackSource.BUTTON)
+    assert not store.conversations.record_feedback(turn, "UA", FeedbackKind.THUMBS_DOWN, FeedbackSource.REACTION)
+    store.conversations.record_feedback(turn, "UB", FeedbackKind.THUMBS_DOWN, FeedbackSource.REACTION)
+    intake.down_reason(turn, "UA", DownReason.WRONG, None, FeedbackSource.BUTTON)
+    votes = store.conversations.down_votes([turn])[turn]
+    assert [(v.user, v.reason, v.note) for v in votes] == [("UA", DownReason.WRONG, None), ("UB", None, None)]
+    assert store.conversations.feedback_counts(turn) == {"thumbs_down": 2}
+    intake.down_reason(turn, "UB", "too_vague", "password: hunter2hunter2", "button")
+    assert "hunter2hunter2" not in store.conversations.down_votes([turn])[turn][1].note  # redacted
+    [(latest, latest_turn), _] = store.conversations.recent_down_votes(2)
+    assert (latest.user, latest_turn.id) == ("UB", turn)
+    with pytest.raises(StoreError):
+        intake.down_reason(999, "UA", "wrong", None, "button")
+
+
+def test_revoked_workspaces_are_remembered_until_restored(store):
+    assert store.events.revoked("T1") is None and not store.events.restore("T1")
+    store.events.revoke("T1", "tokens_revoked")
+    store.events.revoke("T1", "app_uninstalled")  # again: the latest reason
+    assert store.events.revoked("T1") == "app_uninstalled" and store.events.revoked("T2") is None
+    assert store.events.restore("T1") and store.events.revoked("T1") is None

@@ -23,6 +23,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.messages.chunk import MarkdownTextChunk
 
+from secbot.bot.slack.progress import Progress, task_chunks
 from secbot.bot.slack.rendering import (
     MESSAGE_LIMIT,
     InertStream,
@@ -31,7 +32,6 @@ from secbot.bot.slack.rendering import (
     notification_text,
     split_markdown,
 )
-from secbot.bot.slack.progress import Progress, task_chunks
 from secbot.bot.slack.views import answer_blocks, feedback_blocks
 from secbot.feedback.answering import Reply, Responder, provenance
 from secbot.feedback.intake.submissions import Intake

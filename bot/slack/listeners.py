@@ -48,8 +48,8 @@ from secbot.feedback.store.entities import DownReason, FeedbackKind, FeedbackSou
 log = logging.getLogger(__name__)
 # What these listeners need from Slack; deploy/manifest.yml declares exactly these.
 BOT_EVENTS = {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
-              "reaction_added", "app_home_opened", "assistant_thread_started", "app_context_changed",
-              "tokens_revoked", "app_uninstalled"}
+              "reaction_added", "app_home_opened", "assistant_thread_started", "tokens_revoked",
+              "app_uninstalled"}
 BOT_SCOPES = {
     "app_mentions:read": "questions that mention secbot",
     "channels:history": "replies in threads secbot answered (public channels)",
