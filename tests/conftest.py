@@ -14,7 +14,7 @@ from secbot.model.runtime.tiny import build_tiny_model
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-from slack_bot import bot, bot_engine, slack  # noqa: E402,F401  (the Slack tests' fixtures)
+pytest_plugins = ["slack_bot"]  # the Slack tests' fixtures: slack, bot_engine, bot
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,20 @@ class DemoSlack:
             "state": {"values": {"correction": {"correction": {"type": "plain_text_input", "value": text}}}}}})
         self.slack.wait_for(lambda: self.slack.calls_to("chat.postEphemeral")[confirmations:])
 
+    def thumbs_down(self, message: dict, user: str, reason: str) -> None:
+        """React 👎 and pick what was wrong in the ephemeral reply: as an analyst would."""
+        before = len(self.slack.calls_to("chat.postEphemeral"))
+        self.send(event_body({"type": "reaction_added", "user": user, "reaction": "-1",
+                              "item": {"type": "message", "channel": CHANNEL, "ts": message["ts"]}}))
+        ask = self.slack.wait_for(lambda: self.slack.calls_to("chat.postEphemeral")[before:])[0]
+        button = next(e for b in ask.params["blocks"] if b["type"] == "actions" for e in b["elements"]
+                      if e.get("value", "").startswith(f"{reason}:"))
+        url = f"{self.slack.url}/respond/reason-{self.ts()}"
+        self.interact({"type": "block_actions", "user": {"id": user}, "trigger_id": f"trigger-{user}",
+                       "channel": {"id": CHANNEL}, "response_url": url,
+                       "actions": [{"action_id": button["action_id"], "value": button["value"]}]})
+        self.slack.wait_for(lambda: self.slack.calls_to(url.split(self.slack.url, 1)[1]))
+
     def interact(self, payload: dict):
         return self.send(interactive_body(payload), "application/x-www-form-urlencoded")
 
@@ -181,8 +195,10 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
             result.before[question] = messages[question]["text"]
             say(f"  Q {printable(question, 36)} A {printable(result.before[question], 48)}")
 
-        step(3, "Analysts react ✏️ and submit corrections in the modal")
+        step(3, "Analysts react 👎 (saying what was wrong) or ✏️, and submit corrections in the modal")
         for question, user, correction in CORRECTIONS:
+            if user == CAROL:
+                workspace.thumbs_down(messages[question], user, "wrong")
             workspace.correct(messages[question], user, correction)
         counts = store.records.counts()
         say(f"  records: {counts['approved']} approved (trusted analysts), {counts['pending']} pending review")
@@ -191,6 +207,8 @@ def run_demo(data_dir: str | Path | None = None, say=print) -> DemoResult:
         review = workspace.command("review", ADMIN)
         approve = next(e for b in review["blocks"] if b["type"] == "actions" for e in b["elements"]
                        if e["action_id"] == "review_approve")
+        for line in (e["text"] for b in review["blocks"] if b["type"] == "context" for e in b["elements"]):
+            say(f"  the queue shows: {line.split(' · <')[0]}")
         workspace.interact({"type": "block_actions", "user": {"id": ADMIN},
                             "response_url": f"{slack.url}/respond/review", "actions": [approve]})
         slack.wait_for(lambda: store.records.counts()["pending"] == 0)
