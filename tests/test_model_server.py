@@ -403,3 +403,14 @@ def test_ready_turns_503_when_the_batcher_stops(fresh_engine):
 
     asyncio.run(scenario())
 
+
+
+def test_a_question_longer_than_the_server_takes_says_how_long_it_may_be(server):
+    from secbot.model.errors import QuestionTooLong
+
+    client = OpenAIClient(server + "/v1", KEY, system_prompt=SYSTEM, sampling=Sampling(max_new_tokens=24))
+    paste = "Dec  3 10:14:07 bastion sshd[48213]: Failed password for invalid user admin from 203.0.113.45\n" * 60
+    with pytest.raises(QuestionTooLong) as caught:
+        list(client.stream("Why do we see this?\n" + paste, [("What is SSH?", "A remote shell.")], Usage()))
+    # The figures come from the server's own error message (its context window or --max-prompt-tokens).
+    assert caught.value.prompt_tokens > caught.value.limit > 0

@@ -194,6 +194,31 @@ def test_a_model_servers_context_error_says_how_long_the_question_may_be(message
     assert isinstance(error, QuestionTooLong) and (error.prompt_tokens, error.limit) == (prompt, limit)
 
 
+# -- progress ------------------------------------------------------------------------------------
+def test_a_workspace_without_task_chunks_still_gets_a_natively_streamed_answer(tmp_path, bot_engine):
+    with OfflineSlack(task_chunks=False) as slack:
+        bot = Bot(slack, tmp_path, InProcessClient(bot_engine))
+        bot.mention("What is a honeypot?", ts="55.1")
+        [answer] = bot.answers("C1", "55.1")
+        assert body_text(answer) and "tasks" not in answer
+        assert not bot.deps.answerer.task_progress and bot.deps.answerer.streaming  # tasks off, streaming on
+        bot.mention("What is a honeynet?", ts="55.2")
+        bot.answers("C1", "55.2")
+        refused = [c for c in slack.calls_to("chat.startStream") if "task_update" in json.dumps(c.params)]
+        assert len(refused) == 1  # asked once, not on every answer
+
+
+def test_a_memory_answer_says_which_record_it_found(bot, slack):
+    record = Intake(bot.store, trusted=[ANALYST]).correction(
+        answered(Intake(bot.store), thread_ts="56.0", question="What port does RDP use?", answer="?"),
+        ANALYST, "RDP listens on TCP port 3389.").record
+    bot.mention("What port does RDP use?", ts="56.1")
+    [answer] = bot.answers("C1", "56.1")
+    assert slack.status_history[("C1", "56.1")][-1] == ("is thinking…", [f"Found record #{record.id}: the team's answer"])
+    assert answer["tasks"]["memory"]["output"] == f"Found record #{record.id}: the team's answer"
+    assert "model" not in answer["tasks"]  # no model was asked
+
+
 # -- files ---------------------------------------------------------------------------------------
 def test_a_file_in_a_channel_mention_is_not_read_and_says_so(bot, slack):
     bot.event("message_file_share", event__channel="C8", event__channel_type="channel", event__ts="60.1",

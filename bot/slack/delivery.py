@@ -51,6 +51,8 @@ ONLY_FILES = ("I do not read attached files ({names}). Paste the text you want m
               "message (only the part that matters) and ask your question.")
 INTERRUPTED = ("Sorry, I was restarted while answering and could not finish. Please ask again; "
                "the team can look it up by error id `{error_id}`.")
+# Errors that may mean a workspace streams but does not take task chunks: retried without them.
+TASKS_REFUSED = {"invalid_chunks", "invalid_arguments", "not_supported"}
 # Errors after which this workspace is taken not to offer native streaming here.
 NO_STREAMING = {"unknown_method", "not_allowed_token_type", "method_deprecated", "feature_not_enabled",
                 "not_supported", "invalid_arguments", "missing_scope"}
@@ -172,7 +174,7 @@ class _Native:
         try:
             self.stream.append(chunks=[*tasks, MarkdownTextChunk(text=text)])
         except SlackApiError as exc:
-            if not tasks:
+            if not tasks or exc.response.get("error") not in TASKS_REFUSED:
                 raise
             # Task chunks are nice to have: a workspace that refuses them gets the answer without.
             log.info("task chunks refused (%s); streaming without them", exc.response.get("error"))

@@ -7,6 +7,7 @@ Slack checks it (`bot.slack.refusals`) and refused with Slack's error. It also r
 `response_url` posts and file uploads, and hands out a Socket Mode URL (`apps.connections.open`)
 when a test runs a websocket server. Point the bot at it with `SLACK_API_URL=<url>/api/`.
 Switches: `streaming=False` answers the streaming methods as a workspace without them does;
+`task_chunks=False` refuses streamed task chunks (`invalid_chunks`), as a workspace without them;
 `users` and `usergroups` are the directory; `not_in` lists channels the bot is not a member of;
 `refuse` answers the methods it names with the error given (a workspace or token that refuses them).
 """
@@ -44,8 +45,8 @@ class OfflineSlack:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, rate_limit_every: int = 0, *,
                  streaming: bool = True, status: bool = True, users: dict[str, str] | None = None,
                  usergroups: dict[str, list[str]] | None = None, not_in: set[str] | None = None,
-                 refuse: dict[str, str] | None = None):
-        self.streaming, self.status = streaming, status
+                 refuse: dict[str, str] | None = None, task_chunks: bool = True):
+        self.streaming, self.status, self.task_chunks = streaming, status, task_chunks
         self.refuse = refuse if refuse is not None else {}  # method -> the error Slack answers it with
         self.users = users if users is not None else {}
         self.usergroups = usergroups or {}
@@ -174,6 +175,8 @@ class OfflineSlack:
             return {"ok": False, "error": "unknown_method"}
         if method in POSTING and (p.get("channel") or p.get("channel_id")) in self.not_in:
             return {"ok": False, "error": "not_in_channel"}
+        if not self.task_chunks and any(c.get("type") != "markdown_text" for c in p.get("chunks") or []):
+            return {"ok": False, "error": "invalid_chunks"}
         return refusal(method, p) or handler(p)
 
     # One handler per Web API method, each answering with the shape Slack documents.
