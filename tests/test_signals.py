@@ -115,6 +115,38 @@ def test_the_thumbs_down_button_asks_why_and_other_takes_their_words(bot, slack)
     assert [v.user for v in bot.store.conversations.down_votes([turn.id])[turn.id]] == [ANALYST]
 
 
+def test_a_thumbs_down_on_a_team_answer_sends_its_record_back_to_review(bot, slack):
+    record = Intake(bot.store, trusted=[ANALYST]).correction(
+        answered(Intake(bot.store), thread_ts="32.0", question="How long do we keep VPN logs?", answer="?"),
+        ANALYST, "VPN logs are kept for 90 days.").record
+    bot.mention("How long do we keep VPN logs?", channel="C6", ts="32.1", user=OTHER)
+    [answer] = bot.answers("C6", "32.1")
+    assert body_text(answer) == "VPN logs are kept for 90 days."  # the team's answer, from memory
+    bot.event("reaction_added", event__user=OTHER, event__reaction="thumbsdown",
+              event__item={"type": "message", "channel": "C6", "ts": answer["ts"]})
+    [ask] = slack.wait_for(lambda: ephemerals(slack, OTHER, "down_reason"))
+    assert f"record #{record.id}" in json.dumps(ask["blocks"]) and "waits for an admin" in json.dumps(ask["blocks"])
+    disputed = bot.store.records.get(record.id)
+    assert disputed.status is RecordStatus.PENDING and "disputed" in disputed.flags
+    wrong = button(ask["blocks"], "down_reason", "outdated:")
+    bot.interact("block_actions", user__id=OTHER, channel__id="C6", response_url=f"{slack.url}/respond/d",
+                 actions__0__action_id=wrong["action_id"], actions__0__value=wrong["value"])
+    slack.wait_for(lambda: responses(slack, "/respond/d"))
+    # It no longer answers: the same question goes to the model.
+    bot.mention("How long do we keep VPN logs?", channel="C6", ts="32.2", user=OTHER)
+    assert body_text(bot.answers("C6", "32.2")[0]) != "VPN logs are kept for 90 days."
+    # The review queue shows it with the 👎 and its reason; approving it again puts it back in memory.
+    bot.command("review", ADMIN)
+    [review] = slack.wait_for(lambda: responses(slack, f"/respond/{ADMIN}"))
+    shown = json.dumps(review["blocks"], ensure_ascii=False)
+    assert "flagged: disputed" in shown and "👎 @bob: *Outdated*" in shown
+    bot.command(f"approve {record.id}", ADMIN)
+    slack.wait_for(lambda: bot.store.records.get(record.id).status is RecordStatus.APPROVED)
+    assert "disputed" not in bot.store.records.get(record.id).flags
+    bot.mention("How long do we keep VPN logs?", channel="C6", ts="32.3", user=OTHER)
+    assert body_text(bot.answers("C6", "32.3")[0]) == "VPN logs are kept for 90 days."
+
+
 # -- the review queue ------------------------------------------------------------------------------
 def test_the_review_queue_pages_past_ten_and_reject_takes_a_reason(bot, slack):
     intake = Intake(bot.store)

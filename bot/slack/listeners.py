@@ -97,10 +97,20 @@ def answer_question(context, client):
 
 
 # -- feedback -----------------------------------------------------------------------------------
-def thumbs(deps, turn: Turn, user: str, up: bool, source: FeedbackSource) -> None:
+def thumbs(deps, turn: Turn, user: str, up: bool, source: FeedbackSource) -> str | None:
+    """Record 👍/👎; a 👍 proposes the answer as a record, a 👎 on a team answer sends its record
+    back to review. Returns what the analyst should be told about that, if anything."""
     kind = FeedbackKind.THUMBS_UP if up else FeedbackKind.THUMBS_DOWN
-    if deps.store.conversations.record_feedback(turn.id, user, kind, source) and up:
+    if not deps.store.conversations.record_feedback(turn.id, user, kind, source):
+        return None
+    if up:
         deps.intake.thumbs_up(turn.id, user)
+        return None
+    disputed = deps.intake.thumbs_down(turn.id)
+    if disputed is None:
+        return None
+    return (f"That was the team's answer (record #{disputed.id}): it stops answering from team memory "
+            "now and waits for an admin's review, with your reason.")
 
 
 def on_reaction(context, event, client):
@@ -116,10 +126,10 @@ def on_reaction(context, event, client):
                                   text="Correct this answer", blocks=correction_offer_blocks(turn.id))
         return
     up = reaction in THUMBS_UP
-    thumbs(deps, turn, user, up, FeedbackSource.REACTION)
+    disputed = thumbs(deps, turn, user, up, FeedbackSource.REACTION)
     if not up:  # ask what was wrong: the reviewers need the reason, the analyst may correct it
         client.chat_postEphemeral(channel=item["channel"], user=user, thread_ts=turn.thread_ts,
-                                  text=REASON_QUESTION, blocks=down_reason_blocks(turn.id))
+                                  text=REASON_QUESTION, blocks=down_reason_blocks(turn.id, note=disputed))
 
 
 def _channel(body: dict) -> str | None:
@@ -148,11 +158,11 @@ def on_feedback_button(ack, body, action, context, respond):
     if refusal:
         respond(text=refusal, response_type="ephemeral", replace_original=False)
         return
-    thumbs(deps, turn, user, up, FeedbackSource.BUTTON)
+    disputed = thumbs(deps, turn, user, up, FeedbackSource.BUTTON)
     if up:
         respond(text="Thanks, noted.", response_type="ephemeral", replace_original=False)
     else:
-        respond(text=REASON_QUESTION, blocks=down_reason_blocks(turn.id), response_type="ephemeral",
+        respond(text=REASON_QUESTION, blocks=down_reason_blocks(turn.id, note=disputed), response_type="ephemeral",
                 replace_original=False)
 
 

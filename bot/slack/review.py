@@ -122,11 +122,12 @@ class ReviewQueue:
         records = self.store.records.list(RecordStatus.PENDING, limit=PAGE, offset=offset)
         turns = {r.turn_id: self.store.conversations.get_turn(r.turn_id) for r in records if r.turn_id}
         votes = self.store.conversations.down_votes(list(turns))
+        disputes = self.store.conversations.down_votes_on_memory_answers([r.id for r in records])
         items = []
         for record in records:
             turn = turns.get(record.turn_id)
             link = self.link(turn.channel, turn.answer_ts or turn.question_ts) if turn else None
-            items.append(ReviewItem(record, turn, votes.get(record.turn_id, []), link))
+            items.append(ReviewItem(record, turn, votes.get(record.turn_id, []) + disputes.get(record.id, []), link))
         return items, total, offset
 
     def blocks(self, offset: int = 0) -> list[dict]:

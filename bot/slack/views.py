@@ -97,13 +97,16 @@ def correction_modal(turn_id: int, channel: str, question: str, answer: str) -> 
         ]).to_dict()
 
 
-def down_reason_blocks(turn_id: int, chosen: DownReason | None = None) -> list[dict]:
-    """The ephemeral reply to a 👎: what was wrong (one click each), and ✏️ correct. Once a reason
-    is chosen, it says so and offers to add details."""
+def down_reason_blocks(turn_id: int, chosen: DownReason | None = None, note: str | None = None) -> list[dict]:
+    """The ephemeral reply to a 👎: what was wrong (one click each), and ✏️ correct; `note` says
+    what the 👎 did (a team answer sent back to review). Once a reason is chosen, it says so and
+    offers to add details."""
     correct = ButtonElement(action_id=OPEN_CORRECTION, value=str(turn_id), style="primary",
                             text=":pencil2: Correct this answer")
     if chosen is None:
         text = "Thanks. *What was wrong with this answer?* The admins see your reason when they review it."
+        if note:
+            text += f"\n{escape_mrkdwn(note)}"
         buttons = [ButtonElement(action_id=DOWN_REASON, value=f"{reason.value}:{turn_id}",
                                  text=reason.label + ("…" if reason is DownReason.OTHER else ""))
                    for reason in DownReason]

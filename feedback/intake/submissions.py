@@ -35,7 +35,8 @@ FLAG_REASONS = {RecordFlag.IDENTITY.value: "it answers who the assistant is, whi
                 RecordFlag.IMPOSTOR.value: "its answer speaks as another assistant or vendor",
                 RecordFlag.HISTORY.value: "its thread history asks who the assistant is, speaks as another "
                                           "assistant, or holds turns from someone who is not a trusted analyst",
-                RecordFlag.REVOKED.value: "it repeats an answer that an admin revoked"}
+                RecordFlag.REVOKED.value: "it repeats an answer that an admin revoked",
+                RecordFlag.DISPUTED.value: "an analyst gave its team answer 👎"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,14 @@ class Intake:
                     source: FeedbackSource | str) -> None:
         """What an analyst says was wrong with an answer they gave 👎, their words redacted."""
         self.store.conversations.record_down_reason(turn_id, user, reason, self._note(note), source)
+
+    def thumbs_down(self, turn_id: int) -> TrainingRecord | None:
+        """A 👎 on a turn: when the team's memory gave that answer, its record goes back to review
+        and stops answering (returned); no analyst's 👎 changes anything else."""
+        turn = self.store.conversations.get_turn(turn_id)
+        if turn is None or turn.memory_record_id is None:
+            return None
+        return self.store.records.dispute(turn.memory_record_id)
 
     def reject(self, record_id: int, reviewer: str, note: str | None = None) -> TrainingRecord:
         """An admin rejects a pending record, saying why (redacted)."""

@@ -187,6 +187,18 @@ class Conversations:
                 found.setdefault(row.turn_id, []).append(_down_vote(row))
             return found
 
+    def down_votes_on_memory_answers(self, record_ids: Sequence[int]) -> dict[int, list[DownVote]]:
+        """The 👎s on answers each of `record_ids` gave from team memory, oldest first."""
+        with self.db.reading() as s:
+            rows = s.execute(select(FeedbackRow, TurnRow.memory_record_id)
+                             .join(TurnRow, TurnRow.id == FeedbackRow.turn_id)
+                             .where(TurnRow.memory_record_id.in_(list(record_ids)),
+                                    FeedbackRow.kind == FeedbackKind.THUMBS_DOWN).order_by(FeedbackRow.id))
+            found: dict[int, list[DownVote]] = {}
+            for row, record_id in rows:
+                found.setdefault(record_id, []).append(_down_vote(row))
+            return found
+
     def recent_down_votes(self, limit: int = 5) -> list[tuple[DownVote, Turn]]:
         """The newest 👎s, each with its turn, newest first."""
         with self.db.reading() as s:

@@ -52,6 +52,7 @@ class RecordFlag(str, enum.Enum):
     IMPOSTOR = "impostor"  # its answer speaks as another assistant or vendor
     HISTORY = "history"  # its thread history speaks as another assistant, or holds untrusted turns
     REVOKED = "revoked"  # it repeats what an admin revoked
+    DISPUTED = "disputed"  # an analyst gave its team answer 👎: it waits for review, out of memory
 
 
 class RecordStatus(str, enum.Enum):

@@ -106,9 +106,23 @@ class Records:
                 raise StoreError(f"record #{record_id} is {row.status.value}, not pending review")
             row.status = RecordStatus.APPROVED if approve else RecordStatus.REJECTED
             row.reviewer_id, row.reviewed_at, row.review_note = reviewer, utcnow(), note or None
+            if approve:  # a reviewer settled the dispute
+                row.flags = [f for f in row.flags or () if f != RecordFlag.DISPUTED.value]
             s.flush()
             if approve:
                 self._remember(s, [row])
+            return _entity(row)
+
+    def dispute(self, record_id: int) -> TrainingRecord | None:
+        """An analyst says a team answer is wrong: an approved record goes back to review, flagged,
+        and out of memory at once (until an admin approves it again). None when it was not approved."""
+        with self.db.session() as s:
+            row = self._row(s, record_id)
+            if row.status is not RecordStatus.APPROVED:
+                return None
+            row.status, row.reviewer_id, row.reviewed_at = RecordStatus.PENDING, None, None
+            row.flags = list(dict.fromkeys([*(row.flags or ()), RecordFlag.DISPUTED.value]))
+            TeamMemory.remove(s, [row.id])
             return _entity(row)
 
     def revoke(self, record_id: int, reviewer: str) -> TrainingRecord:
