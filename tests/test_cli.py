@@ -113,3 +113,22 @@ def test_serve_model_sizes_must_be_positive(flag):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve-model", flag, "0"])
     assert getattr(build_parser().parse_args(["serve-model", flag, "3"]), flag[2:].replace("-", "_")) == 3
+
+
+def test_memory_stats_lists_the_most_used_and_most_disputed_team_answers(tmp_path):
+    from conftest import answered
+
+    from secbot.feedback.intake.submissions import Intake
+    from secbot.feedback.store.entities import FeedbackKind, FeedbackSource
+    from secbot.feedback.store.repositories import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'secbot.db'}")
+    intake = Intake(store, trusted={"UT"})
+    record = intake.correction(answered(intake, question="SSH port?", answer="?"), "UT", "TCP 22.").record
+    turn = answered(intake, thread_ts="2.0", question="ssh port", answer="TCP 22.", memory_record_id=record.id)
+    store.conversations.record_feedback(turn, "U1", FeedbackKind.THUMBS_DOWN, FeedbackSource.REACTION)
+    store.close()
+    out = secbot("memory", "stats", env={"SECBOT_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    used, disputed = out.stdout.split("most disputed")
+    assert f"#{record.id} · 1 answer(s)" in used and "👍 0 👎 1" in disputed and "SSH port?" in disputed

@@ -140,6 +140,10 @@ def test_a_thumbs_down_on_a_team_answer_sends_its_record_back_to_review(bot, sla
     [review] = slack.wait_for(lambda: responses(slack, f"/respond/{ADMIN}"))
     shown = json.dumps(review["blocks"], ensure_ascii=False)
     assert "flagged: disputed" in shown and "👎 @bob: *Outdated*" in shown
+    # The admins' App Home lists it among team memory's most disputed answers, with its hit count.
+    bot.event("app_home_opened", event__user=ADMIN)
+    home = json.dumps(slack.wait_for(lambda: slack.views.get(ADMIN)), ensure_ascii=False)
+    assert "Team memory: most disputed" in home and f"#{record.id} · 1 answer(s)" in home and "👎 1" in home
     bot.command(f"approve {record.id}", ADMIN)
     slack.wait_for(lambda: bot.store.records.get(record.id).status is RecordStatus.APPROVED)
     assert "disputed" not in bot.store.records.get(record.id).flags

@@ -36,7 +36,7 @@ def test_migrations_match_the_models_and_leave_the_scheduler_table_alone(store, 
         context = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()
-    assert current_revision(db_url) == "0004"
+    assert current_revision(db_url) == "0005"
 
 
 def test_turns_keep_provenance_and_thread_history(store, intake):
@@ -335,3 +335,23 @@ def test_revoked_workspaces_are_remembered_until_restored(store):
     store.events.revoke("T1", "app_uninstalled")  # again: the latest reason
     assert store.events.revoked("T1") == "app_uninstalled" and store.events.revoked("T2") is None
     assert store.events.restore("T1") and store.events.revoked("T1") is None
+
+
+def test_memory_answers_are_counted_on_their_record_with_the_feedback_they_got(store, intake):
+    from secbot.feedback.store.entities import FeedbackKind, FeedbackSource
+
+    trusted = type(intake)(store, trusted={"UT"})
+    a = trusted.correction(answered(intake, thread_ts="8.0", question="SSH port?", answer="?"), "UT", "22.").record
+    b = trusted.correction(answered(intake, thread_ts="8.1", question="RDP port?", answer="?"), "UT", "3389.").record
+    turns = [answered(intake, thread_ts=f"8.{i + 2}", question="SSH port?", answer="22.", memory_record_id=a.id)
+             for i in range(3)]
+    turns.append(answered(intake, thread_ts="8.9", question="RDP port?", answer="3389.", memory_record_id=b.id))
+    store.conversations.record_feedback(turns[0], "U1", FeedbackKind.THUMBS_UP, FeedbackSource.BUTTON)
+    store.conversations.record_feedback(turns[1], "U1", FeedbackKind.THUMBS_DOWN, FeedbackSource.BUTTON)
+    store.conversations.record_feedback(turns[3], "U1", FeedbackKind.THUMBS_DOWN, FeedbackSource.BUTTON)
+    store.conversations.record_feedback(turns[3], "U2", FeedbackKind.THUMBS_DOWN, FeedbackSource.BUTTON)
+    used = store.records.memory_usage(5)
+    assert [(u.record.id, u.record.memory_hits, u.thumbs_up, u.thumbs_down) for u in used] == [
+        (a.id, 3, 1, 1), (b.id, 1, 0, 2)]
+    assert used[0].record.last_hit_at is not None
+    assert [u.record.id for u in store.records.memory_usage(5, by="down")] == [b.id, a.id]

@@ -239,6 +239,20 @@ def cmd_revoke(args, settings: Settings) -> int:
     return 1 if message.startswith("Nothing revoked") else 0
 
 
+def cmd_memory(args, settings: Settings) -> int:
+    from secbot.bot.configure import open_store
+    from secbot.bot.slack.home import usage_line
+
+    store = open_store(settings)
+    print(f"team memory: {store.memory.size()} approved record(s) answer at once")
+    for title, by in (("most used", "hits"), ("most disputed (👎 on the answers they gave)", "down")):
+        usage = store.records.memory_usage(args.limit, by)
+        print(f"\n{title}:" + ("" if usage else " none yet"))
+        for item in usage:
+            print(f"  {usage_line(item)}")
+    return 0
+
+
 def cmd_worker(args, settings: Settings) -> int:
     from secbot.bot import configure
     from secbot.feedback.learning.loop import LogReporter
@@ -393,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "later training run", parents=[BY])
     p.add_argument("record", type=int, help="record number (see /secbot review, the App Home, export)")
     p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("memory", help="team memory: `stats` shows its most used and most disputed answers")
+    p.add_argument("action", choices=["stats"])
+    p.add_argument("--limit", type=int, default=10, help="records in each list (default 10)")
+    p.set_defaults(func=cmd_memory)
 
     p = sub.add_parser("rollback", help="make an earlier model version active (default: the one "
                        "before the active one)", parents=[BY])

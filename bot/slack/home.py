@@ -1,6 +1,7 @@
 """The App Home tab. Everyone sees what secbot is, which model answers, what it stores and how to
 teach it; admins see the status, the review queue (paged), the latest 👎 with what analysts said
-was wrong, and the recently approved records (each with Revoke)."""
+was wrong, team memory's most used and most disputed answers, and the recently approved records
+(each with Revoke)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from secbot.bot.slack.admin import AdminCommands
 from secbot.bot.slack.rendering import escape_mrkdwn
 from secbot.bot.slack.review import REVIEW_REVOKE, ReviewQueue, cut, down_vote_line, record_summary
 from secbot.bot.slack.views import SECTION_LIMIT, dicts, home_view
-from secbot.feedback.store.entities import RecordStatus
+from secbot.feedback.store.entities import MemoryUsage, RecordStatus
 from secbot.feedback.store.repositories import Store
 
 ABOUT = """*{name}* is the security team's own assistant: it answers from the team's approved answers (team memory) and from a model the team runs and trains itself ({model}).
@@ -23,6 +24,15 @@ ABOUT = """*{name}* is the security team's own assistant: it answers from the te
 • :+1: a good answer: it can become a team answer once an admin approves it.
 • :-1: a wrong one: secbot asks what was wrong (wrong, outdated, unsafe, too vague, other); admins see your reason.
 • :pencil2: react, or press *Correct this answer*, and write the right answer. Once approved it answers at once from team memory ({memory} approved answer(s) today), and the nightly training learns it."""
+
+
+def usage_line(usage: MemoryUsage) -> str:
+    """"#12 · 34 answers, last 2026-12-02 · 👍 5 👎 1 · “question”" (App Home, `secbot memory stats`)."""
+    record = usage.record
+    last = f", last {record.last_hit_at:%Y-%m-%d}" if record.last_hit_at else ""
+    state = "" if record.status is RecordStatus.APPROVED else f" · {record.status.value}"
+    return (f"#{record.id} · {record.memory_hits} answer(s){last} · 👍 {usage.thumbs_up} 👎 {usage.thumbs_down}"
+            f"{state} · “{cut(record.prompt, 80)}”")
 
 
 def model_line(store: Store) -> str:
@@ -46,8 +56,17 @@ class HomeTab:
     def view(self, user: str, offset: int = 0) -> dict:
         if not self.admin.is_admin(user):
             return home_view(self.about())
-        return home_view(self.admin.status_text(),
-                         [self.queue.blocks(offset), self.recent_down_votes(), self.recent_approved()])
+        return home_view(self.admin.status_text(), [self.queue.blocks(offset), self.recent_down_votes(),
+                                                    self.memory_usage(), self.recent_approved()])
+
+    def memory_usage(self, limit: int = 5) -> list[dict]:
+        """Team memory's most used answers and its most disputed (👎 on the answers it gave)."""
+        lines = []
+        for title, by in (("*Team memory: most used*", "hits"), ("*Team memory: most disputed*", "down")):
+            usage = self.store.records.memory_usage(limit, by)
+            if usage:
+                lines += [title, *(f"• {escape_mrkdwn(usage_line(u))}" for u in usage)]
+        return dicts([SectionBlock(text=MarkdownTextObject(text=cut("\n".join(lines), SECTION_LIMIT)))]) if lines else []
 
     def recent_down_votes(self, limit: int = 5) -> list[dict]:
         """The newest 👎, each with the question and what the analyst said was wrong."""

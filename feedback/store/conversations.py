@@ -14,7 +14,7 @@ from secbot.feedback.errors import StoreError
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.entities import DownReason, DownVote, FeedbackKind, FeedbackSource, Turn
 from secbot.feedback.store.owners import owner_alive, this_process
-from secbot.feedback.store.schema import AnswerMessageRow, FeedbackRow, ThreadRow, TurnRow
+from secbot.feedback.store.schema import AnswerMessageRow, FeedbackRow, RecordRow, ThreadRow, TurnRow, utcnow
 
 TURN_COLUMNS = (TurnRow, ThreadRow.channel_id, ThreadRow.thread_ts)
 
@@ -67,6 +67,9 @@ class Conversations:
             turn.model_version_id, turn.memory_record_id = model_version_id, memory_record_id
             turn.latency_ms, turn.prompt_tokens, turn.completion_tokens = latency_ms, prompt_tokens, completion_tokens
             turn.redactions += redactions
+            if memory_record_id is not None:  # counted on the record, in the same transaction
+                s.execute(update(RecordRow).where(RecordRow.id == memory_record_id).values(
+                    memory_hits=RecordRow.memory_hits + 1, last_hit_at=utcnow()))
 
     def add_answer_messages(self, turn_id: int, channel: str, message_ts: Sequence[str]) -> None:
         """Every Slack message that shows a piece of the turn's answer (kept once each)."""

@@ -141,9 +141,20 @@ class TrainingRecord:
     superseded_by: int | None
     created_at: datetime
     review_note: str | None = None  # why a reviewer rejected it (redacted)
+    memory_hits: int = 0  # answers it gave from team memory
+    last_hit_at: datetime | None = None
 
     def as_record(self) -> Record:
         return Record(self.prompt, self.response, self.history)
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """How a record does as a team answer: how often it answered, and what analysts said."""
+
+    record: TrainingRecord
+    thumbs_up: int
+    thumbs_down: int
 
 
 @dataclass(frozen=True)

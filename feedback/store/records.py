@@ -12,15 +12,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from secbot.feedback.errors import StoreError
 from secbot.feedback.memory.matching import Document
 from secbot.feedback.store.db import Database
-from secbot.feedback.store.entities import RecordFlag, RecordSource, RecordStatus, Snapshot, TrainingRecord
+from secbot.feedback.store.entities import (
+    FeedbackKind,
+    MemoryUsage,
+    RecordFlag,
+    RecordSource,
+    RecordStatus,
+    Snapshot,
+    TrainingRecord,
+)
 from secbot.feedback.store.memory_index import TeamMemory
-from secbot.feedback.store.schema import MemoryDocRow, RecordRow, SnapshotRow, TurnRow, utcnow
+from secbot.feedback.store.schema import FeedbackRow, MemoryDocRow, RecordRow, SnapshotRow, TurnRow, utcnow
 from secbot.model.training.record_formats import Record, records_hash
 
 
@@ -46,7 +54,8 @@ def _entity(row: RecordRow) -> TrainingRecord:
                           reviewed_at=row.reviewed_at, turn_id=row.turn_id,
                           model_version_id=row.model_version_id, flags=tuple(row.flags or ()),
                           superseded_by=row.superseded_by, created_at=row.created_at,
-                          review_note=row.review_note)
+                          review_note=row.review_note, memory_hits=row.memory_hits or 0,
+                          last_hit_at=row.last_hit_at)
 
 
 def _snapshot(row: SnapshotRow) -> Snapshot:
@@ -216,6 +225,23 @@ class Records:
             if status is not None:
                 query = query.where(RecordRow.status == RecordStatus(status))
             return [_entity(r) for r in s.scalars(query.offset(offset or None).limit(limit))]
+
+    def memory_usage(self, limit: int = 5, by: str = "hits") -> list[MemoryUsage]:
+        """Records that answered from team memory, with the 👍/👎 on those answers: the most used
+        first (`by="hits"`) or the most disputed (`by="down"`, only records with a 👎)."""
+        feedback = (select(TurnRow.memory_record_id.label("record_id"),
+                           func.sum(case((FeedbackRow.kind == FeedbackKind.THUMBS_UP, 1), else_=0)).label("up"),
+                           func.sum(case((FeedbackRow.kind == FeedbackKind.THUMBS_DOWN, 1), else_=0)).label("down"))
+                    .join(FeedbackRow, FeedbackRow.turn_id == TurnRow.id)
+                    .where(TurnRow.memory_record_id.is_not(None)).group_by(TurnRow.memory_record_id).subquery())
+        up, down = func.coalesce(feedback.c.up, 0), func.coalesce(feedback.c.down, 0)
+        query = select(RecordRow, up, down).outerjoin(feedback, feedback.c.record_id == RecordRow.id)
+        if by == "down":
+            query = query.where(down > 0).order_by(down.desc(), RecordRow.id)
+        else:
+            query = query.where(RecordRow.memory_hits > 0).order_by(RecordRow.memory_hits.desc(), RecordRow.id)
+        with self.db.reading() as s:
+            return [MemoryUsage(_entity(row), int(u), int(d)) for row, u, d in s.execute(query.limit(limit))]
 
     def counts(self) -> dict[str, int]:
         with self.db.reading() as s:

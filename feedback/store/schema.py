@@ -129,6 +129,8 @@ class RecordRow(Base):
     flags: Mapped[list] = mapped_column(JSON, default=list)
     superseded_by: Mapped[int | None] = mapped_column(Integer)
     review_note: Mapped[str | None] = mapped_column(Text)  # why it was rejected, redacted
+    memory_hits: Mapped[int] = mapped_column(Integer, default=0)  # answers it gave from team memory
+    last_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     redactions: Mapped[int] = mapped_column(Integer, default=0)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
