@@ -1,14 +1,15 @@
 """Answering a question in a Slack thread.
 
 The question is stored first (so it is never lost), the thread shows what secbot is doing
-(`bot.slack.progress`: searching team memory, what it found, the model asked), the reply (team memory or model, `feedback.answering`) streams
-in through Slack's native streaming (`chat.startStream/appendStream/stopStream` via slack_sdk's
-`chat_stream`) or, where that is unavailable, through a message edited at most once per
-`interval`; long answers continue in further messages. Every message is tied to the turn as soon
-as it is posted, the answer is stored before its feedback buttons appear, and a failure replaces
-what was shown with a short message and an error id (a question too long for the model gets a
-reply that says how long it may be). At start-up, questions a dead process left
-unanswered are answered, and half-shown answers are replaced (`recover`).
+(`bot.slack.progress`: searching team memory, what it found, the model asked), and the reply
+(team memory or model, `feedback.answering`) streams in through Slack's native streaming
+(`chat.startStream/appendStream/stopStream` via slack_sdk's `chat_stream`) or, where that is
+unavailable, through a message edited at most once per `interval`; long answers continue in
+further messages. Every message is tied to the turn as soon as it is posted, the answer is stored
+before its feedback buttons appear, and a failure replaces what was shown with a short message
+and an error id (a question too long for the model gets a reply that says how long it may be).
+At start-up, questions a dead process left unanswered are answered, and half-shown answers are
+replaced (`recover`).
 """
 
 from __future__ import annotations
