@@ -120,7 +120,6 @@ def test_memory_stats_lists_the_most_used_and_most_disputed_team_answers(tmp_pat
 
     from secbot.feedback.intake.submissions import Intake
     from secbot.feedback.store.entities import FeedbackKind, FeedbackSource
-    from secbot.feedback.store.repositories import Store
 
     store = Store(f"sqlite:///{tmp_path / 'secbot.db'}")
     intake = Intake(store, trusted={"UT"})
@@ -132,3 +131,40 @@ def test_memory_stats_lists_the_most_used_and_most_disputed_team_answers(tmp_pat
     assert out.returncode == 0, out.stderr
     used, disputed = out.stdout.split("most disputed")
     assert f"#{record.id} · 1 answer(s)" in used and "👍 0 👎 1" in disputed and "SSH port?" in disputed
+
+
+def test_retrain_from_the_terminal_says_what_the_run_decided_in_its_exit_status(tmp_path):
+    from datetime import timedelta
+
+    from secbot.feedback.learning.pipeline import LOCK
+    from secbot.feedback.learning.report import RunReport
+    from secbot.feedback.store.entities import RunState
+
+    env = {"SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MODEL": "tiny"}
+    # Here, with nothing approved: the run is skipped, and says why.
+    out = secbot("retrain", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "retraining here" in out.stdout and "new approved record" in out.stdout
+    # Another process holds the retraining lock: busy, exit 4.
+    store = Store(f"sqlite:///{tmp_path / 'secbot.db'}")
+    assert store.runs.acquire_lock(LOCK, "another-host:1:0", timedelta(minutes=5))
+    busy = secbot("retrain", env=env)
+    assert busy.returncode == 4 and "already in progress" in busy.stdout
+    store.runs.release_lock(LOCK, "another-host:1:0")
+    # For the training worker: queued; a second request while it waits is refused; --wait follows
+    # the run to its end and exits with its decision (here: rejected by the gate, 3).
+    worker = env | {"SECBOT_TRAINING": "worker"}
+    waiting = subprocess.Popen([sys.executable, "-m", "secbot.bot.cli.commands", "retrain", "--wait", "--by", "ci"],
+                               env=clean_env(**worker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    queued = waiting.stdout.readline()
+    assert queued.startswith("run ") and "queued" in queued
+    run_id = int(queued.split()[1])
+    again = secbot("retrain", env=worker)
+    assert again.returncode == 4 and "already queued" in again.stderr
+    assert store.runs.get_run(run_id).requested_by == "ci"
+    report = RunReport("rejected", "Candidate rejected: held-out ROUGE-L fell.", run_id=run_id)
+    store.runs.update_run(run_id, state=RunState.REJECTED, report=report.to_json())
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 3, err
+    assert "Candidate rejected" in out and f"run {run_id}: rejected" in err
+    store.close()

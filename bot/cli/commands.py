@@ -7,6 +7,8 @@ import functools
 import json
 import logging
 import sys
+import threading
+import time
 
 from sqlalchemy.exc import DBAPIError
 from transformers import HfArgumentParser
@@ -253,6 +255,70 @@ def cmd_memory(args, settings: Settings) -> int:
     return 0
 
 
+# `secbot retrain` exit status, for scripts: what the run decided.
+RETRAIN_EXIT = {"promoted": 0, "skipped": 0, "failed": 1, "rejected": 3, "busy": 4}
+
+
+def cmd_retrain(args, settings: Settings) -> int:
+    from secbot.bot import configure
+    from secbot.feedback.learning.loop import LogReporter
+    from secbot.feedback.learning.report import render
+
+    store = configure.open_store(settings)
+    model = configure.model_client(settings) if settings.model.url else None
+    loop = configure.learning_loop(settings, store, model, LogReporter())
+    if settings.training.where == "worker":
+        loop.pipeline.recover()  # a run whose process died does not block this one
+        queued = store.runs.enqueue_run(method=loop.config.train.method, requested_by=args.by)
+        if queued is None:
+            print("A retraining run is already queued or in progress; nothing queued.", file=sys.stderr)
+            return RETRAIN_EXIT["busy"]
+        print(f"run {queued.id} queued for the training worker (`secbot worker`)", flush=True)
+        if not args.wait:
+            return 0
+        report = _wait_for_run(store, queued.id)
+    else:  # this process trains (in a subprocess of its own), so it always waits
+        print("retraining here (SECBOT_TRAINING=local): snapshot, training, evaluation, gate", flush=True)
+        stop = threading.Event()
+        threading.Thread(target=_show_progress, args=(loop, stop), daemon=True).start()
+        try:
+            report = loop.run_and_report(args.by)
+        finally:
+            stop.set()
+    print(render(report))
+    return RETRAIN_EXIT.get(report.decision, 1)
+
+
+def _show_progress(loop, stop: threading.Event, every: float = 10.0) -> None:
+    """The newest loss-log entry, every `every` seconds while the run trains (stderr)."""
+    shown = None
+    while not stop.wait(every):
+        log = loop.training_log()
+        if log and log[-1] != shown:
+            shown = log[-1]
+            step = f"step {shown.get('step')}" + (f"/{shown['max_steps']}" if shown.get("max_steps") else "")
+            loss = f", loss {shown['loss']:.3f}" if isinstance(shown.get("loss"), (int, float)) else ""
+            print(f"  training: {step}{loss}", file=sys.stderr, flush=True)
+
+
+def _wait_for_run(store, run_id: int, poll: float = 5.0):
+    """Wait until the worker finishes run `run_id`, saying when its state changes; its report."""
+    from secbot.feedback.learning.report import RunReport
+
+    state = None
+    while True:
+        run = store.runs.get_run(run_id)
+        if run.state != state:
+            state = run.state
+            print(f"  run {run_id}: {state.value}", file=sys.stderr, flush=True)
+        if state.finished:
+            if run.report:
+                return RunReport.from_json(run.report)
+            return RunReport(state.value if state.value in RETRAIN_EXIT else "failed", run.error or state.value,
+                             run_id=run_id)
+        time.sleep(poll)
+
+
 def cmd_worker(args, settings: Settings) -> int:
     from secbot.bot import configure
     from secbot.feedback.learning.loop import LogReporter
@@ -407,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "later training run", parents=[BY])
     p.add_argument("record", type=int, help="record number (see /secbot review, the App Home, export)")
     p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("retrain", help="a retraining run now: here (SECBOT_TRAINING=local, waits) or queued "
+                       "for the training worker; exit status 0 promoted or nothing to train, 1 failed, "
+                       "3 rejected by the gate, 4 another run in progress", parents=[BY])
+    p.add_argument("--wait", action="store_true", help="with SECBOT_TRAINING=worker: wait for the worker "
+                   "to finish the run and exit with its decision")
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("memory", help="team memory: `stats` shows its most used and most disputed answers")
     p.add_argument("action", choices=["stats"])
