@@ -34,6 +34,13 @@ def responses(slack, path):
     return [c.params for c in slack.calls_to(path)]
 
 
+def submit(bot, user, modal, block, value):
+    """Submit `modal` with `value` typed into its text input `block`, as Slack sends it."""
+    return bot.interact("view_submission", user__id=user, view__callback_id=modal["callback_id"],
+                        view__private_metadata=modal["private_metadata"],
+                        view__state={"values": {block: {block: {"type": "plain_text_input", "value": value}}}})
+
+
 # -- 👎 asks what was wrong ------------------------------------------------------------------------
 def test_a_thumbs_down_reaction_asks_why_and_the_reason_reaches_the_review_queue_and_home(bot, slack):
     bot.mention("Which TLS versions should we allow?", channel="C5", ts="30.1")
@@ -63,11 +70,7 @@ def test_a_thumbs_down_reaction_asks_why_and_the_reason_reaches_the_review_queue
                  actions__0__value=details["value"])
     modal = slack.wait_for(lambda: slack.calls_to("views.open"))[0].params["view"]
     assert "Which TLS versions" in json.dumps(modal)
-    bot.interact("view_submission", user__id=ANALYST, view__callback_id=modal["callback_id"],
-                 view__private_metadata=modal["private_metadata"],
-                 view__state={"values": {"reason": {"reason": {
-                     "type": "plain_text_input",
-                     "value": "TLS 1.0/1.1 are deprecated (RFC 8996). export PGPASSWORD=Winter2024!pw"}}}})
+    submit(bot, ANALYST, modal, "reason", "TLS 1.0/1.1 are deprecated (RFC 8996). export PGPASSWORD=Winter2024!pw")
     slack.wait_for(lambda: bot.store.conversations.down_votes([turn.id])[turn.id][0].note)
     [vote] = bot.store.conversations.down_votes([turn.id])[turn.id]
     assert vote.reason is DownReason.OUTDATED and "RFC 8996" in vote.note and "Winter2024!pw" not in vote.note
@@ -100,9 +103,7 @@ def test_the_thumbs_down_button_asks_why_and_other_takes_their_words(bot, slack)
                  response_url=f"{slack.url}/respond/other", actions__0__action_id=other["action_id"],
                  actions__0__value=other["value"])
     modal = slack.wait_for(lambda: slack.calls_to("views.open"))[0].params["view"]
-    bot.interact("view_submission", user__id=ANALYST, view__callback_id=modal["callback_id"],
-                 view__private_metadata=modal["private_metadata"],
-                 view__state={"values": {"reason": {"reason": {"value": "It says MD5 is fine; it is not."}}}})
+    submit(bot, ANALYST, modal, "reason", "It says MD5 is fine; it is not.")
     slack.wait_for(lambda: bot.store.conversations.down_votes([turn.id]).get(turn.id, [None])[0]
                    and bot.store.conversations.down_votes([turn.id])[turn.id][0].note)
     [vote] = bot.store.conversations.down_votes([turn.id])[turn.id]
@@ -181,9 +182,7 @@ def test_the_review_queue_pages_past_ten_and_reject_takes_a_reason(bot, slack):
                  response_url=f"{slack.url}/respond/rejected", actions__0__action_id=reject["action_id"],
                  actions__0__value=reject["value"])
     modal = slack.wait_for(lambda: slack.calls_to("views.open"))[0].params["view"]
-    bot.interact("view_submission", user__id=ADMIN, view__callback_id=modal["callback_id"],
-                 view__private_metadata=modal["private_metadata"],
-                 view__state={"values": {"reject_reason": {"reject_reason": {"value": "Not our policy."}}}})
+    submit(bot, ADMIN, modal, "reject_reason", "Not our policy.")
     [told] = slack.wait_for(lambda: responses(slack, "/respond/rejected"))
     assert f"Record #{records[11].id} rejected: Not our policy." in told["text"]
     assert bot.store.records.get(records[11].id).review_note == "Not our policy."

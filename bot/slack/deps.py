@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from slack_sdk import WebClient
 
@@ -27,14 +28,26 @@ class Deps:
     directory: Directory
     review: ReviewQueue
     home: HomeTab
+    silence_ttl: float = 30.0  # seconds a workspace's revoked-or-not is remembered (every request asks)
+    _silence: dict = field(default_factory=dict, repr=False)
 
     def silenced(self, team: str | None) -> str | None:
         """Why nothing may be posted in workspace `team` (its token was revoked, or it uninstalled
-        secbot), or None."""
+        secbot), or None. Read from the store at most every `silence_ttl` seconds per workspace."""
+        cached = self._silence.get(team)
+        if cached and time.monotonic() - cached[0] < self.silence_ttl:
+            return cached[1]
         try:
-            return self.store.events.revoked(team)
+            reason = self.store.events.revoked(team)
         except Exception:  # the store is down: posting is still better than silence
             return None
+        self._silence[team] = (time.monotonic(), reason)
+        return reason
+
+    def silence(self, team: str, reason: str) -> None:
+        """Record that `team` revoked secbot (`reason`: the event), in the store and at once here."""
+        self.store.events.revoke(team, reason)
+        self._silence[team] = (time.monotonic(), reason)
 
     def allowed(self, user: str | None, channel: str | None) -> str | None:
         """Why `user` may not use secbot in `channel` (None when they may)."""

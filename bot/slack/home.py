@@ -39,7 +39,7 @@ def model_line(store: Store) -> str:
     active = store.runs.active_version()
     if active is None:
         return "the base model; no trained version has been promoted yet"
-    when = f", promoted {active.promoted_at:%Y-%m-%d}" if getattr(active, "promoted_at", None) else ""
+    when = f", promoted {active.promoted_at:%Y-%m-%d}" if active.promoted_at else ""
     return f"version {active.id}{when}"
 
 

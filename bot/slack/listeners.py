@@ -136,6 +136,12 @@ def _channel(body: dict) -> str | None:
     return (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
 
 
+def typed(view: dict, block: str) -> str:
+    """What was typed into a modal's text input (its block and action share the id `block`)."""
+    values = (view.get("state") or {}).get("values") or {}
+    return ((values.get(block) or {}).get(block) or {}).get("value") or ""
+
+
 def _turn_of(deps, value: str) -> Turn | None:
     """The turn a button's value names (its last `:`-separated part)."""
     turn_id = (value or "").split(":")[-1]
@@ -190,8 +196,7 @@ def on_down_reason(ack, body, action, context, client, respond):
 
 def on_reason_submitted(ack, body, view, context, client):
     deps, user = context["secbot"], body["user"]["id"]
-    values = (view.get("state") or {}).get("values") or {}
-    note = ((values.get(REASON_INPUT) or {}).get(REASON_INPUT) or {}).get("value") or ""
+    note = typed(view, REASON_INPUT)
     try:
         meta = json.loads(view.get("private_metadata") or "{}")
         turn, reason = deps.store.conversations.get_turn(int(meta["turn_id"])), DownReason(meta["reason"])
@@ -243,9 +248,7 @@ def on_correction_shortcut(ack, body, context, client):
 
 def on_correction_submitted(ack, body, view, context, client):
     deps, user = context["secbot"], body["user"]["id"]
-    values = (view.get("state") or {}).get("values") or {}
-    text = ((values.get(CORRECTION_INPUT) or {}).get(CORRECTION_INPUT) or {}).get("value") or ""
-    text = text.strip()
+    text = typed(view, CORRECTION_INPUT).strip()
     if not text:
         ack(response_action="errors", errors={CORRECTION_INPUT: "Write the answer secbot should give."})
         return
@@ -333,8 +336,7 @@ def on_reject_submitted(ack, body, view, context, client):
     ack()
     deps, user = context["secbot"], body["user"]["id"]
     meta = json.loads(view.get("private_metadata") or "{}")
-    values = (view.get("state") or {}).get("values") or {}
-    why = ((values.get(REJECT_INPUT) or {}).get(REJECT_INPUT) or {}).get("value")
+    why = typed(view, REJECT_INPUT)
     tell = _teller({"user": body["user"], "response_url": meta.get("response_url")}, client)
     if not deps.admin.is_admin(user):
         tell("Only secbot admins can review records.")
@@ -377,7 +379,7 @@ def on_revoked(event, body, context):
     if event["type"] == "tokens_revoked" and not (event.get("tokens") or {}).get("bot"):
         log.info("user tokens revoked in %s; the bot token is unaffected", team)
         return
-    deps.store.events.revoke(team, event["type"])
+    deps.silence(team, event["type"])
     log.warning("%s in workspace %s: secbot stops posting there until it is reinstalled", event["type"], team)
 
 
