@@ -9,9 +9,12 @@ false positives on ordinary security text.
     secret is gone; a detect-secrets payload when anything in it was redacted.
 (b) `data/redaction_cases.json` "paste": credentials as analysts paste them, English and Chinese.
 (c) `data/redaction_cases.json` "ordinary": lines that must come through unchanged.
-(d) `data/redaction_fresh.json`: pasted credentials and ordinary lines (cloud logs, detections,
-    infrastructure code, prose), each case split into a tuning and a held-out half when the file
-    was written. Rules are chosen on the tuning half; the held-out half is the honest figure.
+(d) `data/redaction_round2.json`: pasted credentials and ordinary lines (shell history, tool
+    output, configs, cloud logs, detections, infrastructure code, prose), each case split into a
+    tuning and a held-out half when the file was written. Rules are chosen on the tuning half; the
+    held-out half is the honest figure.
+(e) `data/redaction_fresh.json`: the first set written that way. Its held-out half was read once
+    its figures were published, so both halves are tuning material now; shown for regressions.
 Targets: (a) >= 95% of non-hex secrets, (b) >= 98%, (c) <= 1% false positives;
 (d) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 from secbot.feedback.intake.redaction import Redactor
 
 DATA = Path(__file__).parent / "data"
+SPLIT_SETS = [("(d)", "redaction_round2.json"), ("(e)", "redaction_fresh.json")]
 
 
 def caught(redactor: Redactor, text: str, secret: str | None) -> bool:
@@ -58,16 +62,17 @@ def main() -> None:
     misses_b = [c for c in cases["paste"] if not caught(redactor, c["text"], c["secret"])]
     false_positives = [(line, redactor.redact(line).text) for line in cases["ordinary"]
                        if redactor.redact(line).text != line]
-    fresh = json.loads((DATA / "redaction_fresh.json").read_text(encoding="utf-8"))
-    fresh_results = {}
-    for half in ("tuning", "heldout"):
-        paste = [c for c in fresh["paste"] if c["split"] == half]
-        ordinary = [c["text"] for c in fresh["ordinary"] if c["split"] == half]
-        fresh_results[half] = (paste, [c for c in paste if not caught(redactor, c["text"], c["secret"])],
-                               ordinary, [line for line in ordinary if redactor.redact(line).text != line])
+    split_results, lines = {}, len(corpus) + len(cases["paste"]) + 2 * len(cases["ordinary"])
+    for label, name in SPLIT_SETS:
+        split = json.loads((DATA / name).read_text(encoding="utf-8"))
+        lines += len(split["paste"]) + len(split["ordinary"])
+        for half in ("heldout", "tuning"):
+            paste = [c for c in split["paste"] if c["split"] == half]
+            ordinary = [c["text"] for c in split["ordinary"] if c["split"] == half]
+            split_results[label, half] = (
+                paste, [c for c in paste if not caught(redactor, c["text"], c["secret"])],
+                ordinary, [line for line in ordinary if redactor.redact(line).text != line])
     elapsed = time.perf_counter() - started
-    lines = (len(corpus) + len(cases["paste"]) + 2 * len(cases["ordinary"])
-             + len(fresh["paste"]) + len(fresh["ordinary"]))
     by_source = {}
     for s in published:
         by_source.setdefault(s["source"].split(":")[0], [0, 0])[0] += 1
@@ -82,9 +87,8 @@ def main() -> None:
     print(f"(b) paste-style cases: {100 * (1 - len(misses_b) / len(cases['paste'])):.1f}% of {len(cases['paste'])} caught")
     print(f"(c) ordinary security text: {100 * len(false_positives) / len(cases['ordinary']):.1f}% of "
           f"{len(cases['ordinary'])} lines changed (false positives)")
-    for half in ("heldout", "tuning"):
-        paste, missed, ordinary, changed = fresh_results[half]
-        print(f"(d) {'held-out' if half == 'heldout' else 'tuning'} half: {len(paste) - len(missed)}/{len(paste)} "
+    for (label, half), (paste, missed, ordinary, changed) in split_results.items():
+        print(f"{label} {'held-out' if half == 'heldout' else 'tuning'} half: {len(paste) - len(missed)}/{len(paste)} "
               f"pasted credentials caught ({100 * (1 - len(missed) / len(paste)):.1f}%), "
               f"{len(changed)}/{len(ordinary)} "
               f"ordinary lines changed ({100 * len(changed) / len(ordinary):.1f}%)")
@@ -104,11 +108,12 @@ def main() -> None:
             print("MISS (b)", repr(c["text"]), "->", repr(redactor.redact(c["text"]).text))
         for line, out in false_positives:
             print("FP (c)", repr(line), "->", repr(out))
-        _, missed, _, changed = fresh_results["tuning"]  # the held-out half is reported, not shown
-        for c in missed:
-            print("MISS (d, tuning)", repr(c["text"]), "->", repr(redactor.redact(c["text"]).text))
-        for line in changed:
-            print("FP (d, tuning)", repr(line), "->", repr(redactor.redact(line).text))
+        for label, _ in SPLIT_SETS:
+            _, missed, _, changed = split_results[label, "tuning"]  # held-out halves are reported, not shown
+            for c in missed:
+                print(f"MISS {label[:-1]}, tuning)", repr(c["text"]), "->", repr(redactor.redact(c["text"]).text))
+            for line in changed:
+                print(f"FP {label[:-1]}, tuning)", repr(line), "->", repr(redactor.redact(line).text))
 
 
 if __name__ == "__main__":

@@ -82,22 +82,63 @@ def test_ordinary_security_text_passes_unchanged():
     assert changed == []
 
 
-# Only the tuning half of the fresh set is tested here; the held-out half is measured by
+# Only the tuning halves of the split sets are tested here; the held-out halves are measured by
 # bench/redaction.py and never used to choose a rule.
-FRESH = json.loads((DATA / "redaction_fresh.json").read_text(encoding="utf-8"))
-FRESH_PASTE = [c for c in FRESH["paste"] if c["split"] == "tuning"]
-FRESH_ORDINARY = [c["text"] for c in FRESH["ordinary"] if c["split"] == "tuning"]
+SPLIT = [json.loads((DATA / name).read_text(encoding="utf-8"))
+         for name in ("redaction_fresh.json", "redaction_round2.json")]
+FRESH_PASTE = [c for split in SPLIT for c in split["paste"] if c["split"] == "tuning"]
+FRESH_ORDINARY = [c["text"] for split in SPLIT for c in split["ordinary"] if c["split"] == "tuning"]
 KNOWN_MISSES = {"runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1"}  # no keyword, no slot
 
 
 @pytest.mark.parametrize("case", [c for c in FRESH_PASTE if c["text"] not in KNOWN_MISSES],
                          ids=lambda c: c["text"][:40])
-def test_fresh_pasted_credentials_from_the_tuning_half_are_redacted(case):
+def test_pasted_credentials_from_the_tuning_halves_are_redacted(case):
     assert case["secret"] not in REDACTOR.redact(case["text"]).text
 
 
-def test_fresh_ordinary_lines_from_the_tuning_half_come_through_unchanged():
+def test_ordinary_lines_from_the_tuning_halves_come_through_unchanged():
     assert [line for line in FRESH_ORDINARY if REDACTOR.redact(line).text != line] == []
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("msf6 > set PASSWORD Lab!Pass2026", "Lab!Pass2026"),  # a credential's name, then its value
+    ("enable password 7 0822455D0A16", "0822455D0A16"),  # after a one-digit type
+    ("Guest:501:aad3b435b51404eeaad3b435b51404ee:31d6cfe0d16ae931b73c59d7e0c089c0:::",
+     "31d6cfe0d16ae931b73c59d7e0c089c0"),  # pwdump
+    ("docker login -p Xk9!dock registry.io", "Xk9!dock"),
+    ("git remote set-url origin https://x7Kq9mP2rT5vW8zB3nC6yH1j@git.corp.example/sec.git", "x7Kq9mP2rT5vW8zB3nC6yH1j"),
+    ("https://b.s3.amazonaws.com/f.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=4f8e2a9c1b7d3e6f0a5c2b9d8e7f1a3c",
+     "4f8e2a9c1b7d3e6f0a5c2b9d8e7f1a3c"),
+    ("htpasswd -b -c /etc/nginx/.htpasswd admin 'Ng1nx!Basic'", "Ng1nx!Basic"),
+    ("令牌 ab3kd9x0qp2mzl7w 已经发你了", "ab3kd9x0qp2mzl7w"),
+    ("The PIN is 1234 for the lab phones", "1234"),
+    ("AKIAQX7MZ2LP4RT8WN3K,Zk3mQ8pXr2TzW9vN5bY1cL7hG4sD6fA0eKq2uIo", "Zk3mQ8pXr2TzW9vN5bY1cL7hG4sD6fA0eKq2uIo"),
+    ("root:$6$Zq8Lm2Xr$Kp9zT3vW7bN1cY5hJ4sL6dG0fA2eQ8uIoPzXcVbNm:19700:0:99999:7:::", "$6$Zq8Lm2Xr$Kp9zT3vW7bN1cY5h"),
+    ("xfreerdp /v:10.0.0.9 /u:ops /p:'Qq!rdp-771'", "Qq!rdp-771"),
+    ("the vpn password got reset to Qa!reset991 this morning", "Qa!reset991"),
+])
+def test_credentials_by_position_pair_format_and_decoding(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "docker run -p 443:8443 -p 127.0.0.1:9000:9000/tcp nginx",  # a port, not `docker login -p`
+    "if password: return True",  # a block header's colon
+    "密码策略 CIS-2026 已经生效",  # about the password, not the password
+    "user pool app client 3n4b5c6d7e8f9g0h1i2j3k4l5m belongs to the SSO stack",  # what the noun names
+    "pod web-6f7d8c9b5-abcde is pending",
+    "status: REQUEST_TIMED_OUT_AFTER_RETRY",
+    '"webIdentityToken": "HIDDEN_BY_THE_SERVICE"',  # a placeholder in constant case
+    "hxxp://evil[.]example/payload.bin",
+    "Set the api key header to X-Token",
+    "the token header is X-Auth-Token",
+    "aws secretsmanager rotate-secret --secret-id prod/app/db",
+    "min_password_length: 14",
+    "FROM python:3.12-slim@sha256:9c7a1b3e5f8d0c2a4b6e9f1df1a3c9e27b4d58e06c2a9f7b3d1e5c8a4b6f0e2d",
+])
+def test_structure_and_names_keep_ordinary_text(line):
+    assert REDACTOR.redact(line).text == line
 
 
 @pytest.mark.parametrize("text, secret", [

@@ -38,6 +38,10 @@ NOT_SECRET_GRAMMARS = [
     r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
     r"(?:(?<=[\s\"'=(])|^)(?:[A-Za-z]:\\|\\\\|~/|\./|\.\./|/)[^\s\"'<>|]*",  # paths
     r"\bhttps?://[^\s\"'<>]+",  # URLs: their credentials are found by position (userinfo, query keys)
+    r"\bhxxps?(?:\[:\]|:)//[^\s\"'<>]+|\b[\w-]+(?:\[\.\][\w-]+)+(?:/[^\s\"'<>]*)?",  # defanged indicators
+    r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}:)?\d{1,5}:\d{1,5}(?:/(?:tcp|udp|sctp))?(?![\w:])",  # port mappings
+    # names Kubernetes generates: deployment-<pod template hash>-<suffix>, statefulset-<n>, job-<suffix>
+    r"\b[a-z0-9]+(?:-[a-z0-9]+)*-[a-z0-9]{8,10}-[a-z0-9]{5}\b",
     r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",  # e-mail addresses
 ]
 NOT_SECRET = re.compile("|".join(f"(?:{rx})" for rx in NOT_SECRET_GRAMMARS), re.MULTILINE)
@@ -50,7 +54,8 @@ PLACEHOLDER = re.compile(
     r"(?ix)^(?:\$\{?[\w.:-]+\}?|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
-    r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+)$")
+    r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
+    r"|(?-i:[A-Z]+(?:_[A-Z]+){2,}))$")  # CONSTANT_CASE words: HIDDEN_DUE_TO_SECURITY_REASONS
 # An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`).
 EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*)$")
 YARA_MODIFIERS = re.compile(r"^\s*(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b")
@@ -157,7 +162,7 @@ def looks_secret(token: str) -> bool:
         return False
     if re.fullmatch(r"[A-Z0-9_]+", token) and token.count("_") >= 2:
         return False  # CONSTANT_NAMES, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-    if "." in token and re.search(r"\.[a-z]{2,6}$", token):
+    if "." in token and re.search(r"\.[a-z][a-z0-9]{1,5}$", token):
         return False  # host names and file names
     digits = any(c.isdigit() for c in token)
     upper, lower = any(c.isupper() for c in token), any(c.islower() for c in token)

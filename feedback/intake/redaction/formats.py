@@ -23,6 +23,7 @@ VENDOR_FORMATS: list[tuple[str, re.Pattern]] = [(kind, re.compile(rx)) for kind,
     ("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b"),
     ("slack_token", r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),
     ("slack_webhook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+"),
+    ("teams_webhook", r"https://[\w-]+\.webhook\.office\.com/webhook(?:b2)?/[\w@/-]{40,}"),
     ("discord_webhook", r"(?<=discord\.com/api/webhooks/)\d+/[A-Za-z0-9_-]{40,}"),
     ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
     ("gitlab_token", r"\bgl(?:pat|dt|ft|soat|rt|ptt|cbt|imt|agent|oas|wt|ffct)-[A-Za-z0-9_-]{20,}"),
@@ -43,6 +44,9 @@ VENDOR_FORMATS: list[tuple[str, re.Pattern]] = [(kind, re.compile(rx)) for kind,
     ("pypi_token", r"\bpypi-AgE[A-Za-z0-9_-]{50,}"),
     ("docker_token", r"\bdckr_pat_[A-Za-z0-9_-]{20,}"),
     ("vault_token", r"\b(?:hvs|hvb|hvr|s)\.[A-Za-z0-9_-]{24,}"),
+    # crypt(3) password hashes (shadow, htpasswd, device configs): crackable, so as secret as the password
+    ("password_hash", r"\$(?:1|2[abxy]|5|6|y|gy|7|apr1|md5|sha1|argon2(?:id|i|d)?|scrypt|pbkdf2(?:-sha\d+)?)\$"
+                      r"[./A-Za-z0-9$=,+-]{8,}"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     ("shopify_token", r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
     ("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}"),
@@ -78,6 +82,19 @@ def _azure_patterns():
     return SecretMasker(set(load_regex_patterns_from_json_file(str(path))))
 
 
+@lru_cache(maxsize=1)
+def _configure_detect_secrets() -> None:
+    """detect-secrets keeps its settings in the process: set once, only the plugins whose hits we trust
+    (entering its settings context per text cost more than the scan itself)."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.settings import cache_bust, configure_settings_from_baseline
+
+    cache_bust()
+    configure_settings_from_baseline({"plugins_used": [
+        {"name": plugin.__name__} for kind, plugin in get_mapping_from_secret_type_to_class().items()
+        if kind in DETECT_SECRETS_KINDS]})
+
+
 def format_spans(text: str) -> list[tuple[int, int, str]]:
     spans = [(m.start(), m.end(), kind) for kind, rx in KEY_BLOCKS + VENDOR_FORMATS for m in rx.finditer(text)]
     return [(s, e, kind) for s, e, kind in spans if e - s >= 8]
@@ -88,15 +105,14 @@ def detector_values(text: str) -> set[tuple[str, str]]:
     if not DETECTOR_TRIGGER.search(text):
         return set()
     from detect_secrets.core.scan import scan_line
-    from detect_secrets.settings import default_settings
 
+    _configure_detect_secrets()
     hits: set[tuple[str, str]] = set()
     for detection in _azure_patterns().detect_secrets(text):
         hits.add((re.sub(r"(?<!^)(?=[A-Z])", "_", detection.name).lower(), text[detection.start:detection.end]))
-    with default_settings():
-        for line in text.split("\n"):
-            if DETECTOR_TRIGGER.search(line):
-                hits |= {(re.sub(r"[^a-z0-9]+", "_", s.type.lower()).strip("_"), s.secret_value)
-                         for s in scan_line(line) if s.type in DETECT_SECRETS_KINDS and s.secret_value}
+    for line in text.split("\n"):
+        if DETECTOR_TRIGGER.search(line):
+            hits |= {(re.sub(r"[^a-z0-9]+", "_", s.type.lower()).strip("_"), s.secret_value)
+                     for s in scan_line(line) if s.type in DETECT_SECRETS_KINDS and s.secret_value}
     return {(kind, value) for kind, value in hits
             if len(value) >= 8 and not re.fullmatch(r"[0-9a-fA-F]+", value)}

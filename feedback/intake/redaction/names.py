@@ -24,7 +24,7 @@ class Field(Enum):
 # Words that are a credential by themselves.
 STRONG = {"password", "passwd", "passwort", "pwd", "pw", "pass", "passphrase", "passcode", "secret", "secrets",
           "token", "tokens", "apikey", "credential", "credentials", "creds", "psk", "privatekey", "accesskey",
-          "secretkey", "authtoken", "licensekey", "sas", "密码", "口令", "密钥", "令牌"}
+          "secretkey", "authtoken", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码", "口令", "密钥", "令牌"}
 WEAK_WORDS = {"key", "auth", "pin", "community"}
 # Lower-case words that end in a credential word (`storepass`, `adminpassword`, `authtoken`).
 SUFFIXES = ("password", "passwd", "pass", "secret", "token", "apikey", "accesskey", "secretkey")
@@ -55,6 +55,9 @@ META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename"
         "revocation", "refresh", "audience", "aud", "claims", "lifespan", "rotator", "spray", "spraying",
         "string", "hash", "hashes", "salt", "mfa", "reuse", "ok", "success", "failed", "failure", "attempts",
         "sync", "inventory", "kv", "engine", "mount", "arns"}
+# Before the head: the field is a setting about the credential (`update_password: always`, `min_password_length`).
+SETTING = {"update", "min", "max", "minimum", "maximum", "require", "requires", "enforce", "allow", "allowed",
+           "show", "hide", "mask", "reuse", "expire", "check", "validate"}
 # Words that make any field a reference: `existingSecret`, `secretRef`, `valueFrom`, `passwordFile`.
 REFERENCE = {"existing", "ref", "from", "use", "ask", "no", "without", "is", "has", "should"}
 # A `key` after one of these is where that credential is kept (`passwordKey`, `passwordSecretKey`).
@@ -104,7 +107,7 @@ def classify(name: str) -> Field:
         return Field.IDENTIFIER
     head = heads[-1]
     word, before = parts[head], parts[head - 1] if head else None
-    if any(w in META for w in parts[head + 1:]):
+    if any(w in META for w in parts[head + 1:]) or any(w in SETTING for w in parts[:head]):
         return Field.IDENTIFIER
     if word == "key":
         if before in IDENTIFIER_KEYS or HOLDERS & set(parts[:head]):

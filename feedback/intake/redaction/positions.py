@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import Field, classify
+from secbot.feedback.intake.redaction.names import META, Field, classify, words
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,10 @@ XML_ELEMENT = re.compile(r"<(?P<name>[\w:.-]{1,60})>(?P<value>[^<\n]{1,300})</(?
 XML_PAIR = re.compile(r"""(?:key|name)\s*=\s*["'](?P<name>[^"'\n]{1,80})["']\s*"""
                       r"""(?:value\s*=\s*["'](?P<value>[^"'\n]*)["']|>(?P<text>[^<\n]{1,300})<)""")
 HCL_VARIABLE = re.compile(r"""\bvariable\s+"(?P<name>[^"]+)"\s*\{[^}]*?\bdefault\s*=\s*""")
+# The colon that ends a block header (`if not token:`) separates no key from a value.
+BLOCK_HEADER = re.compile(r"^[ \t]*(?:if|elif|else|while|for|with|except|try|def|class|lambda|match|case)\b")
+# In a URL's query, a signature grants what the URL grants (SAS `sig`, presigned `X-Amz-Signature`).
+QUERY_SIGNATURES = {"sig", "signature"}
 
 
 def assignments(text: str) -> Iterator[Slot]:
@@ -88,11 +92,16 @@ def assignments(text: str) -> Iterator[Slot]:
         if field is Field.OTHER:
             continue
         in_query = m.start() > 0 and text[m.start() - 1] in "?&"
+        if in_query and words(m.group("name"))[-1:][0] in QUERY_SIGNATURES:
+            field = Field.CREDENTIAL
         value = read_value(text, m.end(), stop_at="&#" if in_query else "")
         if value is None:
             continue
-        if m.group("sep") == ":" and text[m.end():value[0]] == "" and not m.group("q") and not in_query:
-            continue  # `Recon:IAMUser`, `tcp:host`: a colon with no space is not a YAML/JSON separator
+        if m.group("sep") == ":" and not m.group("q") and not in_query:
+            if text[m.end():value[0]] == "":
+                continue  # `Recon:IAMUser`, `tcp:host`: a colon with no space is not a YAML/JSON separator
+            if BLOCK_HEADER.match(text, text.rfind("\n", 0, m.start()) + 1):
+                continue
         slot = judge(text, *value, field, "assignment")
         if slot:
             yield slot
@@ -140,16 +149,28 @@ USERINFO = re.compile(r"://(?P<user>[^\s:/@\"']*):(?P<s>[^\s@/\"']+)@(?=[\w\[.-]
 ORACLE = re.compile(r"(?:\b(?:sqlplus|rman|expdp|impdp|exp|imp|sqlldr|dgmgrl)(?:\s+-\w+)*\s+"
                     r"|jdbc:oracle:\w+:|\bconnect\s+)"
                     r"['\"]?[\w.$#]+/(?P<s>[^\s@/\"']+)@")
-PGPASS = re.compile(r"(?m)^[\w.*-]+:(?:\d{1,5}|\*):[\w.*-]+:[\w.@*-]+:(?P<s>\S+)$")
+USERINFO_TOKEN = re.compile(r"(?<=://)(?P<s>[^\s:/@\"']{16,})@(?=[\w\[.-])")  # `https://TOKEN@host`, DSNs
+PGPASS = re.compile(r"(?m)^[\w.*-]+:(?:\d{1,5}|\*):[\w.*-]+:[\w.@*-]+:(?P<s>(?!:+$)\S+)$")
+# pwdump / secretsdump / hashdump: user:rid:LM:NT::: (an NT hash logs on as the user: pass-the-hash)
+PWDUMP = re.compile(r"(?m)^[^:\s]+:\d+:(?P<lm>[0-9a-fA-F]{32}):(?P<s>[0-9a-fA-F]{32}):::")
+# The value next to an access key id is its secret: `AKIA…,wJalr…` (credentials CSV), `Client("AC…", "…")`.
+ACCESS_ID_PAIR = re.compile(r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|AC[0-9a-f]{32})\b[\"']?[ \t]*[,:;|]?[ \t]*[\"']?"
+                            r"(?P<s>[A-Za-z0-9/+=_-]{20,})")
 NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
 
 
 def urls(text: str) -> Iterator[Slot]:
     for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (PGPASS, "pgpass_password"),
-                     (NETRC, "netrc_password")):
+                     (NETRC, "netrc_password"), (PWDUMP, "password_hash")):
         for m in rx.finditer(text):
             if not evidence.is_reference(m.group("s"), False):
                 yield Slot(m.start("s"), m.end("s"), kind, Field.CREDENTIAL)
+    for m in ACCESS_ID_PAIR.finditer(text):
+        if evidence.looks_random(m.group("s")):
+            yield Slot(m.start("s"), m.end("s"), "paired_secret", Field.CREDENTIAL)
+    for m in USERINFO_TOKEN.finditer(text):
+        if evidence.looks_random(m.group("s")):
+            yield Slot(m.start("s"), m.end("s"), "url_token", Field.CREDENTIAL)
 
 
 # --- command lines
@@ -168,6 +189,13 @@ SHORT_PASSWORD_OPTIONS = {
     "xfreerdp": "p", "wfreerdp": "p", "sftp": "", "vpnc": "", "openconnect": "", "ipmitool": "P", "racadm": "p",
     "winrs": "p", "wmic": "", "cmdkey": "", "gpg": "", "curl": "", "wget": "", "pg_dump": "", "psql": "",
 }
+# Programs whose password option belongs to one subcommand (`docker login -p` is a password, `docker run -p` a port).
+SUBCOMMAND = {"docker": "login", "podman": "login", "nerdctl": "login", "buildah": "login"}
+# Passwords that are a positional argument: (program, its n-th argument that is not an option, an option it needs).
+POSITIONAL = {"wpa_passphrase": (2, None), "htpasswd": (3, "-b")}
+# `set SMBPass X`, `secret_access_key X`, `password 0 X`, `snmp-server community X`: a credential's name, then
+# its value (after a one-digit type, as network device configs write it).
+PAIR_NAMES = re.compile(r"[A-Za-z_][\w.-]{1,60}")
 ATTACHED = {"mysql", "mysqldump", "mysqladmin", "mariadb", "mysqlimport", "mysqlshow", "7z", "7za", "7zr"}
 IMPACKET = {"secretsdump", "psexec", "wmiexec", "smbexec", "atexec", "dcomexec", "getuserspns", "getnpusers",
             "gettgt", "getst", "mssqlclient", "lookupsid"}
@@ -198,6 +226,19 @@ def _unquote(token: re.Match) -> tuple[int, int]:
     return start, end
 
 
+def _positional(segment: str, offset: int, tokens: list[re.Match], program: str, first: int) -> Iterator[Slot]:
+    if program not in POSITIONAL:
+        return
+    n, needs = POSITIONAL[program]
+    if needs and needs not in (t.group() for t in tokens):
+        return
+    arguments = [t for t in tokens[first + 1:] if not t.group().startswith(("-", ">", "<", "|"))]
+    if len(arguments) >= n:
+        s, e = _unquote(arguments[n - 1])
+        if not evidence.is_reference(segment[s:e], True):
+            yield Slot(offset + s, offset + e, "command_password", Field.CREDENTIAL)
+
+
 def command_lines(text: str) -> Iterator[Slot]:
     stdin_password = bool(PASSWORD_STDIN.search(text))
     for segment in SEGMENT.finditer(text):
@@ -205,6 +246,9 @@ def command_lines(text: str) -> Iterator[Slot]:
         tokens = list(TOKEN.finditer(segment.group()))
         program, first = _program(tokens)
         short = SHORT_PASSWORD_OPTIONS.get(program, "")
+        if program in SUBCOMMAND and (len(tokens) <= first + 1 or tokens[first + 1].group() != SUBCOMMAND[program]):
+            short = ""
+        yield from _positional(segment.group(), offset, tokens, program, first)
         for i in range(first + 1, len(tokens)):
             raw = tokens[i].group()
             start, end = tokens[i].span()
@@ -220,6 +264,8 @@ def command_lines(text: str) -> Iterator[Slot]:
                     if vstart < end:
                         quoted = raw[option.end():option.end() + 1] in "\"'"
                         value_span = (vstart + quoted, end - quoted, quoted)
+                    elif nxt is not None and nxt.start() == end and nxt.group()[:1] in "\"'":
+                        value_span = (*_unquote(nxt), True)  # /p:'quoted value'
                 elif nxt is not None and not nxt.group().startswith("-"):
                     s, e = _unquote(nxt)
                     value_span = (s, e, nxt.group()[:1] in "\"'")
@@ -252,9 +298,27 @@ def command_lines(text: str) -> Iterator[Slot]:
             if i == first + 1 or program in IMPACKET:
                 s, e = _unquote(tokens[i])
                 target = re.fullmatch(r"(?:[\w.-]+/)?[\w.$-]+:(?P<s>[^@\s]{3,})@[\w.\[\]:-]+", segment.group()[s:e])
-                if target and program not in ("docker", "podman", "git", "ssh", "scp", "rsync"):
+                if target and program not in ("docker", "podman", "git", "ssh", "scp", "rsync") \
+                        and not re.search(r"@sha\d+:", segment.group()[s:e]):
                     yield Slot(offset + s + target.start("s"), offset + s + target.end("s"), "command_password",
                                Field.CREDENTIAL)
+        for i in range(first + 1, len(tokens) - 1):
+            if PAIR_NAMES.fullmatch(tokens[i].group()) and (
+                    classify(tokens[i].group()) is Field.CREDENTIAL or tokens[i].group().lower() == "community"):
+                value = tokens[i + 1]
+                if re.fullmatch(r"\d", value.group()) and i + 2 < len(tokens):
+                    value = tokens[i + 2]
+                s, e = _unquote(value)
+                candidate = segment.group()[s:e]
+                if value.group()[:1] not in "\"'":  # a sentence's punctuation, `code` quotes
+                    candidate = candidate.strip("`").rstrip(VALUE_END)
+                    s = s + segment.group()[s:e].find(candidate)
+                    e = s + len(candidate)
+                if (evidence.has_password_shape(candidate, 6) or evidence.looks_random(candidate)) \
+                        and not candidate.startswith("-"):
+                    slot = judge(segment.group(), s, e, value.group()[:1] in "\"'", Field.CREDENTIAL, "command_password")
+                    if slot:
+                        yield Slot(offset + slot.start, offset + slot.end, slot.kind, slot.field)
         if program == "net" and len(tokens) > first + 3 and tokens[first + 1].group().lower() == "user":
             candidate = tokens[first + 3]
             if not candidate.group().startswith("/") and candidate.group() != "*":
@@ -301,13 +365,17 @@ def calls(text: str) -> Iterator[Slot]:
 
 
 # --- prose, English: a password word, a short window, a marker, then the value
-PROSE_KEY = re.compile(r"(?i)\b(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|psk|pin|creds|credentials|login|logon"
-                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key|secret|token)\b")
+PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|psk|pin|creds|credentials|login|logon"
+                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key|secret|token)(?![\w-])")
 MARKERS = {"is", "was", "are", "=", ":", "now", "still", "to", "as", "be", "became"}
 CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
 FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
                        "changed", "the", "same", "as", "be", "it's", "its", "literally", "probably"}
 WORD = re.compile(r"[^\s]+")
+# A sentence that names something about the credential (`the secret id is …`, `the API key header is …`).
+ABOUT = (META | {"named", "called"}) - CHANGE_VERBS - FILLER_AFTER_MARKER - MARKERS
+PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
+VALUE_END = ".,;)\"'}]”’"
 
 
 def prose(text: str) -> Iterator[Slot]:
@@ -318,9 +386,12 @@ def prose(text: str) -> Iterator[Slot]:
         words = list(WORD.finditer(window))[:9]
         marker, previous = False, key.group().lower()
         needs_marker = previous in ("login", "logon", "creds", "credentials")
+        pin = previous in PIN_KEYS
         for n, word in enumerate(words):
             raw = word.group()
             bare = raw.lower().strip(",;")
+            if not marker and bare in ABOUT or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
+                break  # about the credential, or the quoted string this sentence lives in has ended
             if raw.endswith(":") and len(raw) > 1 and n < 7:
                 marker, previous = True, bare
                 continue
@@ -331,9 +402,15 @@ def prose(text: str) -> Iterator[Slot]:
                 previous = bare
                 continue
             direct = n == 0 or (n == 1 and re.fullmatch(r"\d", words[0].group()))
-            if marker or (direct and not needs_marker):
-                value = raw.strip("\"'`“”‘’").rstrip(".,;)")
+            paired = direct and re.match(r"\s+/\s+\S", window[word.end():])  # `login admin / S3cret!`
+            if marker or (direct and (not needs_marker or paired)):
+                value = raw.strip("\"'`“”‘’").rstrip(VALUE_END)
+                if value.startswith("--"):
+                    break  # an option: `rotate-secret --secret-id …`
                 s = key.end() + word.start() + raw.find(value)
+                if pin and marker and re.fullmatch(r"\d{4,10}", value):
+                    yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+                    break
                 found = list(_person_value(text, s, value, marker))
                 yield from found
                 if found or marker:
@@ -365,6 +442,8 @@ ZH_ACCOUNT = re.compile(r"(?:账号|帐号|账户|帐户|用户名|登录|登陆
 ZH_CLAUSE_END = re.compile(r"[，。！？；、\n（]|[,;!?(](?=\s|$)")
 ZH_MARKER = re.compile(r"^\s*(?:是|为|是：|：|:|=|就是|还是|改成了?|改为|设为|设置为|变成了?)\s*")
 ASCII_TOKEN = re.compile(r"[\x21-\x7e]+")
+# Nouns that make the clause about the credential, not its value (`密钥管理服务的别名是 …`, `密码策略 …`).
+ZH_ABOUT = re.compile(r"管理|策略|长度|复杂度|有效期|别名|名称|名字|编号|路径|文件|位置|类型|格式|规则|服务|(?i:\bid\b|\barn\b)")
 
 
 def chinese(text: str) -> Iterator[Slot]:
@@ -376,8 +455,11 @@ def chinese(text: str) -> Iterator[Slot]:
         clause = clause[:cut.start()] if cut else clause
         direct = ZH_MARKER.match(clause)
         for token in ASCII_TOKEN.finditer(clause):
+            if ZH_ABOUT.search(clause[:token.start()]):
+                break
             value = token.group().strip("\"'“”")
-            immediate = direct and token.start() == direct.end() or token.start() == 0
+            immediate = direct and token.start() == direct.end() or token.start() == 0 \
+                or not clause[:token.start()].strip() and len(value) >= 8  # `授权码 qwmzxkplrtvbnhyc`
             if evidence.is_not_secret(value) or re.fullmatch(r"[A-Za-z]+", value) and not immediate:
                 continue
             if (immediate and len(value) >= 4) or evidence.has_password_shape(value, 6):

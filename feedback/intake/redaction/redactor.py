@@ -17,10 +17,15 @@ import re
 from dataclasses import dataclass, field
 
 from secbot.feedback.intake.redaction import evidence, formats, positions
-from secbot.feedback.intake.redaction.names import Field
+from secbot.feedback.intake.redaction.names import IDENTIFIER_HEADS, Field
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 CANDIDATE = re.compile(r"[A-Za-z0-9+/_~.\-]{20,}(?:={1,2}(?![\w=]))?")
+# A random-looking token right after one of these nouns is what the noun names (`app client 5k8q…`, `zone Z04…`).
+NAMING_NOUNS = IDENTIFIER_HEADS | {"client", "zone", "distribution", "pool", "tenant", "layer", "workspace", "project",
+                                   "org", "organization", "device", "commit", "build", "job", "run", "pipeline", "app",
+                                   "application", "deployment", "replicaset", "service", "stack", "table", "topic"}
+PREVIOUS_WORD = re.compile(r"([A-Za-z]+)[\s:=#]*$")
 BASE64 = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![\w+/=-])")
 
 
@@ -105,6 +110,9 @@ class Redactor:
             bare = part.strip(".-_")  # `sg-0a1b2c3d4e5f67890.` ends a sentence: judge the id, not its full stop
             at, end = at + part.find(bare), at + part.find(bare) + len(bare)
             if kept.covers(at, end) or claimed.covers(at, end) or not evidence.looks_secret(part):
+                continue
+            before = PREVIOUS_WORD.search(match.string, max(0, at - 40), at)
+            if before and before.group(1).lower() in NAMING_NOUNS:
                 continue
             yield at, end, "high_entropy_secret"
 
