@@ -81,8 +81,36 @@ def model_client(settings: Settings) -> ModelClient:
     return InProcessClient(load_engine(settings))
 
 
-def open_store(settings: Settings) -> Store:
-    return Store(settings.storage.url)
+def embedder(settings: Settings):
+    """Team memory's embedding model (`SECBOT_EMBEDDING_MODEL`), or None for words only."""
+    from secbot.model.runtime.embeddings import (
+        EmbeddingError,
+        SentenceTransformersEmbedder,
+        ServerEmbedder,
+        StaticEmbedder,
+    )
+
+    choice = settings.memory.embedding_model
+    if choice == "off" or not settings.memory.enabled:
+        return None
+    if choice == "static":
+        return StaticEmbedder()
+    if choice == "server":
+        if not settings.model.url:
+            raise EmbeddingError("SECBOT_EMBEDDING_MODEL=server needs SECBOT_MODEL_URL (a model server with "
+                              "/v1/embeddings, e.g. `secbot serve-model --embedding-model DIR`)")
+        key = settings.model.api_key.get_secret_value() if settings.model.api_key else None
+        return ServerEmbedder(settings.model.url, key)
+    return SentenceTransformersEmbedder(choice, device=None if settings.model.device == "auto" else settings.model.device)
+
+
+def open_store(settings: Settings, *, semantic: bool = True) -> Store:
+    """The store; with `semantic`, its team memory also matches by meaning (commands that only read
+    or write records skip loading the embedding model)."""
+    from secbot.feedback.learning.evalsets import calibration_questions
+
+    model = embedder(settings) if semantic else None
+    return Store(settings.storage.url, embedder=model, calibration_questions=calibration_questions() if model else ())
 
 
 def intake(settings: Settings, store: Store) -> Intake:
@@ -90,9 +118,13 @@ def intake(settings: Settings, store: Store) -> Intake:
 
 
 def memory_policy(settings: Settings, enabled: bool | None = None) -> MemoryPolicy:
+    confirm = settings.memory.confirm
+    if confirm and settings.model.is_tiny:
+        log.warning("SECBOT_MEMORY_CONFIRM is ignored on the tiny reference model: it cannot judge two questions")
+        confirm = False
     return MemoryPolicy(enabled=settings.memory.enabled if enabled is None else enabled,
                         confident=settings.memory.confident, reference=settings.memory.reference,
-                        max_references=settings.memory.max_references)
+                        max_references=settings.memory.max_references, confirm=confirm)
 
 
 def responder(settings: Settings, store: Store, model: ModelClient, memory: bool | None = None) -> Responder:

@@ -206,6 +206,25 @@ class MemorySettings(Group):
                                          "as reference.")
     max_references: int = Field(3, ge=0, le=10, validation_alias=env("SECBOT_MEMORY_MAX_REFERENCES"),
                                 description="Approved records given as reference.")
+    confirm: bool = Field(False, validation_alias=env("SECBOT_MEMORY_CONFIRM"),
+                          description="Ask the chat model to confirm a borderline match (one short yes/no "
+                                      "generation) before answering from memory; for a real model only.")
+    embedding_model: str = Field("static", validation_alias=env("SECBOT_EMBEDDING_MODEL"),
+                                 description="How team memory matches by meaning: `static` (the embedded "
+                                             "WordLlama model), `server` (the model server's /v1/embeddings), "
+                                             "a local sentence-transformers directory, or `off` (words only).")
+
+    @field_validator("embedding_model")
+    @classmethod
+    def _embedding_model(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("static", "server", "off"):
+            return value.lower()
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"{value!r} is neither static, server, off nor a directory: point it at a local "
+                             "sentence-transformers model (e.g. /models/bge-m3)")
+        return str(path)
 
     @model_validator(mode="after")
     def _reference_below_confident(self):

@@ -11,6 +11,7 @@ from slack_payloads import command, event, interaction
 from secbot.bot import configure
 from secbot.bot.settings import Settings
 from secbot.bot.slack.offline import BOT_USER_ID, OfflineSlack, signature_headers
+from secbot.feedback.learning.evalsets import calibration_questions
 from secbot.feedback.store.repositories import Store
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
@@ -64,10 +65,11 @@ class Listeners(ThreadPoolExecutor):
 class Bot:
     """The app under test plus what Slack would send it."""
 
-    def __init__(self, slack, tmp_path, model, split_at=11_000, **extra):
+    def __init__(self, slack, tmp_path, model, split_at=11_000, embedder=None, **extra):
         self.slack = slack
         self.settings = make_settings(slack, tmp_path, **extra)
-        self.store = Store(self.settings.storage.url)
+        self.store = Store(self.settings.storage.url, embedder=embedder,
+                           calibration_questions=calibration_questions() if embedder else ())
         self.listeners = Listeners()
         self.slack_bot = configure.slack_app(self.settings, self.store, model, update_interval=0.05,
                                              split_at=split_at, listener_executor=self.listeners)

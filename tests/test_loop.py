@@ -71,8 +71,15 @@ def add_correction(store, question, answer, user="UALICE"):
 
 
 def test_corrections_answer_at_once_then_become_the_models_answers(demo):
-    assert demo.memory_hits == 1.0, demo.memory  # asked in other words, before any retraining
-    assert all("Team answer" in str(m.get("blocks")) for m in demo.memory.values())
+    # Asked in other words, before any retraining: each correction is used at once, answered from
+    # memory (the team's words, with provenance) or given to the model as a reference.
+    for question, _, answer in CORRECTIONS:
+        message = demo.memory[PARAPHRASES[question]]
+        if "Team answer" in str(message.get("blocks")):
+            assert message["text"] == answer, message
+        else:
+            assert "as reference: #" in str(message.get("blocks")) and question[:40] in str(message["blocks"]), message
+    assert demo.memory_hits >= 0.5, demo.memory  # most at once (bench/memory.py measures the rest)
     assert demo.decision == "promoted"
     assert demo.reproduced >= 0.9, demo.after  # the model alone, after training
     assert "secbot" in demo.after["Who are you?"] and "secbot" not in demo.before["Who are you?"]

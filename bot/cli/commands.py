@@ -183,9 +183,20 @@ def cmd_serve_model(args, settings: Settings) -> int:
               "set the key (and give it to the bot) to serve other hosts.", file=sys.stderr)
         return 2
     engine = configure.load_engine(settings, args.model, args.adapter)
+    embedder = None
+    embedding_dir = args.embedding_model or (settings.memory.embedding_model
+                                             if settings.memory.embedding_model not in ("static", "server", "off")
+                                             else None)
+    if embedding_dir:
+        from secbot.model.runtime.embeddings import SentenceTransformersEmbedder
+
+        embedder = SentenceTransformersEmbedder(embedding_dir, device=None if settings.model.device == "auto"
+                                                else settings.model.device)
+        print(f"secbot: serving embeddings from {embedding_dir} ({embedder.dim} dimensions) at /v1/embeddings",
+              file=sys.stderr)
     version_adapter = None
     try:  # the store says which version is active; the data dir is shared with the worker
-        store = configure.open_store(settings)
+        store = configure.open_store(settings, semantic=False)
         served = serve_active(store, InProcessClient(engine))
         version_adapter = functools.partial(adapter_of_version, store)  # switches name known versions
     except ModelError as exc:
@@ -199,7 +210,7 @@ def cmd_serve_model(args, settings: Settings) -> int:
     serve_model(engine, host, args.port, api_key=key, model_name=settings.model.name,
                 max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
                 max_prompt_tokens=args.max_prompt_tokens, prefill_chunk=args.prefill_chunk,
-                version_adapter=version_adapter)
+                version_adapter=version_adapter, embedder=embedder)
     return 0
 
 
@@ -246,12 +257,42 @@ def cmd_memory(args, settings: Settings) -> int:
     from secbot.bot.slack.home import usage_line
 
     store = open_store(settings)
+    if args.action == "reindex":
+        return memory_reindex(store)
     print(f"team memory: {store.memory.size()} approved record(s) answer at once")
+    print(f"matching: {semantic_line(store.memory)}")
     for title, by in (("most used", "hits"), ("most disputed (👎 on the answers they gave)", "down")):
         usage = store.records.memory_usage(args.limit, by)
         print(f"\n{title}:" + ("" if usage else " none yet"))
         for item in usage:
             print(f"  {usage_line(item)}")
+    return 0
+
+
+def semantic_line(memory) -> str:
+    if memory.embedder is None:
+        return "by words only (SECBOT_EMBEDDING_MODEL=off)"
+    models = memory.vector_models()
+    line = f"by words and meaning ({memory.embedder.name}"
+    if models.get(None):
+        line += f"; {models[None]} record(s) without a vector"
+    if memory.semantic_problem:
+        return line + f") — {memory.semantic_problem}"
+    return line + ")"
+
+
+def memory_reindex(store) -> int:
+    if store.memory.embedder is None:
+        print("secbot: SECBOT_EMBEDDING_MODEL is off: there is nothing to embed with", file=sys.stderr)
+        return 2
+    total = store.memory.size()
+    print(f"re-embedding {total} record(s) with {store.memory.embedder.name}", file=sys.stderr)
+
+    def progress(done: int, of: int) -> None:
+        print(f"  {done}/{of} ({100 * done // max(of, 1)}%)", file=sys.stderr, flush=True)
+
+    done = store.memory.reindex(progress)
+    print(f"team memory: {done} record(s) embedded with {store.memory.embedder.name}; matching by words and meaning")
     return 0
 
 
@@ -444,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer prompts are refused with 400 (default: 16384)")
     p.add_argument("--prefill-chunk", type=positive_int, default=512,
                    help="prompt tokens prefilled per step while other answers keep streaming (default: 512)")
+    p.add_argument("--embedding-model", metavar="DIR",
+                   help="a local sentence-transformers directory to serve at /v1/embeddings for team memory "
+                        "(default: SECBOT_EMBEDDING_MODEL when it names a directory)")
     p.set_defaults(func=cmd_serve_model)
 
     p = sub.add_parser("worker", help="training worker for the GPU host: queued runs and the schedule")
@@ -481,8 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "to finish the run and exit with its decision")
     p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("memory", help="team memory: `stats` shows its most used and most disputed answers")
-    p.add_argument("action", choices=["stats"])
+    p = sub.add_parser("memory", help="team memory: `stats` shows its most used and most disputed answers; "
+                       "`reindex` embeds every record again with SECBOT_EMBEDDING_MODEL")
+    p.add_argument("action", choices=["stats", "reindex"])
     p.add_argument("--limit", type=int, default=10, help="records in each list (default 10)")
     p.set_defaults(func=cmd_memory)
 

@@ -29,6 +29,12 @@ def builtin_heldout() -> list[Record]:
     return list(_builtin("heldout.jsonl"))
 
 
+def calibration_questions() -> list[str]:
+    """The built-in questions team memory calibrates an embedding model on (each asks something
+    different: their cosines are the model's null distribution; `feedback.memory.semantic`)."""
+    return list(dict.fromkeys(r.prompt for r in general_set() + builtin_heldout()))
+
+
 def heldout_set(extra_file: str | Path | None = None) -> list[Record]:
     """The built-in held-out set, plus the team's own file when configured."""
     records = builtin_heldout()

@@ -193,7 +193,11 @@ def confidence(query: dict[str, float], doc: dict[str, float], idfs: dict[str, f
 class Match:
     record_id: int
     confidence: float  # 0..1, what the answering thresholds compare
-    bm25: float  # the ranking score
+    bm25: float  # the lexical ranking score (0 for a record found by meaning only)
+    lexical: float | None = None  # the lexical confidence alone, where semantic matching took part
+    semantic: float | None = None  # the cosine of the two questions' vectors
+    features: dict[str, float] | None = None  # what the combined confidence read (`memory.semantic`)
+    fused: float | None = None  # reciprocal rank fusion of the lexical and the semantic ranking
 
 
 @dataclass(frozen=True)
@@ -205,12 +209,15 @@ class Document:
     weights: dict[str, float]
     intent: str | None
     counts: Counter
+    question: str = ""
+    context: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, record_id: int, prompt: str, history: Sequence[Sequence[str]]) -> "Document":
-        context = [q for q, _ in history]
+        context = tuple(q for q, _ in history)
         counts = Counter(t for text in [prompt, *context] for t, _ in analyse(text))
-        return cls(record_id, question_key(prompt, history), weighted_terms(prompt, context), intent(prompt), counts)
+        return cls(record_id, question_key(prompt, history), weighted_terms(prompt, context), intent(prompt), counts,
+                   prompt, context)
 
 
 class LocalIndex:

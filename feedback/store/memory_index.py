@@ -1,6 +1,7 @@
 """The team memory's index, inside the store's own database (`memory_docs`, `memory_postings`,
-`memory_terms`, `memory_stats`): candidates ranked by BM25 (k1 1.2, b 0.75), then scored with
-`feedback.memory.matching.confidence`.
+`memory_terms`, `memory_stats`, and `memory_vectors` for matching by meaning): candidates ranked
+by BM25 (k1 1.2, b 0.75) and by cosine, then scored with `feedback.memory.matching.confidence`
+and, with an embedding model, `feedback.memory.semantic.combined`.
 
 Why in the database rather than an in-process index (bm25s, tantivy): an approval, rejection or
 superseding changes the index in the same transaction as the record, so every bot process sees
@@ -11,10 +12,13 @@ PostgreSQL give identical scores (one set of thresholds). The index is a plain B
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
-from sqlalchemy import case, delete, func, select
+import numpy as np
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from secbot.feedback.memory.matching import (
@@ -28,10 +32,27 @@ from secbot.feedback.memory.matching import (
     intent,
     weighted_terms,
 )
+from secbot.feedback.memory.semantic import (
+    Calibration,
+    VectorMatrix,
+    combined,
+    features,
+    question_vector,
+    question_vectors,
+)
 from secbot.feedback.store.db import Database
-from secbot.feedback.store.schema import MemoryDocRow, MemoryPostingRow, MemoryStatsRow, MemoryTermRow
+from secbot.feedback.store.schema import (
+    MemoryDocRow,
+    MemoryPostingRow,
+    MemoryStatsRow,
+    MemoryTermRow,
+    MemoryVectorRow,
+    RecordRow,
+)
 
+log = logging.getLogger(__name__)
 K1, B = 1.2, 0.75
+SEMANTIC_CANDIDATES = 8  # records found by meaning, besides the lexical candidates
 POSTINGS_BUDGET = 5000  # postings a lookup reads before it narrows to confident matches
 
 
@@ -53,19 +74,45 @@ class TeamMemory:
     (`add`, `remove`), searched in its own read transaction (`search`).
 
     Beside the postings it keeps each term's document frequency (`memory_terms`) and the totals
-    (`memory_stats`), so a lookup reads a handful of rows, not the whole index."""
+    (`memory_stats`), so a lookup reads a handful of rows, not the whole index.
 
-    def __init__(self, db: Database):
+    With an `embedder`, each record's question vector is written in the same transaction
+    (`memory_vectors`, tagged with the model's name) and every process keeps all vectors in one
+    in-process matrix, reloaded when the memory's change counter moves. Vectors of another model
+    are never compared: `semantic_problem` says so and `reindex` re-embeds."""
+
+    def __init__(self, db: Database, embedder=None, calibration_questions: Sequence[str] = ()):
+        if embedder is not None and len(calibration_questions) < 20:
+            raise ValueError("semantic matching needs calibration questions (at least 20 that ask different "
+                             "things), e.g. feedback.learning.evalsets.calibration_questions()")
         self.db = db
+        self.embedder = embedder
+        self._calibration_questions = list(calibration_questions)
+        self._calibration: Calibration | None = None
+        self._matrix = VectorMatrix()
+        self._matrix_version: int | None = None
+        self.semantic_problem: str | None = None
+
+    @property
+    def semantic(self) -> bool:
+        """Semantic matching takes part (an embedder, and vectors of its model only)."""
+        return self.embedder is not None and self.semantic_problem is None
+
+    @property
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            self._calibration = Calibration.measure(self.embedder, self._calibration_questions)
+        return self._calibration
 
     # -- maintenance, called by the records repository in its own transaction -------------------
-    @staticmethod
-    def add(session: Session, docs: Sequence[Document]) -> None:
+    def add(self, session: Session, docs: Sequence[Document]) -> None:
         if not docs:
             return
         session.execute(MemoryDocRow.__table__.insert(), [
             {"record_id": d.record_id, "question_key": d.question_key, "terms": d.weights, "intent": d.intent,
              "length": sum(d.counts.values())} for d in docs])
+        if self.embedder is not None:
+            self._write_vectors(session, docs)
         postings = [{"term": t, "record_id": d.record_id, "tf": n, "length": sum(d.counts.values())}
                     for d in docs for t, n in d.counts.items()]
         if postings:
@@ -84,6 +131,7 @@ class TeamMemory:
             if not docs:
                 continue
             session.execute(delete(MemoryPostingRow).where(MemoryPostingRow.record_id.in_(chunk)))
+            session.execute(delete(MemoryVectorRow).where(MemoryVectorRow.record_id.in_(chunk)))
             session.execute(delete(MemoryDocRow).where(MemoryDocRow.record_id.in_(chunk)))
             TeamMemory._count(session, Counter({t: -n for t, n in gone.items()}), -docs, -length)
 
@@ -92,14 +140,92 @@ class TeamMemory:
         _upsert(session, MemoryTermRow.__table__, [{"term": t, "df": n} for t, n in df.items()], ["term"],
                 {"df": lambda table, new: table.c.df + new.df})
         session.execute(delete(MemoryTermRow).where(MemoryTermRow.df <= 0))
-        _upsert(session, MemoryStatsRow.__table__, [{"id": 1, "docs": docs, "length": length}], ["id"],
+        _upsert(session, MemoryStatsRow.__table__, [{"id": 1, "docs": docs, "length": length, "version": 1}], ["id"],
                 {"docs": lambda table, new: table.c.docs + new.docs,
-                 "length": lambda table, new: table.c.length + new.length})
+                 "length": lambda table, new: table.c.length + new.length,
+                 "version": lambda table, new: table.c.version + 1})
 
     @staticmethod
     def clear(session: Session) -> None:
-        for table in (MemoryPostingRow, MemoryDocRow, MemoryTermRow, MemoryStatsRow):
+        version = session.scalar(select(MemoryStatsRow.version).where(MemoryStatsRow.id == 1)) or 0
+        for table in (MemoryPostingRow, MemoryVectorRow, MemoryDocRow, MemoryTermRow, MemoryStatsRow):
             session.execute(delete(table))
+        session.execute(MemoryStatsRow.__table__.insert(), [{"id": 1, "docs": 0, "length": 0, "version": version + 1}])
+
+    def _write_vectors(self, session: Session, docs: Sequence[Document]) -> None:
+        vectors = question_vectors(self.embedder, [(d.question, d.context) for d in docs])
+        session.execute(delete(MemoryVectorRow).where(MemoryVectorRow.record_id.in_([d.record_id for d in docs])))
+        session.execute(MemoryVectorRow.__table__.insert(), [
+            {"record_id": d.record_id, "model": self.embedder.name, "dim": len(v), "vector": v.astype("<f4").tobytes()}
+            for d, v in zip(docs, vectors)])
+
+    # -- semantic state ------------------------------------------------------------------------
+    def vector_models(self) -> dict[str | None, int]:
+        """Records in memory by the model that embedded them (None: no vector)."""
+        with self.db.reading() as s:
+            found = dict(s.execute(select(MemoryVectorRow.model, func.count()).group_by(MemoryVectorRow.model)).all())
+            docs = s.scalar(select(func.count()).select_from(MemoryDocRow)) or 0
+        missing = docs - sum(found.values())
+        return found | ({None: missing} if missing else {})
+
+    def check_vectors(self) -> str | None:
+        """Say (and remember) why semantic matching cannot take part: vectors of another model."""
+        if self.embedder is None:
+            return None
+        foreign = {m: n for m, n in self.vector_models().items() if m not in (self.embedder.name, None)}
+        self.semantic_problem = None if not foreign else (
+            "team memory's vectors were made by " + ", ".join(f"{m} ({n} record(s))" for m, n in foreign.items())
+            + f" but this process embeds with {self.embedder.name}: semantic matching is off until "
+            "`secbot memory reindex` re-embeds them (lexical matching still answers)")
+        return self.semantic_problem
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None, batch: int = 256) -> int:
+        """Embed every record in memory again with this process's model; returns the count."""
+        if self.embedder is None:
+            raise ValueError("no embedding model is configured (SECBOT_EMBEDDING_MODEL is off)")
+        with self.db.reading() as s:
+            rows = s.execute(select(RecordRow.id, RecordRow.prompt, RecordRow.history).join(
+                MemoryDocRow, MemoryDocRow.record_id == RecordRow.id).order_by(RecordRow.id)).all()
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            self._embed_rows(chunk)
+            if progress:
+                progress(start + len(chunk), len(rows))
+        self.check_vectors()
+        return len(rows)
+
+    def embed_missing(self) -> int:
+        """Embed the records in memory that have no vector (indexed before semantic matching)."""
+        if self.embedder is None or self.check_vectors():
+            return 0
+        with self.db.reading() as s:
+            rows = s.execute(select(RecordRow.id, RecordRow.prompt, RecordRow.history)
+                             .join(MemoryDocRow, MemoryDocRow.record_id == RecordRow.id)
+                             .outerjoin(MemoryVectorRow, MemoryVectorRow.record_id == RecordRow.id)
+                             .where(MemoryVectorRow.record_id.is_(None))).all()
+        if rows:
+            self._embed_rows(rows)
+        return len(rows)
+
+    def _embed_rows(self, rows) -> None:
+        """Write vectors for (id, prompt, history) rows in one transaction that moves the counter."""
+        docs = [Document(r.id, "", {}, None, Counter(), r.prompt, tuple(q for q, _ in (r.history or ())))
+                for r in rows]
+        with self.db.session() as s:
+            self._write_vectors(s, docs)
+            s.execute(update(MemoryStatsRow).where(MemoryStatsRow.id == 1).values(version=MemoryStatsRow.version + 1))
+
+    def _current_matrix(self, s: Session, version: int) -> VectorMatrix:
+        if self._matrix_version != version:
+            rows = s.execute(select(MemoryVectorRow.record_id, MemoryVectorRow.vector)
+                             .where(MemoryVectorRow.model == self.embedder.name)
+                             .order_by(MemoryVectorRow.record_id)).all()
+            dim = self.embedder.dim
+            vectors = (np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), dim)
+                       if rows else np.zeros((0, dim), dtype=np.float32))
+            self._matrix = VectorMatrix([r.record_id for r in rows], vectors.astype(np.float32), dim)
+            self._matrix_version = version
+        return self._matrix
 
     @staticmethod
     def same_question(session: Session, keys: Iterable[str]) -> dict[str, list[int]]:
@@ -132,10 +258,12 @@ class TeamMemory:
         reach `exact` are read: every match at or above `exact` is still found, weaker ones may
         not be (measured at 100k records: p99 lookup 38 ms without the budget)."""
         query = weighted_terms(question, context)
-        if not query:
+        semantic = self.semantic
+        if not query and not semantic:
             return []
         with self.db.reading() as s:
-            stats = s.execute(select(MemoryStatsRow.docs, MemoryStatsRow.length).where(MemoryStatsRow.id == 1)).first()
+            stats = s.execute(select(MemoryStatsRow.docs, MemoryStatsRow.length, MemoryStatsRow.version)
+                              .where(MemoryStatsRow.id == 1)).first()
             if not stats or not stats.docs:
                 return []
             n, avg_length = stats.docs, stats.length / stats.docs
@@ -145,21 +273,38 @@ class TeamMemory:
             needed = _needed(weights, floor)
             if sum(df.get(t, 0) for t in needed) > POSTINGS_BUDGET:
                 needed = _needed(weights, exact)
-            ranked = self._bm25(s, {t: query[t] for t in needed}, idfs, avg_length, max(k, 20))
-            if not ranked:
+            ranked = dict(self._bm25(s, {t: query[t] for t in needed}, idfs, avg_length, max(k, 20)))
+            cosines: dict[int, float] = {}
+            if semantic:
+                matrix = self._current_matrix(s, stats.version)
+                vector = question_vector(self.embedder, question, context)
+                cosines = dict(matrix.nearest(vector, SEMANTIC_CANDIDATES))
+                cosines |= matrix.cosine(vector, [r for r in ranked if r not in cosines])
+            candidates = list(ranked.keys() | cosines.keys())
+            if not candidates:
                 return []
             docs = {rid: (terms_, kind) for rid, terms_, kind in s.execute(
                 select(MemoryDocRow.record_id, MemoryDocRow.terms, MemoryDocRow.intent)
-                .where(MemoryDocRow.record_id.in_([r for r, _ in ranked])))}
+                .where(MemoryDocRow.record_id.in_(candidates)))}
             more = {t for d, _ in docs.values() for t in d} - idfs.keys()
             df = self._df(s, more)
             idfs |= {t: idf(df.get(t, 0), n) for t in more}
         asked = intent(question)
         matches = []
-        for rid, score in ranked:
-            terms_, kind = docs.get(rid, ({}, None))
+        for rid in candidates:
+            if rid not in docs:
+                continue  # removed between the two reads
+            terms_, kind = docs[rid]
             factor = INTENT_MISMATCH if asked and kind and asked != kind else 1.0
-            matches.append(Match(rid, round(factor * confidence(query, terms_, idfs), 4), round(score, 4)))
+            lexical = confidence(query, terms_, idfs) if query else 0.0
+            if semantic and rid in cosines:
+                read = features(lexical, self.calibration.z(cosines[rid]), asked, kind)
+                matches.append(Match(rid, round(combined(read), 4), round(ranked.get(rid, 0.0), 4),
+                                     round(factor * lexical, 4), round(cosines[rid], 4), read))
+            else:
+                matches.append(Match(rid, round(factor * lexical, 4), round(ranked.get(rid, 0.0), 4)))
+        if semantic:
+            matches = _fuse(matches)
         return sorted(matches, key=lambda m: (-m.confidence, -m.bm25, m.record_id))[:k]
 
     @staticmethod
@@ -185,6 +330,21 @@ class TeamMemory:
         rows = s.execute(select(p.record_id, score).where(p.term.in_(present)).group_by(p.record_id)
                          .order_by(score.desc(), p.record_id).limit(k)).all()
         return [(rid, float(sc)) for rid, sc in rows]
+
+
+RRF_K = 60  # the usual constant of reciprocal rank fusion
+
+
+def _fuse(matches: list[Match]) -> list[Match]:
+    """Each match with its reciprocal-rank-fusion score over the lexical and the semantic ranking
+    (records given to the model as reference are chosen by it: strong in either list is enough)."""
+    lexical = sorted(matches, key=lambda m: (-(m.lexical or 0.0), m.record_id))
+    semantic = sorted(matches, key=lambda m: (-(m.semantic if m.semantic is not None else -1.0), m.record_id))
+    score = {m.record_id: 0.0 for m in matches}
+    for ranking in (lexical, semantic):
+        for rank, m in enumerate(ranking, 1):
+            score[m.record_id] += 1.0 / (RRF_K + rank)
+    return [replace(m, fused=round(score[m.record_id], 6)) for m in matches]
 
 
 def _needed(weights: dict[str, float], floor: float) -> list[str]:

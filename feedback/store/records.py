@@ -63,9 +63,9 @@ def _snapshot(row: SnapshotRow) -> Snapshot:
 
 
 class Records:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, memory: TeamMemory | None = None):
         self.db = db
-        self.memory = TeamMemory(db)
+        self.memory = memory or TeamMemory(db)
 
     # -- adding ----------------------------------------------------------------------------------
     def add(self, new: NewRecord) -> tuple[TrainingRecord, bool]:
@@ -193,7 +193,7 @@ class Records:
             s.execute(update(RecordRow).where(RecordRow.id == old, RecordRow.status == RecordStatus.APPROVED)
                       .values(status=RecordStatus.SUPERSEDED, superseded_by=new))
         TeamMemory.remove(s, [rid for rid in replaced if rid not in newest.values()])
-        TeamMemory.add(s, [d for d in docs if d.record_id not in replaced])
+        self.memory.add(s, [d for d in docs if d.record_id not in replaced])
 
     def rebuild_memory(self) -> int:
         """Index every approved record afresh (after an upgrade, or to repair); returns the count."""
@@ -201,7 +201,7 @@ class Records:
             TeamMemory.clear(s)
             rows = [r for r in s.scalars(select(RecordRow).where(RecordRow.status == RecordStatus.APPROVED)
                                          .order_by(RecordRow.id)) if RecordFlag.IDENTITY not in (r.flags or ())]
-            TeamMemory.add(s, [Document.of(r.id, r.prompt, [tuple(t) for t in r.history]) for r in rows])
+            self.memory.add(s, [Document.of(r.id, r.prompt, [tuple(t) for t in r.history]) for r in rows])
             return len(rows)
 
     def memory_needs_rebuild(self) -> bool:

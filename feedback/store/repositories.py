@@ -16,6 +16,7 @@ import logging
 from secbot.feedback.store.conversations import Conversations
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.events import Events
+from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.records import Records
 from secbot.feedback.store.runs import Runs
 
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 class Store:
     """The store on any SQLAlchemy URL; `migrate=True` brings the schema up to date first."""
 
-    def __init__(self, url: str, *, migrate: bool = True):
+    def __init__(self, url: str, *, migrate: bool = True, embedder=None, calibration_questions=()):
+        """`embedder` (see `secbot.model.runtime.embeddings`): team memory also matches by meaning, the
+        embedder calibrated on `calibration_questions`."""
         self.db = Database(url)
         self.db.check()
         if migrate:
@@ -33,13 +36,18 @@ class Store:
 
             upgrade(self.db)
         self.conversations = Conversations(self.db)
-        self.records = Records(self.db)
+        self.records = Records(self.db, TeamMemory(self.db, embedder, calibration_questions))
         self.runs = Runs(self.db)
         self.events = Events(self.db)
         self.memory = self.records.memory
         if migrate and self.records.memory_needs_rebuild():
             log.warning("team memory indexed %d approved record(s) from before it existed",
                         self.records.rebuild_memory())
+        if embedder is not None:
+            if self.memory.check_vectors():
+                log.error(self.memory.semantic_problem)
+            elif migrate and (embedded := self.memory.embed_missing()):
+                log.warning("team memory embedded %d record(s) indexed before semantic matching", embedded)
 
     @property
     def url(self) -> str:

@@ -6,7 +6,19 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -172,13 +184,26 @@ class MemoryTermRow(Base):
 
 
 class MemoryStatsRow(Base):
-    """The team memory's totals (one row): records and their summed length in terms."""
+    """The team memory's totals (one row): records, their summed length in terms, and a counter
+    of changes (a process reloads its vectors when it moved)."""
 
     __tablename__ = "memory_stats"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     docs: Mapped[int] = mapped_column(Integer)
     length: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class MemoryVectorRow(Base):
+    """A record's question vector (float32, little-endian), tagged with the model that made it."""
+
+    __tablename__ = "memory_vectors"
+
+    record_id: Mapped[int] = mapped_column(ForeignKey("memory_docs.record_id"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(160), index=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SnapshotRow(Base):

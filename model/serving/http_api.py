@@ -23,6 +23,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from secbot.model.errors import ModelError
+from secbot.model.runtime.embeddings import encode_embedding
 from secbot.model.runtime.engine import Engine
 from secbot.model.serving.batching import BatcherStopped, ContinuousBatcher
 from secbot.model.serving.chat_service import ChatService, Choices, Plan, read_all
@@ -36,6 +37,7 @@ from secbot.model.serving.protocol import (
     ChoiceMessage,
     ChunkChoice,
     Delta,
+    EmbeddingRequest,
     ModelCard,
     ModelList,
     Usage,
@@ -89,9 +91,10 @@ async def chat_request(request: Request) -> ChatRequest:
 
 def create_server(engine: Engine, *, api_key: str | None = None, model_name: str = "secbot",
                   max_batch: int = 8, max_batch_tokens: int = 65536, max_prompt_tokens: int = 16384,
-                  prefill_chunk: int = 512, version_adapter=None) -> FastAPI:
+                  prefill_chunk: int = 512, version_adapter=None, embedder=None) -> FastAPI:
     """`version_adapter(version_id)`: the adapter path the store gives that version (None when it has
-    none), or raises KeyError for a version the store does not know; without it, any version is taken."""
+    none), or raises KeyError for a version the store does not know; without it, any version is taken.
+    `embedder` (`secbot.model.runtime.embeddings`): also serve `POST /v1/embeddings`."""
     metrics = Metrics()
     batcher = ContinuousBatcher(engine, max_batch=max_batch, max_batch_tokens=max_batch_tokens,
                                 prefill_chunk=prefill_chunk, on_step=metrics.on_step)
@@ -210,6 +213,23 @@ def create_server(engine: Engine, *, api_key: str | None = None, model_name: str
 
         counted(request, 200)
         return EventSourceResponse(events(), sep="\n")
+
+    @app.post("/v1/embeddings", dependencies=[Depends(bearer)])
+    async def embeddings(request: Request):
+        if embedder is None:
+            raise APIError(404, "this server has no embedding model: start it with --embedding-model DIR "
+                           "(a local sentence-transformers directory)", code="model_not_found")
+        req = await parse_body(request, EmbeddingRequest)
+        if req.dimensions is not None and req.dimensions != embedder.dim:
+            raise APIError(400, f"this embedding model gives {embedder.dim} dimensions, not {req.dimensions}",
+                           param="dimensions", code="unsupported_dimensions")
+        texts = req.texts
+        vectors = await run_in_threadpool(embedder.embed, texts)
+        tokens = getattr(embedder, "count_tokens", lambda t: sum(len(x.split()) for x in t))(texts)
+        return {"object": "list", "model": embedder.name,
+                "data": [{"object": "embedding", "index": i, "embedding": encode_embedding(v, req.encoding_format)}
+                         for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @app.get("/v1/models", dependencies=[Depends(bearer)])
     async def models():

@@ -230,6 +230,36 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class EmbeddingRequest(BaseModel):
+    """POST /v1/embeddings, as OpenAI defines it; token-id inputs are refused (send text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str | list[str] = Field(...)
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts(cls, value):
+        if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+            raise ValueError("input must be a string or a list of strings (token ids are not accepted)")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value):
+        texts = [value] if isinstance(value, str) else value
+        if not texts or len(texts) > 2048 or any(not t for t in texts):
+            raise ValueError("input must hold 1 to 2048 non-empty strings")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
 class AdapterSwitch(BaseModel):
     """POST /admin/adapter: serve model version `version` with the adapter at `path` (nulls: the base)."""
 
