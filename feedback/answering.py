@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from secbot.feedback.intake.submissions import AUTO_APPROVED
 from secbot.feedback.memory.matching import CONFIDENT, REFERENCE, Match
+from secbot.feedback.memory.semantic import worth_referencing
 from secbot.feedback.store.entities import TrainingRecord
 from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.records import Records
@@ -105,8 +106,8 @@ class Responder:
         for match in self.memory.search(question, [q for q, _ in history], k=self.policy.max_references + 2,
                                         floor=self.policy.reference, exact=self.policy.confident):
             # A reference needs either signal: the combined confidence is tuned for answering alone,
-            # and a record whose words match well still helps the model when it does not answer.
-            if max(match.confidence, match.lexical or 0.0) < self.policy.reference:
+            # and a record whose words or meaning match well still helps the model.
+            if not worth_referencing(match, self.policy.reference):
                 continue
             record = self.records.get(match.record_id)
             if record is not None:

@@ -25,6 +25,19 @@ from secbot.feedback.memory.matching import CONTEXT_WEIGHT
 COMBINE = {"intercept": -5.835, "lexical": 3.523, "z": 0.721, "soft_mismatch": -0.271, "hard_mismatch": -3.438}
 
 
+# A record whose cosine is this many standard deviations above unrelated questions' goes to the
+# model as reference even when neither confidence reaches SECBOT_MEMORY_REFERENCE (chosen on the
+# calibration half: the paraphrased record among the references 14/54 → 23/54).
+REFERENCE_Z = 2.5
+
+
+def worth_referencing(match, reference: float) -> bool:
+    """A match the model should see: either confidence reaches `reference`, or its meaning is far
+    closer than chance."""
+    z = (match.features or {}).get("z")
+    return max(match.confidence, match.lexical or 0.0) >= reference or (z is not None and z >= REFERENCE_Z)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Where a model puts questions that ask different things: mean and spread of their cosines."""
