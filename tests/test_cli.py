@@ -133,6 +133,30 @@ def test_memory_stats_lists_the_most_used_and_most_disputed_team_answers(tmp_pat
     assert f"#{record.id} · 1 answer(s)" in used and "👍 0 👎 1" in disputed and "SSH port?" in disputed
 
 
+def test_memory_stats_says_how_it_matches_and_reindex_re_embeds_with_progress(tmp_path):
+    from conftest import answered
+
+    from secbot.feedback.intake.submissions import Intake
+
+    words_only = Store(f"sqlite:///{tmp_path / 'secbot.db'}")  # records from before semantic matching
+    intake = Intake(words_only, trusted={"UT"})
+    for i, (q, a) in enumerate([("SSH port?", "TCP 22."), ("RDP port?", "TCP 3389."), ("DNS port?", "53.")]):
+        intake.correction(answered(intake, question=q, answer="?", thread_ts=f"{i}.0"), "UT", a)
+    words_only.close()
+    env = {"SECBOT_DATA_DIR": str(tmp_path)}
+    stats = secbot("memory", "stats", env=env)  # the embedded static model, by default
+    assert stats.returncode == 0, stats.stderr
+    assert "matching: by words and meaning (wordllama-l2_supercat-256)" in stats.stdout
+    assert "embedded 3 record(s) indexed before semantic matching" in stats.stderr
+    reindex = secbot("memory", "reindex", env=env)
+    assert reindex.returncode == 0, reindex.stderr
+    assert "3/3 (100%)" in reindex.stderr and "3 record(s) embedded with wordllama" in reindex.stdout
+    off = secbot("memory", "stats", env={**env, "SECBOT_EMBEDDING_MODEL": "off"})
+    assert "matching: by words only" in off.stdout
+    bad = secbot("memory", "stats", env={**env, "SECBOT_EMBEDDING_MODEL": str(tmp_path / "no-such-model")})
+    assert bad.returncode == 2 and "SECBOT_EMBEDDING_MODEL" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_retrain_from_the_terminal_says_what_the_run_decided_in_its_exit_status(tmp_path):
     from datetime import timedelta
 
