@@ -100,7 +100,11 @@ def embedder(settings: Settings):
             raise EmbeddingError("SECBOT_EMBEDDING_MODEL=server needs SECBOT_MODEL_URL (a model server with "
                               "/v1/embeddings, e.g. `secbot serve-model --embedding-model DIR`)")
         key = settings.model.api_key.get_secret_value() if settings.model.api_key else None
-        return ServerEmbedder(settings.model.url, key)
+        try:
+            return ServerEmbedder(settings.model.url, key)
+        except EmbeddingError as exc:  # the model server is still starting, or down: answer by words
+            log.error("%s; team memory matches by words only until this process restarts", exc)
+            return None
     return SentenceTransformersEmbedder(choice, device=None if settings.model.device == "auto" else settings.model.device)
 
 

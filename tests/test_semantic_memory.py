@@ -255,3 +255,20 @@ def test_a_borderline_match_is_confirmed_by_the_model_when_asked_to(db_url, verd
     assert Responder(store.memory, store.records, off, MemoryPolicy(reference=0.2)).reply(asked).kind != "memory"
     assert not any("Same question?" in q for q, _ in off.prompts)  # off by default: no comparison asked
     store.close()
+
+
+def test_an_unreachable_embedding_server_leaves_memory_on_words_and_records_get_vectors_later(tmp_path, caplog):
+    from secbot.bot import configure
+    from secbot.bot.settings import Settings
+
+    settings = Settings.read(None, storage={"data_dir": tmp_path},
+                             model={"url": f"http://127.0.0.1:{free_port()}/v1"},
+                             memory={"embedding_model": "server"})
+    store = configure.open_store(settings)  # nothing listens there
+    assert store.memory.embedder is None and "matches by words only" in caplog.text
+    teach(Intake(store, trusted={TRUSTED}), STORED, ANSWER)
+    assert store.memory.vector_models() == {None: 1}
+    store.close()
+    later = semantic_store(settings.storage.url, Concepts())  # the next start, with an embedder
+    assert later.memory.vector_models() == {"test-concepts": 1}
+    later.close()
