@@ -216,15 +216,30 @@ class TeamMemory:
             s.execute(update(MemoryStatsRow).where(MemoryStatsRow.id == 1).values(version=MemoryStatsRow.version + 1))
 
     def _current_matrix(self, s: Session, version: int) -> VectorMatrix:
-        if self._matrix_version != version:
-            rows = s.execute(select(MemoryVectorRow.record_id, MemoryVectorRow.vector)
-                             .where(MemoryVectorRow.model == self.embedder.name)
-                             .order_by(MemoryVectorRow.record_id)).all()
-            dim = self.embedder.dim
-            vectors = (np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), dim)
-                       if rows else np.zeros((0, dim), dtype=np.float32))
-            self._matrix = VectorMatrix([r.record_id for r in rows], vectors.astype(np.float32), dim)
-            self._matrix_version = version
+        """The matrix as of `version`: when the counter moved, read which records have a vector of
+        this model, keep the rows already held, fetch only the new ones (an approval at 100k
+        records reads 100k ids, not 100 MB of vectors)."""
+        if self._matrix_version == version:
+            return self._matrix
+        model, dim = self.embedder.name, self.embedder.dim
+        ids = list(s.scalars(select(MemoryVectorRow.record_id).where(MemoryVectorRow.model == model)
+                             .order_by(MemoryVectorRow.record_id)))
+        held = self._matrix.position
+        kept = [rid for rid in ids if rid in held]
+        new = [rid for rid in ids if rid not in held]
+        fetched_ids, fetched = [], []
+        for start in range(0, len(new), 500):
+            chunk = new[start:start + 500]
+            for rid, blob in s.execute(select(MemoryVectorRow.record_id, MemoryVectorRow.vector).where(
+                    MemoryVectorRow.record_id.in_(chunk), MemoryVectorRow.model == model)):
+                fetched_ids.append(rid)
+                fetched.append(blob)
+        parts = [self._matrix.vectors[[held[rid] for rid in kept]]] if kept else []
+        if fetched:
+            parts.append(np.frombuffer(b"".join(fetched), dtype="<f4").reshape(len(fetched), dim).astype(np.float32))
+        vectors = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+        self._matrix = VectorMatrix(kept + fetched_ids, vectors, dim)
+        self._matrix_version = version
         return self._matrix
 
     @staticmethod
