@@ -105,7 +105,8 @@ def embedder(settings: Settings):
         except EmbeddingError as exc:  # the model server is still starting, or down: answer by words
             log.error("%s; team memory matches by words only until this process restarts", exc)
             return None
-    return SentenceTransformersEmbedder(choice, device=None if settings.model.device == "auto" else settings.model.device)
+    return SentenceTransformersEmbedder(settings.memory.embedding_directory,
+                                        device=None if settings.model.device == "auto" else settings.model.device)
 
 
 def open_store(settings: Settings, *, semantic: bool = True) -> Store:

@@ -226,6 +226,11 @@ class MemorySettings(Group):
                              "sentence-transformers model (e.g. /models/bge-m3)")
         return str(path)
 
+    @property
+    def embedding_directory(self) -> str | None:
+        """The local sentence-transformers directory SECBOT_EMBEDDING_MODEL names, if it names one."""
+        return None if self.embedding_model in ("static", "server", "off") else self.embedding_model
+
     @model_validator(mode="after")
     def _reference_below_confident(self):
         if self.reference > self.confident:

@@ -184,9 +184,7 @@ def cmd_serve_model(args, settings: Settings) -> int:
         return 2
     engine = configure.load_engine(settings, args.model, args.adapter)
     embedder = None
-    embedding_dir = args.embedding_model or (settings.memory.embedding_model
-                                             if settings.memory.embedding_model not in ("static", "server", "off")
-                                             else None)
+    embedding_dir = args.embedding_model or settings.memory.embedding_directory
     if embedding_dir:
         from secbot.model.runtime.embeddings import SentenceTransformersEmbedder
 

@@ -112,7 +112,7 @@ class TeamMemory:
             {"record_id": d.record_id, "question_key": d.question_key, "terms": d.weights, "intent": d.intent,
              "length": sum(d.counts.values())} for d in docs])
         if self.embedder is not None:
-            self._write_vectors(session, docs)
+            self._write_vectors(session, [(d.record_id, d.question, d.context) for d in docs])
         postings = [{"term": t, "record_id": d.record_id, "tf": n, "length": sum(d.counts.values())}
                     for d in docs for t, n in d.counts.items()]
         if postings:
@@ -152,12 +152,14 @@ class TeamMemory:
             session.execute(delete(table))
         session.execute(MemoryStatsRow.__table__.insert(), [{"id": 1, "docs": 0, "length": 0, "version": version + 1}])
 
-    def _write_vectors(self, session: Session, docs: Sequence[Document]) -> None:
-        vectors = question_vectors(self.embedder, [(d.question, d.context) for d in docs])
-        session.execute(delete(MemoryVectorRow).where(MemoryVectorRow.record_id.in_([d.record_id for d in docs])))
+    def _write_vectors(self, session: Session, questions: Sequence[tuple[int, str, Sequence[str]]]) -> None:
+        """Vectors for (record id, question, thread context) in this transaction, replacing old ones."""
+        vectors = question_vectors(self.embedder, [(q, context) for _, q, context in questions])
+        ids = [rid for rid, _, _ in questions]
+        session.execute(delete(MemoryVectorRow).where(MemoryVectorRow.record_id.in_(ids)))
         session.execute(MemoryVectorRow.__table__.insert(), [
-            {"record_id": d.record_id, "model": self.embedder.name, "dim": len(v), "vector": v.astype("<f4").tobytes()}
-            for d, v in zip(docs, vectors)])
+            {"record_id": rid, "model": self.embedder.name, "dim": len(v), "vector": v.astype("<f4").tobytes()}
+            for rid, v in zip(ids, vectors)])
 
     # -- semantic state ------------------------------------------------------------------------
     def vector_models(self) -> dict[str | None, int]:
@@ -195,8 +197,9 @@ class TeamMemory:
         return len(rows)
 
     def embed_missing(self) -> int:
-        """Embed the records in memory that have no vector (indexed before semantic matching)."""
-        if self.embedder is None or self.check_vectors():
+        """Embed the records in memory that have no vector (indexed before semantic matching); after
+        `check_vectors` found no vectors of another model."""
+        if not self.semantic:
             return 0
         with self.db.reading() as s:
             rows = s.execute(select(RecordRow.id, RecordRow.prompt, RecordRow.history)
@@ -209,10 +212,8 @@ class TeamMemory:
 
     def _embed_rows(self, rows) -> None:
         """Write vectors for (id, prompt, history) rows in one transaction that moves the counter."""
-        docs = [Document(r.id, "", {}, None, Counter(), r.prompt, tuple(q for q, _ in (r.history or ())))
-                for r in rows]
         with self.db.session() as s:
-            self._write_vectors(s, docs)
+            self._write_vectors(s, [(r.id, r.prompt, [q for q, _ in (r.history or ())]) for r in rows])
             s.execute(update(MemoryStatsRow).where(MemoryStatsRow.id == 1).values(version=MemoryStatsRow.version + 1))
 
     def _current_matrix(self, s: Session, version: int) -> VectorMatrix:
