@@ -270,6 +270,11 @@ class TrainingSettings(Group):
                                  "per new record.")
     max_author_share: float = Field(0.5, gt=0, le=1, description="Most of a snapshot one author "
                                     "may contribute.")
+    preference: Literal["kto", "off"] = Field("kto", validation_alias=env("SECBOT_PREFERENCE"), description=(
+        "kto: each run also learns from 👍/👎 on model answers (KTO, after the supervised stage); off: never."))
+    preference_min_labels: int = Field(64, ge=1, validation_alias=env("SECBOT_PREFERENCE_MIN_LABELS"),
+                                       description="Usable 👍/👎 labels the preference stage needs; as many new "
+                                                   "ones also start a run without new records.")
     heldout_file: Path | None = Field(None, description="Extra held-out records (THUDM format).")
     mcq_file: Path | None = Field(None, description="Multiple-choice exam (JSON: question, choices, "
                                   "answer) scored for candidate and active.")
@@ -304,7 +309,7 @@ class TrainingSettings(Group):
     def method_overrides(self) -> dict:
         """The training knobs set here (unset ones keep the method's or the model's defaults)."""
         knobs = {"method": self.method, "max_steps": self.max_steps, "lr": self.lr, "pre_seq_len": self.pre_seq_len,
-                 "batch_size": self.batch_size, "grad_accum": self.grad_accum}
+                 "batch_size": self.batch_size, "grad_accum": self.grad_accum, "preference": self.preference}
         return {k: v for k, v in knobs.items() if v is not None}
 
 

@@ -22,13 +22,13 @@ from secbot.feedback.learning.evalsets import builtin_heldout
 from secbot.feedback.learning.gate import GateConfig, decide
 from secbot.feedback.learning.loop import LearningLoop, LogReporter, serve_active
 from secbot.feedback.learning.pipeline import RetrainPipeline
-from secbot.feedback.learning.report import author_cap_note
+from secbot.feedback.learning.report import author_cap_note, render
 from secbot.feedback.learning.schedule import JOB_ID, start_scheduler
 from secbot.feedback.store.entities import RunState, TrainingRecord
 from secbot.feedback.store.repositories import Store
 from secbot.feedback.store.schema import RunRow, utcnow
 from secbot.model.serving.client import InProcessClient
-from secbot.model.training.record_formats import Record, read_records, write_records
+from secbot.model.training.record_formats import Labelled, Record, read_records, write_records
 
 # The whole demo (training and two evaluations of the tiny model) is this module's setup: 2 minutes
 # on an idle 2-core machine, over 10 with both cores busy elsewhere. The limit only turns a hang
@@ -366,3 +366,34 @@ def test_a_version_change_switches_the_model_server_once_and_the_bot_only_follow
         assert worker.rollback(promoted.id, "UADMIN").startswith("Rolled back")
         "".join(bot.stream("What is phishing?", [], usage))
         assert usage.version_id == promoted.id and switches() == 2  # one switch per change
+
+
+def test_enough_new_thumbs_start_a_run_whose_preference_stage_the_gate_judges(loop_env):
+    """No new record, only 👍/👎 labels: the run replays what the team taught, learns from the
+    labels after the supervised stage, scores held-out labels for candidate and active, and says so."""
+    store, pipeline, _, _ = loop_env
+    good, bad = "Rotate it now and revoke its sessions.", "Ignore it."
+    examples = [Labelled(Record(f"Leaked credential case {i}: what now?", good if i % 2 else bad), bool(i % 2))
+                for i in range(24)]
+    demo_labels = len(store.labels.usable())  # the demo's corrections made pairs, its 👎 a label
+    assert demo_labels > 0
+    Intake(store).import_records([], status="approved", author="UADMIN", labelled=examples)
+    train = replace(pipeline.config.train, max_steps=2, stage=replace(pipeline.config.train.stage, preference_epochs=1))
+    pipeline.config = replace(pipeline.config, train=train, min_labels=8, min_new_records=1)
+    report = pipeline.run("UADMIN")
+    assert report.decision in ("promoted", "rejected"), report.summary
+    pref = report.data["preference"]
+    assert pref["used"] + pref["held_out"] == demo_labels + 24 and pref["held_out"] > 0 and "ran" in pref["stage"]
+    assert report.data["mix"]["new"] == 0 and report.data["mix"]["replayed"] > 0  # the team's records stay
+    for version in ("candidate", "active"):
+        assert report.metrics[version]["preference"]["samples"] == pref["held_out"]
+    assert report.metrics["training"]["preference"]["labels"] == pref["used"]
+    assert any("👍/👎 margin" in reason for reason in report.reasons)
+    snapshot = store.records.snapshot(store.runs.get_run(report.run_id).snapshot_id)
+    assert len(snapshot.label_ids) == pref["used"]
+    text = render(report)
+    assert "👍/👎 labels: " in text and "held out to judge it" in text and "👍/👎 margin (nats)" in text
+    # With the preference stage off, the same labels start nothing.
+    pipeline.config = replace(pipeline.config, train=replace(train, stage=replace(train.stage, preference="off")))
+    skipped = pipeline.run("UADMIN")
+    assert skipped.decision == "skipped" and "preference" not in skipped.data

@@ -36,7 +36,7 @@ def test_migrations_match_the_models_and_leave_the_scheduler_table_alone(store, 
         context = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()
-    assert current_revision(db_url) == "0006"
+    assert current_revision(db_url) == "0007"
 
 
 def test_turns_keep_provenance_and_thread_history(store, intake):

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 from secbot.bot.settings import BadSettings, Settings
 from secbot.model.errors import ModelError
 from secbot.model.training.methods import LoraMethodConfig, PTuningConfig
+from secbot.model.training.preference import PreferenceConfig
 from secbot.model.training.record_formats import Columns
 from secbot.model.training.trainer import SharedKnobs, TrainConfig
 
@@ -62,15 +63,18 @@ def cmd_train(args, settings: Settings) -> int:
     from secbot.model.training.trainer import train
 
     columns = Columns(args.prompt_column, args.response_column, args.history_column or None)
-    data = read_records(args.data, columns, skip_bad=args.skip_bad)
+    data = read_records(args.data, columns, skip_bad=args.skip_bad, labelled=True)
     for bad in data.skipped:
         print(f"skipped {bad}", file=sys.stderr)
     if data.skipped:
         print(f"skipped {len(data.skipped)} malformed record(s) of {args.data}", file=sys.stderr)
     val = read_records(args.val, columns).records if args.val else []
-    result = train(resolve_model_dir(settings, args.model), data.records, args.out,
-                   TrainConfig.of(**vars(args)), val,
-                   system_prompt=settings.model.identity_prompt, restart=args.restart)
+    config = TrainConfig.of(**vars(args))
+    if data.labelled and config.stage.preference == "off":
+        print(f"{len(data.labelled)} labelled completion(s) in {args.data} are not used: pass --preference kto "
+              "to learn from them after the supervised steps", file=sys.stderr)
+    result = train(resolve_model_dir(settings, args.model), data.records, args.out, config, val,
+                   system_prompt=settings.model.identity_prompt, restart=args.restart, labelled=data.labelled)
     print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.metadata["steps"],
                       "tokens_per_s": result.metadata["tokens_per_s"],
                       **result.metadata["metrics"]}, ensure_ascii=False))
@@ -116,8 +120,18 @@ def cmd_export(args, settings: Settings) -> int:
     from secbot.bot.configure import open_store
     from secbot.model.training.record_formats import write_records
 
+    store = open_store(settings)
+    if args.format == "kto":
+        from secbot.model.training.record_formats import write_labelled
+
+        labels = store.labels.list() if args.status == "all" else store.labels.usable()
+        count = write_labelled(args.out, [x.as_labelled() for x in labels])
+        which = "" if args.status == "all" else "usable "
+        print(f"exported {count} {which}labelled completion(s) (👍/👎, correction pairs, imports) to {args.out} "
+              "in trl's unpaired prompt/completion/label format")
+        return 0
     status = None if args.status == "all" else args.status
-    records = [r.as_record() for r in open_store(settings).records.list(status)]
+    records = [r.as_record() for r in store.records.list(status)]
     count = write_records(args.out, records, args.format)
     print(f"exported {count} {args.status} record(s) to {args.out}")
     return 0
@@ -132,7 +146,10 @@ def cmd_import(args, settings: Settings) -> int:
                                                            author=args.author)
     print(f"imported {result.added} record(s) as {args.status}; {result.duplicates} already "
           f"present; {result.redactions} secret(s) redacted"
-          + (f"; {result.flagged} held for review (identity, impostor or history flags)" if result.flagged else ""))
+          + (f"; {result.flagged} held for review (identity, impostor or history flags)" if result.flagged else "")
+          + (f"; {result.labels} labelled completion(s) for the preference stage ({result.label_duplicates} "
+             f"already present, {result.labels_excluded} identity/impostor kept out of training)"
+             if result.labels or result.label_duplicates else ""))
     return 0
 
 
@@ -440,10 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Each method's options come from its own config, titled by method (transformers' HfArgumentParser).
     p = sub.add_parser("train", help="P-tune (v2) or LoRA-tune an adapter on training records",
-                       parents=[MODEL, COLUMNS], dataclass_types=[SharedKnobs, PTuningConfig, LoraMethodConfig],
+                       parents=[MODEL, COLUMNS], dataclass_types=[SharedKnobs, PTuningConfig, LoraMethodConfig, PreferenceConfig],
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help=".json/.jsonl (one record per line) or JSON array: "
-                   "THUDM prompt/response/history, or chat `messages`")
+                   "THUDM prompt/response/history, or chat `messages`; with --preference kto also trl's "
+                   "labelled completions")
     p.add_argument("--out", required=True, help="adapter directory to create")
     p.add_argument("--val", help="validation records; their loss is reported")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records, and count them")
@@ -495,16 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["upgrade", "current"])
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("export", help="write training records as JSON lines")
+    p = sub.add_parser("export", help="write training records (or labelled completions) as JSON lines")
     p.add_argument("out")
-    p.add_argument("--status", default="approved", choices=["approved", "pending", "rejected", "all"])
-    p.add_argument("--format", default="thudm", choices=["thudm", "messages"],
+    p.add_argument("--status", default="approved", choices=["approved", "pending", "rejected", "all"],
+                   help="records of this status; with --format kto, all writes every label, excluded ones too")
+    p.add_argument("--format", default="thudm", choices=["thudm", "messages", "kto"],
                    help="thudm: prompt/response/history (default); messages: GLM-4 / OpenAI chat "
-                        "`messages` lists")
+                        "`messages` lists; kto: the 👍/👎 labelled completions the preference stage uses, "
+                        "trl's unpaired prompt/completion/label")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="add training records, THUDM or chat `messages` format, told "
-                       "apart per line (all or nothing)", parents=[COLUMNS])
+    p = sub.add_parser("import", help="add training records (THUDM or chat `messages`) and labelled "
+                       "completions (trl's prompt/completion/label or prompt/chosen/rejected, text or "
+                       "messages), told apart per line (all or nothing)", parents=[COLUMNS])
     p.add_argument("file")
     p.add_argument("--status", default="approved", choices=["approved", "pending"],
                    help="approved (default: an admin is importing) or pending (review first)")

@@ -98,15 +98,15 @@ def answer_question(context, client):
 
 # -- feedback -----------------------------------------------------------------------------------
 def thumbs(deps, turn: Turn, user: str, up: bool, source: FeedbackSource) -> str | None:
-    """Record 👍/👎; a 👍 proposes the answer as a record, a 👎 on a team answer sends its record
-    back to review. Returns what the analyst should be told about that, if anything."""
+    """Record 👍/👎; on a model answer each becomes a labelled completion, a 👍 also proposes the
+    answer as a record; a 👎 on a team answer sends its record back to review. Returns what the analyst should be told about that, if anything."""
     kind = FeedbackKind.THUMBS_UP if up else FeedbackKind.THUMBS_DOWN
     if not deps.store.conversations.record_feedback(turn.id, user, kind, source):
         return None
     if up:
-        deps.intake.thumbs_up(turn.id, user)
+        deps.intake.thumbs_up(turn.id, user, source)
         return None
-    disputed = deps.intake.thumbs_down(turn.id)
+    disputed = deps.intake.thumbs_down(turn.id, user, source)
     if disputed is None:
         return None
     return (f"That was the team's answer (record #{disputed.id}): it stops answering from team memory "

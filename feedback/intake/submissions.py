@@ -1,8 +1,8 @@
 """What enters the store, and with which review status.
 
 Every text secbot keeps passes through here: questions, answers, corrections, 👍'd answers,
-what an analyst says was wrong with an answer, why a reviewer rejected a record,
-imports. Each is redacted first (`feedback.intake.redaction`). A new record is approved at once only
+labelled completions (👍/👎 on model answers, the pair each correction makes), what an analyst
+says was wrong with an answer, why a reviewer rejected a record, imports. Each is redacted first (`feedback.intake.redaction`). A new record is approved at once only
 when a trusted analyst sent it and nothing about it needs a human: identity questions and
 answers claiming another assistant's identity wait for review whoever sends them, imports
 included.
@@ -20,15 +20,18 @@ from secbot.feedback.intake.redaction import Redactor
 from secbot.feedback.store.entities import (
     DownReason,
     FeedbackSource,
+    LabelSource,
+    PreferenceLabel,
     RecordFlag,
     RecordSource,
     RecordStatus,
     TrainingRecord,
     Turn,
 )
+from secbot.feedback.store.labels import NewLabel
 from secbot.feedback.store.records import NewRecord
 from secbot.feedback.store.repositories import Store
-from secbot.model.training.record_formats import Columns, Record, read_records
+from secbot.model.training.record_formats import Columns, Labelled, Record, read_records
 
 AUTO_APPROVED = "auto:trusted"
 FLAG_REASONS = {RecordFlag.IDENTITY.value: "it answers who the assistant is, which only the configured identity may",
@@ -69,12 +72,19 @@ class Submission:
         return f"Thanks! Saved as record #{rec.id}, waiting for an admin's review."
 
 
+def _label_source(source: FeedbackSource | str) -> LabelSource:
+    return LabelSource.REACTION if FeedbackSource(source) is FeedbackSource.REACTION else LabelSource.BUTTON
+
+
 @dataclass(frozen=True)
 class ImportResult:
     added: int
     duplicates: int
     redactions: int
     flagged: int  # held for review although imported as approved
+    labels: int = 0  # labelled completions added (trl preference lines)
+    label_duplicates: int = 0
+    labels_excluded: int = 0  # identity or impostor completions, kept but never trained
 
 
 class Intake:
@@ -100,16 +110,62 @@ class Intake:
 
     def down_reason(self, turn_id: int, user: str, reason: DownReason | str, note: str | None,
                     source: FeedbackSource | str) -> None:
-        """What an analyst says was wrong with an answer they gave 👎, their words redacted."""
+        """What an analyst says was wrong with an answer they gave 👎, their words redacted; the
+        reason also goes on their labelled completion."""
         self.store.conversations.record_down_reason(turn_id, user, reason, self._note(note), source)
+        if not self.store.labels.set_reason(turn_id, user, reason):  # the 👎 came with its reason
+            self.label(turn_id, user, desirable=False, source=_label_source(source), reason=DownReason(reason))
 
-    def thumbs_down(self, turn_id: int) -> TrainingRecord | None:
+    def thumbs_down(self, turn_id: int, user: str,
+                    source: FeedbackSource | str = FeedbackSource.REACTION) -> TrainingRecord | None:
         """A 👎 on a turn: when the team's memory gave that answer, its record goes back to review
-        and stops answering (returned); no analyst's 👎 changes anything else."""
+        and stops answering (returned); on a model answer, it labels the answer undesirable."""
         turn = self.store.conversations.get_turn(turn_id)
-        if turn is None or turn.memory_record_id is None:
+        if turn is None:
+            return None
+        if turn.memory_record_id is None:
+            self.label(turn_id, user, desirable=False, source=_label_source(source))
             return None
         return self.store.records.dispute(turn.memory_record_id)
+
+    # -- labelled completions ----------------------------------------------------------------
+    def label(self, turn_id: int, user: str, *, desirable: bool, source: LabelSource | str,
+              reason: DownReason | None = None) -> PreferenceLabel | None:
+        """A 👍 (desirable) or 👎 on a model answer as a labelled completion: the turn's question,
+        the thread's earlier turns, the answer as shown, and the version that gave it. None where
+        there is nothing to label: no answer, or an answer from team memory (its 👍/👎 feed the
+        memory instead). Identity and impostor completions, and threads holding an untrusted
+        analyst's turns, are kept but excluded from training, with the reason."""
+        turn, history, askers = self._turn_and_history(turn_id)
+        if not turn.answer or turn.error_id or turn.memory_record_id is not None:
+            return None
+        example = Labelled(Record(turn.question, turn.answer, tuple(history)), desirable)
+        new = self._new_label(example, LabelSource(source), user, turn=turn, reason=reason,
+                              foreign_turns=bool({a for a in askers if a} - self.trusted - {user}))
+        return self.store.labels.add(new)[0]
+
+    def _new_label(self, example: Labelled, source: LabelSource, author: str, *, turn: Turn | None = None,
+                   record_id: int | None = None, reason: DownReason | None = None,
+                   foreign_turns: bool = False) -> NewLabel:
+        """The label as stored: redacted (a no-op for text the store already holds), and excluded
+        with the first reason it must never train."""
+        record, _ = self.clean(example.record)
+        flags = list(self.guard.flags(record)) + ([RecordFlag.HISTORY.value] if foreign_turns else [])
+        return NewLabel(Labelled(record, example.desirable), source, author,
+                        trusted=author in self.trusted or source is LabelSource.IMPORT, turn_id=turn.id if turn else None,
+                        record_id=record_id, model_version_id=turn.model_version_id if turn else None,
+                        reason=reason, excluded=flags[0] if flags else None)
+
+    def _correction_pair(self, turn: Turn, record: TrainingRecord, author: str, foreign_turns: bool) -> None:
+        """A correction also labels: its answer desirable, the answer it corrected undesirable,
+        both counting while the correction is approved. Team-memory answers feed the memory."""
+        if not turn.answer or turn.error_id or turn.memory_record_id is not None:
+            return
+        base = record.as_record()
+        for completion, desirable in ((base.response, True), (turn.answer, False)):
+            example = Labelled(Record(base.prompt, completion, base.history), desirable)
+            self.store.labels.add(self._new_label(example, LabelSource.CORRECTION, author, turn=turn,
+                                                  record_id=record.id, foreign_turns=foreign_turns))
 
     def reject(self, record_id: int, reviewer: str, note: str | None = None) -> TrainingRecord:
         """An admin rejects a pending record, saying why (redacted)."""
@@ -125,14 +181,21 @@ class Intake:
         if not text.strip():
             raise StoreError("a correction needs an answer")
         turn, history, askers = self._turn_and_history(turn_id)
-        return self._submit(Record(turn.question, text, tuple(history)), RecordSource.CORRECTION, author, turn,
-                            askers)
+        submission = self._submit(Record(turn.question, text, tuple(history)), RecordSource.CORRECTION, author,
+                                  turn, askers)
+        if submission.record.status is not RecordStatus.REJECTED:
+            self._correction_pair(turn, submission.record, author,
+                                  foreign_turns=bool({a for a in askers if a} - self.trusted - {author}))
+        return submission
 
-    def thumbs_up(self, turn_id: int, user: str) -> Submission | None:
-        """A 👍'd answer as a record; None when the turn has no answer."""
+    def thumbs_up(self, turn_id: int, user: str,
+                  source: FeedbackSource | str = FeedbackSource.REACTION) -> Submission | None:
+        """A 👍'd answer as a record, and, on a model answer, labelled desirable; None when the
+        turn has no answer."""
         turn, history, askers = self._turn_and_history(turn_id)
         if not turn.answer or turn.error_id:
             return None
+        self.label(turn_id, user, desirable=True, source=_label_source(source))
         return self._submit(Record(turn.question, turn.answer, tuple(history)), RecordSource.APPROVED_ANSWER,
                             user, turn, askers)
 
@@ -189,15 +252,23 @@ class Intake:
             return True
         return self.store.records.revoked_with_response(self.redactor.redact(response).text) is not None
 
-    def import_records(self, records: Sequence[Record], *, status: RecordStatus | str, author: str) -> ImportResult:
-        """Records from a file, in one transaction. Approved ones still wait for review when flagged."""
+    def import_records(self, records: Sequence[Record], *, status: RecordStatus | str, author: str,
+                       labelled: Sequence[Labelled] = ()) -> ImportResult:
+        """Records and labelled completions from a file, in one transaction. Approved records still
+        wait for review when flagged; identity and impostor completions are kept, excluded."""
         approve = RecordStatus(status) is RecordStatus.APPROVED
         items = [self._new(r, RecordSource.IMPORT, author, approve=approve) for r in records]
-        added, duplicates = self.store.records.add_many(items)
+        labels = [self._new_label(x, LabelSource.IMPORT, author) for x in labelled]
+        with self.store.db.session() as s:
+            added, duplicates = self.store.records.add_many(items, session=s)
+            labels_added, label_duplicates = self.store.labels.add_many(labels, session=s)
         return ImportResult(added, duplicates, sum(i.redactions for i in items),
-                            sum(1 for i in items if approve and i.flags))
+                            sum(1 for i in items if approve and i.flags), labels_added, label_duplicates,
+                            sum(1 for x in labels if x.excluded))
 
     def import_file(self, path: str | Path, *, status: RecordStatus | str = RecordStatus.APPROVED,
                     author: str = "import", columns: Columns = Columns()) -> ImportResult:
-        """All records of a THUDM file or none: a malformed line imports nothing and is named."""
-        return self.import_records(read_records(path, columns).records, status=status, author=author)
+        """All records and labelled completions of a file or none: a malformed line imports
+        nothing and is named."""
+        read = read_records(path, columns, labelled=True)
+        return self.import_records(read.records, status=status, author=author, labelled=read.labelled)

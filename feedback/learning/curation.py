@@ -117,15 +117,18 @@ def training_mix(snapshot: Sequence[TrainingRecord], new_ids: set[int], general:
                  identity: Sequence[Record], *, replay_ratio: float, general_ratio: float,
                  seed: int) -> Mix:
     """New records, plus `replay_ratio` earlier records and `general_ratio` general-set records
-    per new record, plus every identity record. Deterministic for a seed."""
+    per new record (with no new record: every earlier record), plus every identity record.
+    Deterministic for a seed."""
     rng = random.Random(seed)
     new = [r.as_record() for r in snapshot if r.id in new_ids]
     earlier = [r.as_record() for r in snapshot if r.id not in new_ids]
-    replay = _sample(earlier, replay_ratio * len(new), rng)
+    # A run for labelled completions alone (no new record) replays every earlier record, so the
+    # supervised stage still holds what the team taught.
+    replay = _sample(earlier, replay_ratio * len(new), rng) if new else list(earlier)
     team_questions = {question_key(r.prompt, r.history) for r in snapshot}
     # Where the team answered a question itself, its answer wins over the general set's.
     general = [r for r in general if question_key(r.prompt, r.history) not in team_questions]
-    general_used = _sample(general, general_ratio * len(new), rng)
+    general_used = _sample(general, general_ratio * (len(new) or len(replay)), rng)
     identity = list(dict.fromkeys(identity))
     others = [r for r in dict.fromkeys(replay + general_used) if r not in set(identity)]
     new = [r for r in dict.fromkeys(new) if r not in set(others + identity)]

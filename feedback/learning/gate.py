@@ -2,7 +2,9 @@
 
 It must keep what the model knew (held-out ROUGE-L and BLEU-4, and the multiple-choice exam when
 configured, may fall at most a margin), know who it is (held-out identity phrasings, never
-trained, name the configured assistant), and have learned the new corrections.
+trained, name the configured assistant), have learned the new corrections, and, where labelled
+completions were held out, tell them apart no worse than the active model: the mean per-token
+log-likelihood margin between desirable and undesirable completions must not fall.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class GateConfig:
     min_correction_match: float = 80.0  # % of the new corrections reproduced exactly
     min_identity: float = 100.0  # % of held-out identity prompts answered with the configured name
     max_mcq_drop: float = 2.0  # multiple-choice accuracy may fall this much
+    max_margin_drop: float = 0.0  # nats per token the held-out preference margin may fall
 
 
 @dataclass
@@ -51,4 +54,9 @@ def decide(candidate: dict, active: dict, gate: GateConfig) -> GateDecision:
         cand, act = candidate["mcq"]["accuracy"], active["mcq"]["accuracy"]
         check(cand >= act - gate.max_mcq_drop, f"multiple-choice accuracy: {cand:.1f}% vs active {act:.1f}%",
               f"fell more than {gate.max_mcq_drop:g}")
+    cand, act = (m.get("preference", {}).get("margin") for m in (candidate, active))
+    if cand is not None and act is not None:
+        check(cand >= act - gate.max_margin_drop,
+              f"held-out 👍/👎 margin: {cand:+.3f} vs active {act:+.3f} nats per token",
+              "fell" if not gate.max_margin_drop else f"fell more than {gate.max_margin_drop:g}")
     return GateDecision(passed, reasons)

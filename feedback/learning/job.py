@@ -15,6 +15,8 @@ from secbot.model.training.trainer import TrainConfig
 
 # Evaluation sets, each answered by the candidate and the active version.
 EVAL_SETS = ("heldout", "identity_heldout", "identity_train", "corrections")
+# Labelled completions (trl's unpaired format): the preference stage's, and those that judge it.
+PREFERENCE_TRAIN, PREFERENCE_HELDOUT = "preference_train", "preference_heldout"
 
 
 def adapter_dir(run_dir: str | Path) -> Path:

@@ -1,4 +1,5 @@
-"""One nightly run: snapshot → training mix → train (subprocess) → evaluate → gate → promote.
+"""One nightly run: snapshot → training mix → train (subprocess: supervised stage, then the
+preference stage on labelled completions when enough exist) → evaluate → gate → promote.
 
 One run at a time across every process on the database (a lease in the `locks` table, renewed
 by the heartbeat). A run that dies is marked failed with its reason; a candidate is promoted
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from secbot.feedback.intake.identity import IdentityGuard, identity_records, ide
 from secbot.feedback.learning.curation import curate, training_mix
 from secbot.feedback.learning.evalsets import general_set, heldout_set
 from secbot.feedback.learning.gate import GateConfig, decide
-from secbot.feedback.learning.job import JobSpec, adapter_dir
+from secbot.feedback.learning.job import PREFERENCE_HELDOUT, PREFERENCE_TRAIN, JobSpec, adapter_dir
+from secbot.feedback.learning.preferences import LabelSelection, select_labels
 from secbot.feedback.learning.report import RunReport, author_cap_note
 from secbot.feedback.store.entities import RecordStatus, RunState, TrainingRecord, Version, VersionStatus
 from secbot.feedback.store.memory_index import TeamMemory
@@ -37,7 +39,7 @@ from secbot.feedback.store.repositories import Store
 from secbot.model.runtime.adapters import check_adapter_dir, verify_adapter
 from secbot.model.runtime.prompting import DEFAULT_ASSISTANT_NAME
 from secbot.model.serving.client import ModelClient
-from secbot.model.training.record_formats import Record, write_records
+from secbot.model.training.record_formats import Record, write_labelled, write_records
 from secbot.model.training.trainer import LOSS_PNG, METADATA_FILE, TrainConfig, read_loss_log
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class LoopConfig:
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     system_prompt: str | None = None
     min_new_records: int = 1
+    min_labels: int = 64  # labelled completions the preference stage needs (see README)
     max_author_share: float = 0.5
     replay_ratio: float = 4.0  # earlier approved records per new record
     general_ratio: float = 1.0  # built-in general security records per new record
@@ -130,17 +133,23 @@ class RetrainPipeline:
         data = {"excluded": curated.summary()}
         if curated.capped_authors:
             data["author_cap"] = {"share": cfg.max_author_share, "authors": curated.capped_authors}
-        if len(new) < cfg.min_new_records:
+        labels, new_labels = self._labels(heldout, data)
+        if len(new) < cfg.min_new_records and len(new_labels) < cfg.min_labels:
             why = (f"Skipped: {len(new)} new approved record(s) since the active model was trained; "
                    f"at least {cfg.min_new_records} needed.")
+            if labels is not None:
+                why += f" {len(new_labels)} new 👍/👎 label(s); {cfg.min_labels} would run the preference stage."
             if curated.capped_authors:
                 why += " " + author_cap_note(cfg.max_author_share, curated.capped_authors)
             return RunReport("skipped", why, data=data)
-        snapshot = self.store.records.create_snapshot(curated.kept, curated.summary())
+        stage = labels is not None and len(labels.train) >= cfg.min_labels
+        train_config = cfg.train if stage else replace(cfg.train, stage=replace(cfg.train.stage, preference="off"))
+        snapshot = self.store.records.create_snapshot(curated.kept, curated.summary(),
+                                                      label_ids=[x.id for x in labels.train] if stage else ())
         run = self.store.runs.create_run(snapshot_id=snapshot.id, method=cfg.train.method, owner=self.owner,
-                                         hyperparameters=cfg.train.flat(), requested_by=requested_by,
+                                         hyperparameters=train_config.flat(), requested_by=requested_by,
                                          queued_run=queued_run)
-        job = JobSpec(model_dir=str(cfg.model_dir), run_dir=str(self.run_dir(run.id)), train=cfg.train,
+        job = JobSpec(model_dir=str(cfg.model_dir), run_dir=str(self.run_dir(run.id)), train=train_config,
                       system_prompt=cfg.system_prompt, assistant_name=cfg.assistant_name,
                       eval_max_new_tokens=cfg.eval_max_new_tokens,
                       mcq_file=str(cfg.mcq_file) if cfg.mcq_file else None)
@@ -154,7 +163,7 @@ class RetrainPipeline:
                                identity_records(cfg.assistant_name), replay_ratio=cfg.replay_ratio,
                                general_ratio=cfg.general_ratio, seed=snapshot.id)
             data["mix"] = mix.summary()
-            self._write_inputs(job, mix.train, mix.new, heldout)
+            self._write_inputs(job, mix.train, mix.new, heldout, labels if stage else None)
             self._train(run.id, job)
             adapter = check_adapter_dir(job.adapter)
             if not (adapter / METADATA_FILE).is_file() or not job.result.is_file():
@@ -185,8 +194,30 @@ class RetrainPipeline:
                                        report=report.to_json())
         return report
 
-    def _write_inputs(self, job: JobSpec, train: list[Record], new: list[Record], heldout: list[Record]) -> None:
+    def _labels(self, heldout: list[Record], data: dict) -> tuple[LabelSelection | None, list]:
+        """The labelled completions for the preference stage (None when it is off), and those the
+        active version has not learned from; what was chosen goes into the report's `data`."""
+        cfg = self.config
+        if cfg.train.stage.preference != "kto":
+            return None, []
+        labels = select_labels(self.store.labels.usable(), [r.prompt for r in heldout], cfg.max_author_share,
+                               self.store.labels.excluded_counts())
+        trained = self.store.runs.trained_label_ids()
+        new = [x for x in labels.train if x.id not in trained]
+        data["preference"] = labels.summary() | {"new": len(new)}
+        if len(labels.train) < cfg.min_labels:
+            data["preference"]["stage"] = (f"preference stage skipped: {len(labels.train)} usable label(s), "
+                                           f"at least {cfg.min_labels} needed (SECBOT_PREFERENCE_MIN_LABELS)")
+        else:
+            data["preference"]["stage"] = "preference stage (KTO) ran after the supervised stage"
+        return labels, new
+
+    def _write_inputs(self, job: JobSpec, train: list[Record], new: list[Record], heldout: list[Record],
+                      labels: LabelSelection | None = None) -> None:
         name = self.config.assistant_name
+        if labels is not None:
+            write_labelled(job.data(PREFERENCE_TRAIN), labels.examples("train"))
+            write_labelled(job.data(PREFERENCE_HELDOUT), labels.examples("heldout"))
         train, val = split_train_val(train, protected=set(new) | set(identity_records(name)))
         write_records(job.data("train"), train)
         write_records(job.data("val"), val)

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 TABLE = [("held-out ROUGE-1", "heldout", "rouge-1"), ("held-out ROUGE-2", "heldout", "rouge-2"),
          ("held-out ROUGE-L", "heldout", "rouge-l"), ("held-out BLEU-4", "heldout", "bleu-4"),
          ("identity held-out %", "identity_heldout", None), ("identity trained %", "identity_train", None),
-         ("corrections exact %", "corrections", "exact_match"), ("MCQ accuracy %", "mcq", "accuracy")]
+         ("corrections exact %", "corrections", "exact_match"), ("MCQ accuracy %", "mcq", "accuracy"),
+         ("👍/👎 margin (nats)", "preference", "margin")]
 
 
 @dataclass
@@ -41,7 +42,8 @@ def metrics_table(metrics: dict) -> str:
         def value(m):
             v = m.get(group)
             v = v.get(key) if isinstance(v, dict) else v
-            return f"{v:>10.2f}" if isinstance(v, (int, float)) else f"{'-':>10}"
+            digits = 3 if group == "preference" else 2
+            return f"{v:>10.{digits}f}" if isinstance(v, (int, float)) else f"{'-':>10}"
         lines.append(f"{title:<22}{value(cand)}{value(act)}")
     return "\n".join(lines)
 
@@ -60,9 +62,24 @@ def data_lines(data: dict) -> list[str]:
                                                               for reason, n in sorted(excluded.items())))
     if data.get("author_cap"):
         lines.append(author_cap_note(data["author_cap"]["share"], data["author_cap"]["authors"]))
+    if data.get("preference"):
+        lines.append(preference_line(data["preference"]))
     if "memory_coverage" in data:
         lines.append(f"team memory answers {data['memory_coverage']:.0f}% of the new records confidently")
     return lines
+
+
+def preference_line(pref: dict) -> str:
+    """The preference stage in words: labels used, held out and left out, and whether it ran."""
+    train, held = pref.get("train", {}), pref.get("heldout_split", {})
+    text = (f"👍/👎 labels: {pref['used']} used ({train.get('desirable', 0)} 👍, {train.get('undesirable', 0)} 👎), "
+            f"{pref['held_out']} held out to judge it ({held.get('desirable', 0)} 👍, {held.get('undesirable', 0)} 👎)")
+    excluded = pref.get("excluded") or {}
+    if excluded:
+        text += "; left out: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(excluded.items()))
+    if pref.get("stage"):
+        text += f"; {pref['stage']}"
+    return text
 
 
 def author_cap_note(share: float, authors: dict[str, int]) -> str:

@@ -2,9 +2,11 @@
 
     python -m secbot.feedback.learning.train_job RUN_DIR/job.json
 
-Trains the candidate adapter on the run's training mix, then answers every evaluation set with
+Trains the candidate adapter on the run's training mix (then, when the run has labelled
+completions, its preference stage), then answers every evaluation set with
 the candidate and with the active version (`model.training.evaluation`, THUDM's metrics), scores the
-optional multiple-choice exam, and writes `adapter/` and `result.json` into the run directory.
+optional multiple-choice exam and the held-out labelled completions' margin, and writes
+`adapter/` and `result.json` into the run directory.
 The parent process decides on promotion. The process dies with its parent (Linux).
 """
 
@@ -17,12 +19,12 @@ import sys
 from pathlib import Path
 
 from secbot.feedback.intake.identity import says_identity
-from secbot.feedback.learning.job import EVAL_SETS, JobSpec
+from secbot.feedback.learning.job import EVAL_SETS, PREFERENCE_HELDOUT, PREFERENCE_TRAIN, JobSpec
 from secbot.model.runtime.engine import Engine
 from secbot.model.runtime.generation import Sampling
-from secbot.model.training.evaluation import evaluate
+from secbot.model.training.evaluation import evaluate, preference_margin
 from secbot.model.training.multiple_choice import accuracy, read_questions
-from secbot.model.training.record_formats import read_records
+from secbot.model.training.record_formats import read_labelled, read_records
 from secbot.model.training.trainer import train
 
 
@@ -55,6 +57,9 @@ def evaluate_version(engine: Engine, job: JobSpec, label: str, questions) -> dic
             out[name] = metrics
     if questions:
         out["mcq"] = accuracy(engine, questions)
+    judged = read_labelled(job.data(PREFERENCE_HELDOUT))
+    if judged:
+        out["preference"] = preference_margin(engine, judged, job.train.max_source_length).to_json()
     return out
 
 
@@ -64,7 +69,7 @@ def run_job(job_file: str | Path) -> None:
     (job.dir / "worker.pid").write_text(str(os.getpid()))
     questions = read_questions(job.mcq_file) if job.mcq_file else []
     result = train(job.model_dir, _records(job.data("train")), job.adapter, job.train, _records(job.data("val")),
-                   system_prompt=job.system_prompt, progress=True)
+                   system_prompt=job.system_prompt, progress=True, labelled=read_labelled(job.data(PREFERENCE_TRAIN)))
     gc.collect()  # the trainer's copy of the base goes before the evaluator loads its own
     engine = Engine.load(job.model_dir, device=job.train.device, dtype=job.train.dtype,
                          system_prompt=job.system_prompt)

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from secbot.model.training.record_formats import Record
+from secbot.model.training.record_formats import Labelled, Record
 
 
 class FeedbackKind(str, enum.Enum):
@@ -43,6 +43,15 @@ class RecordSource(str, enum.Enum):
     CORRECTION = "correction"
     APPROVED_ANSWER = "approved_answer"
     IMPORT = "import"
+
+
+class LabelSource(str, enum.Enum):
+    """Where a labelled completion came from."""
+
+    REACTION = "reaction"  # 👍/👎 reaction on a model answer
+    BUTTON = "button"  # the answer's feedback buttons
+    CORRECTION = "correction"  # a correction: its answer desirable, the one it corrected not
+    IMPORT = "import"  # trl's preference formats through `secbot import`
 
 
 class RecordFlag(str, enum.Enum):
@@ -149,6 +158,33 @@ class TrainingRecord:
 
 
 @dataclass(frozen=True)
+class PreferenceLabel:
+    """A completion labelled desirable (👍) or undesirable (👎), with who, when and what produced it.
+
+    `excluded` says why it never trains (identity, impostor, history); a label tied to a correction
+    (`record_id`) counts only while that record is approved; `trusted` says whether its author was a
+    trusted analyst when labelling (an untrusted author's labels count only within a share)."""
+
+    id: int
+    prompt: str
+    completion: str
+    history: tuple[tuple[str, str], ...]
+    desirable: bool
+    source: LabelSource
+    author: str | None
+    trusted: bool
+    turn_id: int | None
+    record_id: int | None
+    model_version_id: int | None
+    reason: DownReason | None
+    excluded: str | None
+    created_at: datetime
+
+    def as_labelled(self) -> Labelled:
+        return Labelled(Record(self.prompt, self.completion, self.history), self.desirable)
+
+
+@dataclass(frozen=True)
 class MemoryUsage:
     """How a record does as a team answer: how often it answered, and what analysts said."""
 
@@ -166,6 +202,7 @@ class Snapshot:
     content_hash: str
     excluded: dict
     created_at: datetime
+    label_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

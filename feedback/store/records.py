@@ -59,7 +59,8 @@ def _entity(row: RecordRow) -> TrainingRecord:
 
 
 def _snapshot(row: SnapshotRow) -> Snapshot:
-    return Snapshot(row.id, tuple(row.record_ids), row.content_hash, dict(row.excluded), row.created_at)
+    return Snapshot(row.id, tuple(row.record_ids), row.content_hash, dict(row.excluded), row.created_at,
+                    tuple(row.label_ids or ()))
 
 
 class Records:
@@ -78,19 +79,22 @@ class Records:
             row = self._insert(s, [new])[0]
             return _entity(row), True
 
-    def add_many(self, items: Sequence[NewRecord], batch: int = 1000) -> tuple[int, int]:
-        """Store many records in one transaction (imports); returns (added, duplicates)."""
+    def add_many(self, items: Sequence[NewRecord], batch: int = 1000,
+                 session: Session | None = None) -> tuple[int, int]:
+        """Store many records in one transaction (imports; `session`: the caller's); (added, duplicates)."""
+        if session is None:
+            with self.db.session() as s:
+                return self.add_many(items, batch, s)
         added = 0
-        with self.db.session() as s:
-            for start in range(0, len(items), batch):
-                chunk: dict[str, NewRecord] = {}
-                for new in items[start:start + batch]:
-                    chunk.setdefault(records_hash([new.record]), new)
-                known = set(s.scalars(select(RecordRow.content_hash).where(
-                    RecordRow.content_hash.in_(list(chunk)))))
-                fresh = [new for digest, new in chunk.items() if digest not in known]
-                self._insert(s, fresh)
-                added += len(fresh)
+        for start in range(0, len(items), batch):
+            chunk: dict[str, NewRecord] = {}
+            for new in items[start:start + batch]:
+                chunk.setdefault(records_hash([new.record]), new)
+            known = set(session.scalars(select(RecordRow.content_hash).where(
+                RecordRow.content_hash.in_(list(chunk)))))
+            fresh = [new for digest, new in chunk.items() if digest not in known]
+            self._insert(session, fresh)
+            added += len(fresh)
         return added, len(items) - added
 
     def _insert(self, s: Session, items: Sequence[NewRecord]) -> list[RecordRow]:
@@ -251,10 +255,12 @@ class Records:
             return counts
 
     # -- snapshots -------------------------------------------------------------------------------
-    def create_snapshot(self, records: Sequence[TrainingRecord], excluded: dict) -> Snapshot:
-        """Freeze `records` (in order) as an immutable snapshot; `excluded` says what was left out."""
+    def create_snapshot(self, records: Sequence[TrainingRecord], excluded: dict,
+                        label_ids: Sequence[int] = ()) -> Snapshot:
+        """Freeze `records` (in order) as an immutable snapshot; `excluded` says what was left out,
+        `label_ids` the labelled completions its preference stage uses."""
         with self.db.session() as s:
-            row = SnapshotRow(record_ids=[r.id for r in records],
+            row = SnapshotRow(record_ids=[r.id for r in records], label_ids=list(label_ids),
                               content_hash=records_hash(r.as_record() for r in records), excluded=excluded)
             s.add(row)
             s.flush()

@@ -1,7 +1,8 @@
-"""The feedback store: one database, four repositories by aggregate.
+"""The feedback store: one database, five repositories by aggregate.
 
     store.conversations  threads, turns, answer messages, feedback   (feedback.store.conversations)
     store.records        training records, snapshots, team memory    (feedback.store.records)
+    store.labels         labelled completions (👍/👎, pairs)          (feedback.store.labels)
     store.runs           training runs, model versions, locks        (feedback.store.runs)
     store.events         Slack event ids already handled             (feedback.store.events)
 
@@ -16,6 +17,7 @@ import logging
 from secbot.feedback.store.conversations import Conversations
 from secbot.feedback.store.db import Database
 from secbot.feedback.store.events import Events
+from secbot.feedback.store.labels import Labels
 from secbot.feedback.store.memory_index import TeamMemory
 from secbot.feedback.store.records import Records
 from secbot.feedback.store.runs import Runs
@@ -37,6 +39,7 @@ class Store:
             upgrade(self.db)
         self.conversations = Conversations(self.db)
         self.records = Records(self.db, TeamMemory(self.db, embedder, calibration_questions))
+        self.labels = Labels(self.db)
         self.runs = Runs(self.db)
         self.events = Events(self.db)
         self.memory = self.records.memory

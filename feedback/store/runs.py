@@ -131,8 +131,15 @@ class Runs:
 
     def trained_record_ids(self) -> set[int]:
         """Record ids the active version was trained on (empty when none was trained)."""
+        return self._active_snapshot(SnapshotRow.record_ids)
+
+    def trained_label_ids(self) -> set[int]:
+        """Labelled completions the active version's preference stage learned from."""
+        return self._active_snapshot(SnapshotRow.label_ids)
+
+    def _active_snapshot(self, column) -> set[int]:
         with self.db.reading() as s:
-            ids = s.scalar(select(SnapshotRow.record_ids).join(RunRow, RunRow.snapshot_id == SnapshotRow.id)
+            ids = s.scalar(select(column).join(RunRow, RunRow.snapshot_id == SnapshotRow.id)
                            .join(VersionRow, VersionRow.run_id == RunRow.id)
                            .where(VersionRow.status == VersionStatus.ACTIVE))
             return set(ids or ())

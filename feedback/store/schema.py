@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -26,6 +27,7 @@ from secbot.feedback.store.entities import (
     DownReason,
     FeedbackKind,
     FeedbackSource,
+    LabelSource,
     RecordSource,
     RecordStatus,
     RunState,
@@ -148,6 +150,29 @@ class RecordRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class LabelRow(Base):
+    """A completion labelled desirable or undesirable (`entities.PreferenceLabel`)."""
+
+    __tablename__ = "preference_labels"
+    __table_args__ = (Index("ix_preference_labels_turn", "turn_id", "author_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    completion: Mapped[str] = mapped_column(Text)
+    history: Mapped[list] = mapped_column(JSON, default=list)
+    desirable: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[LabelSource] = mapped_column(str_enum(LabelSource))
+    author_id: Mapped[str | None] = mapped_column(String(64))
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id"))
+    record_id: Mapped[int | None] = mapped_column(ForeignKey("training_records.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    reason: Mapped[DownReason | None] = mapped_column(str_enum(DownReason))
+    excluded: Mapped[str | None] = mapped_column(String(32))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class MemoryDocRow(Base):
     """A record in the team memory: its question key (for superseding) and weighted terms."""
 
@@ -213,6 +238,7 @@ class SnapshotRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     record_ids: Mapped[list] = mapped_column(JSON)
+    label_ids: Mapped[list] = mapped_column(JSON, default=list)  # the preference stage's labels
     content_hash: Mapped[str] = mapped_column(String(64))
     excluded: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

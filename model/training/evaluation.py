@@ -107,3 +107,17 @@ def evaluate(engine, records, out_dir: str | Path | None = None, batch_size: int
         write_predictions(out / PREDICTIONS_FILE, preds, labels)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics, preds
+
+
+def preference_margin(engine, examples: Sequence, max_length: int = 256):
+    """The margin (`model.training.preference.margin`) of the engine's active version on
+    labelled completions, encoded as training encodes them."""
+    from secbot.model.training.preference import margin
+    from secbot.model.training.trainer import TrainConfig, collate, encode
+
+    config = TrainConfig(max_source_length=max_length, max_target_length=max_length)
+    encoded = [encode(x.record, engine.prompts, config) for x in examples]
+    pad = engine.tokenizer.pad_token_id
+    with engine._lock:
+        return margin(engine.adapters.model(), encoded, [x.desirable for x in examples],
+                      lambda batch: collate(batch, pad, engine.device))

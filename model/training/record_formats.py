@@ -1,10 +1,14 @@
 """Training records: THUDM's `ptuning` format `{prompt, response, history: [[q, a], ...]}`, and
 the chat format of GLM-4's fine-tuning scripts and OpenAI's chat JSONL,
-`{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...]}`.
+`{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...]}`;
+and labelled completions in trl's preference formats: unpaired `{"prompt", "completion", "label"}`
+and paired `{"prompt", "chosen", "rejected"}` (a pair is one desirable and one undesirable
+completion), each as text or as chat messages (`prompt` a list of messages, the completions lists
+of assistant messages; a pair without `prompt` has whole conversations that share it).
 
 Reads a JSON-lines file (THUDM's `.json` is one record per line; `.jsonl` the same) or a JSON
-array; each record's format is told by its keys (`messages`, or the prompt column), so a file
-may mix them. Column names are flags, so ADGEN's `content`/`summary` reads too. A `system`
+array; each line's format is told by its keys (`messages`, `completion` with `label`, `chosen`
+with `rejected`, or the prompt column), so a file may mix them. Column names are flags, so ADGEN's `content`/`summary` reads too. A `system`
 message is not part of a record: secbot's configured system prompt (its identity) is used.
 """
 
@@ -52,10 +56,27 @@ class Record:
         return out
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """A completion someone judged: trl's unpaired example. `record.response` is the completion."""
+
+    record: Record
+    desirable: bool
+
+    def to_json(self) -> dict:
+        """trl's unpaired format: text where there is no history, chat messages where there is."""
+        r = self.record
+        if not r.history:
+            return {"prompt": r.prompt, "completion": r.response, "label": self.desirable}
+        return {"prompt": to_messages(r.prompt, r.history), "completion": [{"role": "assistant", "content": r.response}],
+                "label": self.desirable}
+
+
 @dataclass
 class ReadResult:
     records: list[Record]
     skipped: list[RecordError] = field(default_factory=list)
+    labelled: list[Labelled] = field(default_factory=list)
 
 
 def _no_surrogates(value: str) -> str:
@@ -127,6 +148,57 @@ def parse_messages(messages) -> Record:
         if not text.strip():
             raise ValueError(f"the {name} of the last turn must not be empty")
     return Record(talk.query, talk.answer, talk.history)
+
+
+def _text(value: str, name: str) -> str:
+    try:
+        return _not_blank(_no_surrogates(value))
+    except ValueError as exc:
+        raise ValueError(f"'{name}' {exc}") from None
+
+
+def _completion(value, name: str) -> list[dict] | str:
+    if isinstance(value, str):
+        return _text(value, name)
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        return value
+    raise ValueError(f"'{name}' must be a non-empty string or a list of assistant messages")
+
+
+def _judged(prompt, completion, name: str) -> Record:
+    """One prompt and completion of a preference example, either as text or as messages."""
+    completion = _completion(completion, name)
+    if prompt is None:  # an implicit prompt: the completion is the whole conversation
+        if isinstance(completion, str):
+            raise ValueError(f"'prompt' is missing: give it, or '{name}' as a whole conversation of messages")
+        return parse_messages(completion)
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return Record(_text(prompt, "prompt"), completion)
+    prompt_msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    answer_msgs = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
+    if not isinstance(prompt_msgs, list):
+        raise ValueError("'prompt' must be a non-empty string or a list of messages")
+    return parse_messages(prompt_msgs + answer_msgs)
+
+
+def parse_labelled(obj: dict) -> list[Labelled]:
+    """An unpaired `{prompt, completion, label}` or paired `{prompt, chosen, rejected}` line."""
+    if "chosen" in obj or "rejected" in obj:
+        if "chosen" not in obj or "rejected" not in obj:
+            raise ValueError("a paired preference needs both 'chosen' and 'rejected'")
+        chosen, rejected = (_judged(obj.get("prompt"), obj[k], k) for k in ("chosen", "rejected"))
+        if (chosen.prompt, chosen.history) != (rejected.prompt, rejected.history):
+            raise ValueError("'chosen' and 'rejected' must answer the same conversation")
+        return [Labelled(chosen, True), Labelled(rejected, False)]
+    label = obj.get("label")
+    if not isinstance(label, bool):
+        raise ValueError("'label' must be true (desirable) or false (undesirable)")
+    return [Labelled(_judged(obj.get("prompt"), obj.get("completion"), "completion"), label)]
+
+
+def is_labelled(obj) -> bool:
+    """The line is a preference example (trl's formats), not a training record."""
+    return isinstance(obj, dict) and ("chosen" in obj or "rejected" in obj or "completion" in obj)
 
 
 def parse_record(obj, columns: Columns = Columns()) -> Record:
@@ -201,8 +273,10 @@ def _values_with_lines(path: Path) -> Iterator[tuple[int, object]]:
         yield line, value
 
 
-def read_records(path: str | Path, columns: Columns = Columns(), skip_bad: bool = False) -> ReadResult:
-    """All records of `path`; a bad one raises RecordError unless `skip_bad` collects it."""
+def read_records(path: str | Path, columns: Columns = Columns(), skip_bad: bool = False,
+                 labelled: bool = False) -> ReadResult:
+    """All records of `path` (and, with `labelled`, its preference examples); a bad line raises
+    RecordError unless `skip_bad` collects it."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file. Give a .json/.jsonl file of THUDM-format or chat "
@@ -216,13 +290,19 @@ def read_records(path: str | Path, columns: Columns = Columns(), skip_bad: bool 
         try:
             if isinstance(value, Exception):
                 raise value
-            result.records.append(parse_record(value, columns))
+            if not is_labelled(value):
+                result.records.append(parse_record(value, columns))
+            elif labelled:
+                result.labelled.extend(parse_labelled(value))
+            else:
+                raise ValueError("a preference example (trl's prompt/completion/label or prompt/chosen/"
+                                 "rejected) where training records are expected; `secbot import` takes both")
         except ValueError as exc:
             error = RecordError(path, line, str(exc))
             if not skip_bad:
                 raise error from None
             result.skipped.append(error)
-    if not result.records:
+    if not result.records and not result.labelled:
         raise ModelError(f"{path}: no usable records (skipped {len(result.skipped)}).")
     return result
 
@@ -244,6 +324,24 @@ def write_records(path: str | Path, records: Iterable[Record], format: str = "th
             fh.write(json.dumps(value, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def write_labelled(path: str | Path, examples: Iterable[Labelled]) -> int:
+    """JSON lines in trl's unpaired format (`KTOTrainer`'s dataset); returns the count."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for example in examples:
+            fh.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def read_labelled(path: str | Path) -> list[Labelled]:
+    """The preference examples of a file `write_labelled` wrote (or any in trl's formats)."""
+    path = Path(path)
+    if not path.is_file() or not path.stat().st_size:
+        return []
+    return read_records(path, labelled=True).labelled
 
 
 def records_hash(records: Iterable[Record]) -> str:

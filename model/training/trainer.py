@@ -36,8 +36,10 @@ import torch
 from secbot.model.errors import TrainingError
 from secbot.model.runtime.loading import LoadedModel, load_base
 from secbot.model.runtime.prompting import PromptBuilder
+from secbot.model.training import preference as kto
 from secbot.model.training.methods import METHODS, LoraMethodConfig, PTuningConfig
-from secbot.model.training.record_formats import Record, records_hash
+from secbot.model.training.preference import PreferenceConfig
+from secbot.model.training.record_formats import Labelled, Record, records_hash
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,29 @@ def read_loss_log(out_dir: str | Path) -> list[dict]:
             return []
     return []
 STATE_FILE = "trainer_state.pt"
+
+
+def read_loss_log_file(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class swapped:
+    """Within the block, `params` hold `values` (the reference weights); outside, their own."""
+
+    def __init__(self, params: dict, values: dict):
+        self.params, self.values = params, values
+
+    def __enter__(self):
+        self.saved = {name: p.detach().clone() for name, p in self.params.items()}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.values[name])
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.saved[name])
+        return False
 # Attention and MLP projections per architecture; PEFT's own table covers the rest.
 @dataclass
 class SharedKnobs:
@@ -96,6 +121,7 @@ class TrainConfig(SharedKnobs):
 
     ptuning: PTuningConfig = field(default_factory=PTuningConfig)
     lora: LoraMethodConfig = field(default_factory=LoraMethodConfig)
+    stage: PreferenceConfig = field(default_factory=PreferenceConfig)  # the preference stage
 
     @classmethod
     def of(cls, **knobs) -> "TrainConfig":
@@ -103,16 +129,17 @@ class TrainConfig(SharedKnobs):
         `batch_size`); names that are no knob are ignored."""
         def pick(kind):
             return {f.name: knobs[f.name] for f in fields(kind) if f.name in knobs}
-        return cls(**pick(SharedKnobs), ptuning=PTuningConfig(**pick(PTuningConfig)), lora=LoraMethodConfig(**pick(LoraMethodConfig)))
+        return cls(**pick(SharedKnobs), ptuning=PTuningConfig(**pick(PTuningConfig)),
+                   lora=LoraMethodConfig(**pick(LoraMethodConfig)), stage=PreferenceConfig(**pick(PreferenceConfig)))
 
     @property
     def method_config(self) -> PTuningConfig | LoraMethodConfig:
         return getattr(self, self.method)
 
     def flat(self) -> dict:
-        """The shared knobs and the chosen method's, as one record of the run."""
+        """The shared knobs, the chosen method's and the preference stage's, as one record of the run."""
         shared = {f.name: getattr(self, f.name) for f in fields(SharedKnobs)}
-        return shared | asdict(self.method_config)
+        return shared | asdict(self.method_config) | asdict(self.stage)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else self.method_config.default_lr
@@ -133,6 +160,7 @@ class TrainConfig(SharedKnobs):
         if self.max_target_length < 2:
             raise TrainingError("max_target_length must leave room for one token and EOS")
         self.method_config.validate()
+        self.stage.validate()
 
 
 @dataclass
@@ -215,11 +243,14 @@ def plot_loss(loss_log: Path, out_png: Path) -> None:
     entries = [json.loads(line) for line in loss_log.read_text().splitlines() if line.strip()]
     train = [(e["step"], e["loss"]) for e in entries if "loss" in e]
     val = [(e["step"], e["val_loss"]) for e in entries if "val_loss" in e]
+    preference = [(e["step"], e["kto_loss"]) for e in entries if "kto_loss" in e]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     if train:
         ax.plot(*zip(*train), label="train loss")
     if val:
         ax.plot(*zip(*val), "o-", label="validation loss")
+    if preference:
+        ax.plot(*zip(*preference), label="KTO loss (preference stage)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -235,17 +266,20 @@ class Trainer:
     def __init__(self, model_dir: str | Path | LoadedModel, records: Sequence[Record], out_dir: str | Path,
                  config: TrainConfig, val_records: Sequence[Record] = (), *,
                  system_prompt: str | None = None, restart: bool = False, progress: bool = True,
-                 on_log: Callable[[dict], None] | None = None):
+                 on_log: Callable[[dict], None] | None = None, labelled: Sequence[Labelled] = ()):
+        """`labelled`: completions for the preference stage (used with `config.stage.preference`)."""
         config.validate()
         self.config = config
         self.records = list(records)
+        self.labelled = list(labelled) if config.stage.preference == "kto" else []
         self.val_records = list(val_records)
         self.out = Path(out_dir).expanduser()
         self.work = work_dir(self.out)
         self.progress = progress
         self.on_log = on_log
-        if not self.records:
-            raise TrainingError("no training records")
+        if not self.records and not self.labelled:
+            raise TrainingError("no training records" + (" and no labelled completions for the preference stage"
+                                                          if config.stage.preference == "kto" else ""))
         if self.out.exists():
             raise TrainingError(f"{self.out} already exists; choose a new --out or remove it")
         if restart and self.work.exists():
@@ -255,7 +289,9 @@ class Trainer:
             model_dir, device=config.device, dtype=config.dtype)
         self.builder = PromptBuilder(self.loaded.tokenizer, system_prompt)
         self.data_hash = records_hash(self.records)
-        self.identity = {"method": config.method, "data_hash": self.data_hash,
+        self.labels_hash = records_hash(Record(x.record.prompt, x.record.response + f"\x00{x.desirable:d}",
+                                               x.record.history) for x in self.labelled)
+        self.identity = {"method": config.method, "data_hash": self.data_hash, "labels_hash": self.labels_hash,
                          "base_model": str(self.loaded.path), "seed": config.seed,
                          "batch_size": config.batch_size, "grad_accum": config.grad_accum}
 
@@ -264,7 +300,7 @@ class Trainer:
         found = sorted(self.work.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
         return found[-1] if found else None
 
-    def _save_checkpoint(self, model, optimizer, scheduler, step: int) -> None:
+    def _save_checkpoint(self, model, optimizer, scheduler, step: int, reference: dict | None = None) -> None:
         final = self.work / f"checkpoint-{step}"
         tmp = self.work / f"checkpoint-{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -274,7 +310,8 @@ class Trainer:
         trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         torch.save({"step": step, "identity": self.identity, "trainable": trainable,
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
+                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                    "reference": reference},
                    tmp / STATE_FILE)
         os.replace(tmp, final)
         for old in self.work.glob("checkpoint-*[0-9]"):
@@ -309,15 +346,16 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate(),
                                       weight_decay=self.config.weight_decay)
-        total = self.config.total_steps(len(self.records))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total))
+        total = self.config.total_steps(len(self.records)) if self.records else 0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(total, 1)))
         step = 0
         if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            if state.get("reference") is None:  # within the supervised stage
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
             step = state["step"]
-        return model, optimizer, scheduler, step, total
+        return model, optimizer, scheduler, step, total, state
 
     # -- the loop ----------------------------------------------------------------------------
     def _autocast(self):
@@ -354,7 +392,8 @@ class Trainer:
         cfg = self.config
         self.work.mkdir(parents=True, exist_ok=True)
         encoded = [encode(r, self.builder, cfg) for r in self.records]
-        model, optimizer, scheduler, step, total = self._prepare()
+        model, optimizer, scheduler, step, total, state = self._prepare()
+        preference_total = self.config.stage.steps(len(self.labelled)) if self.labelled else 0
         start_step = step
         loss_log = self.work / LOSS_LOG
         if loss_log.exists():  # drop entries written after the checkpoint we resume from
@@ -366,7 +405,7 @@ class Trainer:
         started = time.perf_counter()
         window_loss, window_tokens, run_tokens = 0.0, 0, 0
         window_start = started
-        bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", unit="step",
+        bar = tqdm(total=total + preference_total, initial=step, desc=f"train {cfg.method}", unit="step",
                    disable=not self.progress, dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30)
         try:
@@ -398,18 +437,88 @@ class Trainer:
                     window_loss, window_tokens, window_start = 0.0, 0, now
                 if step % cfg.save_steps == 0 and step < total:
                     self._save_checkpoint(model, optimizer, scheduler, step)
+            if self.labelled:
+                stage_tokens, preference = self._preference_stage(model, step, total, preference_total, state, bar)
+                run_tokens += stage_tokens
+                step = total + preference_total
         finally:
             bar.close()
         elapsed = time.perf_counter() - started
         metrics = {"train_loss": self._last_loss()}
+        if self.labelled:
+            metrics["preference"] = preference
         if self.val_records:
             metrics["val_loss"] = round(self.evaluate_loss(model, self.val_records), 6)
             self._log({"step": step, "val_loss": metrics["val_loss"]})
         return self._finish(model, step, start_step, elapsed, run_tokens, metrics)
 
+    # -- the preference stage (`model.training.preference`) ----------------------------------
+    def _preference_stage(self, model, step: int, sft_total: int, total: int, state, bar) -> tuple[int, dict]:
+        """KTO steps sft_total+1 .. sft_total+total on the labelled completions; returns (tokens
+        seen, what the stage did). The reference is the trainable weights as the stage begins."""
+        cfg, stage = self.config, self.config.stage
+        encoded = [encode(x.record, self.builder, cfg) for x in self.labelled]
+        desirable = torch.tensor([x.desirable for x in self.labelled], device=self.loaded.device)
+        n_desirable = int(desirable.sum())
+        weights = kto.class_weights(n_desirable, len(self.labelled) - n_desirable)
+        params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        resumed = state is not None and state.get("reference") is not None
+        reference = ({name: t.to(self.loaded.device) for name, t in state["reference"].items()} if resumed
+                     else {name: p.detach().clone() for name, p in params.items()})
+        optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate() * stage.preference_lr_scale,
+                                      weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total))
+        if resumed:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        order = DataOrder(len(encoded), stage.preference_batch_size, cfg.seed + 1)
+        pad = self.loaded.tokenizer.pad_token_id
+
+        def batch_of(examples):
+            return collate(examples, pad, self.loaded.device)
+
+        done, tokens, window, window_start = max(0, step - sft_total), 0, [], time.perf_counter()
+        while done < total:
+            idx = order.batch(done)
+            matched, shifted = batch_of([encoded[i] for i in idx]), batch_of(kto.mismatched([encoded[i] for i in idx]))
+            with torch.no_grad(), self._autocast():
+                with swapped(params, reference):
+                    ref, _ = kto.completion_logps(model, **matched)
+                    ref_kl, _ = kto.completion_logps(model, **shifted)
+                policy_kl, _ = kto.completion_logps(model, **shifted)
+            with self._autocast():
+                policy, _ = kto.completion_logps(model, **matched)
+                loss, z0 = kto.kto_loss(policy, ref, policy_kl, ref_kl, desirable[idx], beta=stage.preference_beta,
+                                        weights=weights)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done += 1
+            bar.update(1)
+            n_tokens = sum(len(encoded[i][0]) for i in idx)
+            tokens += n_tokens
+            window.append((loss.detach(), z0, n_tokens))
+            if done % cfg.logging_steps == 0 or done == total:
+                now = time.perf_counter()
+                entry = {"step": sft_total + done, "stage": "preference",
+                         "kto_loss": round(float(sum(w[0] for w in window)) / len(window), 6),
+                         "kl": round(float(sum(w[1] for w in window)) / len(window), 6),
+                         "lr": scheduler.get_last_lr()[0],
+                         "tokens_per_s": round(sum(w[2] for w in window) / max(now - window_start, 1e-9), 1)}
+                self._log(entry)
+                bar.set_postfix(kto_loss=f"{entry['kto_loss']:.4f}")
+                window, window_start = [], now
+            if (sft_total + done) % cfg.save_steps == 0 and done < total:
+                self._save_checkpoint(model, optimizer, scheduler, sft_total + done,
+                                      reference={k: v.cpu() for k, v in reference.items()})
+        entries = [e for e in read_loss_log_file(self.work / LOSS_LOG) if "kto_loss" in e]
+        return tokens, {"labels": len(encoded), "desirable": n_desirable, "undesirable": len(encoded) - n_desirable,
+                        "weights": [round(w, 4) for w in weights], "steps": total,
+                        "beta": stage.preference_beta, "final_kto_loss": entries[-1]["kto_loss"] if entries else None}
+
     def _last_loss(self) -> float | None:
-        lines = [json.loads(l) for l in (self.work / LOSS_LOG).read_text().splitlines() if l.strip()]
-        losses = [e["loss"] for e in lines if "loss" in e]
+        losses = [e["loss"] for e in read_loss_log_file(self.work / LOSS_LOG) if "loss" in e]
         return losses[-1] if losses else None
 
     def _finish(self, model, step, start_step, elapsed, tokens, metrics) -> TrainResult:
@@ -425,7 +534,8 @@ class Trainer:
             "system_prompt": self.builder.system_prompt,
             "hyperparameters": self.config.flat() | {"lr": self.config.learning_rate()},
             "data": {"records": len(self.records), "sha256": self.data_hash,
-                     "val_records": len(self.val_records)},
+                     "val_records": len(self.val_records), "labelled": len(self.labelled),
+                     "labelled_sha256": self.labels_hash},
             "steps": step, "resumed_from_step": start_step or None,
             "train_seconds": round(elapsed, 2),
             "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
