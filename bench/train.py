@@ -1,8 +1,15 @@
-"""Training throughput and peak memory: secbot's trainer vs a plain transformers Trainer + PEFT.
+"""Training throughput and peak memory: secbot's trainer vs a plain transformers Trainer + PEFT,
+and its preference stage (KTO) vs trl's `KTOTrainer` + PEFT LoRA on the same labelled completions.
 
     python bench/train.py                                   # tiny model, CPU
     python bench/train.py --model DIR --device cuda --seq-len 512
     python bench/train.py --random glm-4-9b --device cuda --seq-len 512 --batch-size 4
+    python bench/train.py --stage preference                # KTO: secbot vs trl (LoRA), secbot P-tuning
+    python bench/train.py --stage preference --random glm-4-9b --device cuda --seq-len 512 --batch-size 4
+
+In the preference stage both sides compute, per step, the policy and the reference (a frozen copy
+of the adapter) on the matched and the mismatched (KL) completions; tokens/s counts the matched
+sequences' tokens. trl documents KTO with LoRA only, so P-tuning runs on secbot's side alone.
 
 Each (method, implementation) runs in its own process on the same encoded records (all of one
 length, so both see the same tokens), so peak memory is per run: GPU peak allocation on CUDA,
@@ -27,7 +34,7 @@ from common import add_model_args, random_glm4_9b, sync  # noqa: E402
 
 from secbot.model.runtime.loading import load_base  # noqa: E402
 from secbot.model.runtime.tiny import build_tiny_model, corpus_lines  # noqa: E402
-from secbot.model.training.record_formats import Record  # noqa: E402
+from secbot.model.training.record_formats import Labelled, Record  # noqa: E402
 from secbot.model.training.trainer import TrainConfig, Trainer, encode, peft_config_for  # noqa: E402
 
 
@@ -62,6 +69,8 @@ def child(args) -> dict:
     def note_peak(*_args, **_kwargs):
         loop_peak["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    if args.stage == "preference":
+        return preference_child(args, loaded, records, out, note_peak, loop_peak)
     if args.impl == "secbot":
         trainer = Trainer(loaded, records, out, config, progress=False, on_log=note_peak)
         tokens = len(encode(records[0], trainer.builder, config)[0])
@@ -72,6 +81,49 @@ def child(args) -> dict:
     total_tokens = tokens * args.batch_size * args.grad_accum * args.steps
     return {"method": args.method, "impl": args.impl, "tokens_per_s": total_tokens / elapsed,
             "peak_gib": peak / 2**30, "seq_len": tokens, "seconds": elapsed}
+
+
+def preference_child(args, loaded, records, out, note_peak, loop_peak) -> dict:
+    """One preference stage of `args.steps` steps on 2 x batch labelled completions (half 👍)."""
+    examples = [Labelled(r, i % 2 == 0) for i, r in enumerate(records)]
+    config = TrainConfig.of(method=args.method, pre_seq_len=args.pre_seq_len, lr=1e-4, preference="kto",
+                            preference_batch_size=args.batch_size, preference_epochs=args.steps / 2,
+                            logging_steps=args.steps, save_steps=10**9,
+                            max_source_length=args.seq_len, max_target_length=args.seq_len)
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if args.impl == "secbot":
+        trainer = Trainer(loaded, [], out, config, progress=False, on_log=note_peak, labelled=examples)
+        tokens = sum(len(encode(x.record, trainer.builder, config)[0]) for x in examples) / len(examples)
+        elapsed = trainer.run().metadata["train_seconds"]
+    else:
+        tokens, elapsed = trl_kto(loaded, examples, config, out, note_peak, args.steps)
+    peak = torch.cuda.max_memory_allocated() if loaded.device.type == "cuda" else loop_peak["rss"]
+    return {"method": args.method, "impl": args.impl, "tokens_per_s": tokens * args.batch_size * args.steps / elapsed,
+            "peak_gib": peak / 2**30, "seq_len": round(tokens), "seconds": elapsed}
+
+
+def trl_kto(loaded, examples, config, out, at_end, steps):
+    """The baseline: trl's KTOTrainer on a PEFT LoRA model (its documented setup), same batches."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from trl import KTOConfig, KTOTrainer
+
+    rows = [{"prompt": [{"role": "user", "content": x.record.prompt}],
+             "completion": [{"role": "assistant", "content": x.record.response}], "label": x.desirable}
+            for x in examples]
+    model = get_peft_model(loaded.model, peft_config_for(config, loaded.model))
+    cuda = loaded.device.type == "cuda"
+    clock = loop_clock_class()(loaded.device, at_end)
+    targs = KTOConfig(output_dir=str(out), per_device_train_batch_size=config.stage.preference_batch_size,
+                      max_steps=steps, learning_rate=config.learning_rate(), logging_steps=steps,
+                      save_strategy="no", report_to=[], bf16=cuda, use_cpu=not cuda, disable_tqdm=True,
+                      beta=config.stage.preference_beta, max_length=2 * config.max_source_length)
+    trainer = KTOTrainer(model=model, args=targs, train_dataset=Dataset.from_list(rows),
+                         processing_class=loaded.tokenizer, callbacks=[clock])
+    tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in trainer.train_dataset) / len(rows)
+    trainer.train()
+    return tokens, clock.end - clock.start
 
 
 def loop_clock_class():
@@ -143,6 +195,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--pre-seq-len", type=int, default=128)
     parser.add_argument("--methods", default="ptuning,lora")
+    parser.add_argument("--stage", choices=["supervised", "preference"], default="supervised",
+                        help="which stage to measure: the supervised steps, or the KTO preference stage")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -158,9 +212,12 @@ def main() -> None:
     print(f"model {args.model or args.random}  device {args.device}  seq {args.seq_len}  "
           f"batch {args.batch_size}x{args.grad_accum}  steps {args.steps}")
     on_gpu = args.device.startswith("cuda")
+    baseline = "trl" if args.stage == "preference" else "hf"
+    print(f"stage {args.stage}: secbot vs {'trl KTOTrainer + PEFT' if baseline == 'trl' else 'transformers Trainer + PEFT'}")
     for method in args.methods.split(","):
         results = {}
-        for impl in ("hf", "secbot"):
+        impls = ("secbot",) if baseline == "trl" and method != "lora" else (baseline, "secbot")
+        for impl in impls:
             r = run_child(base, method, impl)
             if r and not on_gpu:
                 # Peak RSS from a second run whose large buffers are mmap'd and returned when
@@ -176,8 +233,9 @@ def main() -> None:
             print(f"{method:8} {impl:7} {r['tokens_per_s']:10.1f} tokens/s  peak {r['peak_gib']:.2f} GiB"
                   f"  ({r['seconds']:.1f} s, {r['seq_len']} tokens/record)")
         if len(results) == 2:
-            print(f"{method:8} secbot/baseline: {results['secbot']['tokens_per_s'] / results['hf']['tokens_per_s']:.2f}x "
-                  f"tokens/s, {results['secbot']['peak_gib'] / results['hf']['peak_gib']:.2f}x peak memory")
+            print(f"{method:8} secbot/baseline: "
+                  f"{results['secbot']['tokens_per_s'] / results[baseline]['tokens_per_s']:.2f}x "
+                  f"tokens/s, {results['secbot']['peak_gib'] / results[baseline]['peak_gib']:.2f}x peak memory")
 
 
 if __name__ == "__main__":

@@ -312,3 +312,32 @@ def test_the_gate_refuses_a_candidate_whose_heldout_margin_fell():
     assert decide(metrics(0.30), metrics(0.25), GateConfig()).passed
     no_labels = metrics(None)
     assert decide(no_labels, no_labels, GateConfig()).passed  # nothing held out: nothing to judge
+
+
+def test_a_preference_stage_interrupted_mid_way_resumes_with_its_reference_and_ends_as_an_unbroken_one(tiny_dir,
+                                                                                                       tmp_path):
+    from safetensors.torch import load_file
+
+    records = [Record("What is phishing?", "Phishing is a social engineering attack.")] * 4
+    config = TrainConfig.of(max_steps=6, batch_size=4, grad_accum=1, logging_steps=1, save_steps=4,
+                            preference="kto", preference_epochs=2, preference_batch_size=4)  # 10 stage steps
+    examples = labelled(TRAIN_QUESTIONS)
+    unbroken = train(tiny_dir, records, tmp_path / "unbroken", config, labelled=examples, progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_the_stage(entry):
+        if entry.get("stage") == "preference" and entry["step"] == 14:
+            raise Crash
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Crash):  # after the stage's step-12 checkpoint
+        train(tiny_dir, records, out, config, labelled=examples, progress=False, on_log=crash_in_the_stage)
+    resumed = train(tiny_dir, records, out, config, labelled=examples, progress=False)
+    assert resumed.metadata["resumed_from_step"] == 12 and resumed.metadata["steps"] == 16
+    a, b = (load_file(r.adapter_dir / "adapter_model.safetensors") for r in (unbroken, resumed))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+    steps = [json.loads(line)["step"] for line in (out / "loss.jsonl").read_text().splitlines()
+             if "kto_loss" in json.loads(line)]
+    assert steps == list(range(7, 17))
