@@ -9,12 +9,13 @@ false positives on ordinary security text.
     secret is gone; a detect-secrets payload when anything in it was redacted.
 (b) `data/redaction_cases.json` "paste": credentials as analysts paste them, English and Chinese.
 (c) `data/redaction_cases.json` "ordinary": lines that must come through unchanged.
-(d) `data/redaction_round2.json`: pasted credentials and ordinary lines (shell history, tool
-    output, configs, cloud logs, detections, infrastructure code, prose), each case split into a
-    tuning and a held-out half when the file was written. Rules are chosen on the tuning half; the
-    held-out half is the honest figure.
-(e) `data/redaction_fresh.json`: the first set written that way. Its held-out half was read once
-    its figures were published, so both halves are tuning material now; shown for regressions.
+(d) `data/redaction_round3.json`: pasted credentials and ordinary lines (shell history, tool
+    output, configs, application code, cloud logs, detections, infrastructure code, prose), each
+    case split into a tuning and a held-out half when the file was written. Rules are chosen on
+    the tuning half; the held-out half is the honest figure.
+(e) `data/redaction_round2.json` and (f) `data/redaction_fresh.json`: the sets written that way
+    before it. Their held-out halves were read once their figures were published, so both halves
+    are tuning material now; shown for regressions.
 Targets: (a) >= 95% of non-hex secrets, (b) >= 98%, (c) <= 1% false positives;
 (d) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
 """
@@ -22,6 +23,7 @@ Targets: (a) >= 95% of non-hex secrets, (b) >= 98%, (c) <= 1% false positives;
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import re
 import time
@@ -30,7 +32,8 @@ from pathlib import Path
 from secbot.feedback.intake.redaction import Redactor
 
 DATA = Path(__file__).parent / "data"
-SPLIT_SETS = [("(d)", "redaction_round2.json"), ("(e)", "redaction_fresh.json")]
+SPLIT_SETS = [("(d)", "redaction_round3.json"), ("(e)", "redaction_round2.json"), ("(f)", "redaction_fresh.json")]
+HELD_OUT = "(d)"  # the one set whose held-out half nobody has read
 
 
 def caught(redactor: Redactor, text: str, secret: str | None) -> bool:
@@ -42,6 +45,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--show-misses", action="store_true",
                     help="print what was missed or changed (the held-out half only as figures)")
+    ap.add_argument("--ordinary", metavar="GLOB", action="append", default=[],
+                    help="also count the lines changed in text files of your own that hold no credentials "
+                         "(a detection-rule checkout, exported logs), e.g. 'sigma/rules/**/*.yml'")
     args = ap.parse_args()
     redactor = Redactor()
     corpus = json.loads((DATA / "secret_corpus.json").read_text(encoding="utf-8"))["samples"]
@@ -93,6 +99,15 @@ def main() -> None:
               f"{len(changed)}/{len(ordinary)} "
               f"ordinary lines changed ({100 * len(changed) / len(ordinary):.1f}%)")
     print(f"speed: {1000 * elapsed / lines:.2f} ms per line ({lines} lines)")
+    for pattern in args.ordinary:
+        own = sorted({line.rstrip("\n") for path in glob.glob(pattern, recursive=True)
+                      for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+                      if line.strip()})
+        changed = [line for line in own if redactor.redact(line).text != line]
+        print(f"{pattern}: {len(changed)}/{len(own)} distinct lines changed ({100 * len(changed) / max(1, len(own)):.2f}%)")
+        if args.show_misses:
+            for line in changed:
+                print("FP (own)", repr(line[:200]), "->", repr(redactor.redact(line).text[:200]))
     worst = {"one 200k-character word": "x" * 200_000, "20k assignments": "DB_PASSWORD=" * 20_000,
              "100k mention openers": "<@" * 100_000}
     for what, text in worst.items():
@@ -109,11 +124,13 @@ def main() -> None:
         for line, out in false_positives:
             print("FP (c)", repr(line), "->", repr(out))
         for label, _ in SPLIT_SETS:
-            _, missed, _, changed = split_results[label, "tuning"]  # held-out halves are reported, not shown
+            halves = ["tuning"] if label == HELD_OUT else ["tuning", "heldout"]  # the honest half: figures only
+            missed = [c for half in halves for c in split_results[label, half][1]]
+            changed = [line for half in halves for line in split_results[label, half][3]]
             for c in missed:
-                print(f"MISS {label[:-1]}, tuning)", repr(c["text"]), "->", repr(redactor.redact(c["text"]).text))
+                print(f"MISS {label}", repr(c["text"]), "->", repr(redactor.redact(c["text"]).text))
             for line in changed:
-                print(f"FP {label[:-1]}, tuning)", repr(line), "->", repr(redactor.redact(line).text))
+                print(f"FP {label}", repr(line), "->", repr(redactor.redact(line).text))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ NOT_SECRET_GRAMMARS = [
     r"\b(?:SHA256|SHA1|SHA512|MD5):[A-Za-z0-9+/:=]{16,}",  # key and certificate fingerprints
     r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com)\s+AAAA[A-Za-z0-9+/]+={0,3}",
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",  # UUIDs
-    r"(?<![\w.-])[\w.-]+(?::\d+)?/[\w./-]+(?::\w[\w.-]{0,127})?@sha256:[0-9a-f]{64}",  # image references
+    r"(?<![\w.-])[\w.-]+(?::\d+)?(?:/[\w./-]+)?(?::\w[\w.-]{0,127})?@sha256:[0-9a-f]{64}",  # image references
     r"\b[A-Z][A-Za-z]+:[A-Za-z0-9]+/[A-Za-z0-9]+(?:[.!][A-Za-z0-9]+)*",  # GuardDuty/Defender finding types
     # host names (lower case), and the names and paths under them (`authorization.k8s.io/decision`)
     r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}(?![\w-])(?:/[\w.-]+)*",
@@ -38,16 +38,22 @@ NOT_SECRET_GRAMMARS = [
     r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
     r"(?:(?<=[\s\"'=(])|^)(?:[A-Za-z]:\\|\\\\|~/|\./|\.\./|/)[^\s\"'<>|]*",  # paths
     r"\bhttps?://[^\s\"'<>]+",  # URLs: their credentials are found by position (userinfo, query keys)
+    r"(?:\b(?:HKLM|HKCU|HKCR|HKU|HKEY_[A-Z_]+)|(?<![\w\\]))\\[\w .{}()$-]+(?:\\[\w .{}()$-]+)+\\?",  # registry/Windows paths
     r"\bhxxps?(?:\[:\]|:)//[^\s\"'<>]+|\b[\w-]+(?:\[\.\][\w-]+)+(?:/[^\s\"'<>]*)?",  # defanged indicators
     r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}:)?\d{1,5}:\d{1,5}(?:/(?:tcp|udp|sctp))?(?![\w:])",  # port mappings
     # names Kubernetes generates: deployment-<pod template hash>-<suffix>, statefulset-<n>, job-<suffix>
     r"\b[a-z0-9]+(?:-[a-z0-9]+)*-[a-z0-9]{8,10}-[a-z0-9]{5}\b",
     r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",  # e-mail addresses
+    # digests of the empty string and of an empty password: public constants, quoted to spot blanks
+    r"\b(?i:31d6cfe0d16ae931b73c59d7e0c089c0|aad3b435b51404eeaad3b435b51404ee|d41d8cd98f00b204e9800998ecf8427e"
+    r"|da39a3ee5e6b4b0d3255bfef95601890afd80709|e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855)\b",
 ]
 NOT_SECRET = re.compile("|".join(f"(?:{rx})" for rx in NOT_SECRET_GRAMMARS), re.MULTILINE)
 _GRAMMARS = [re.compile(rx) for rx in NOT_SECRET_GRAMMARS]
 # A UUID or an AWS id in a credential's own slot is that credential (`HEROKU_API_KEY=<uuid>`).
 _SLOT_GRAMMARS = [g for g in _GRAMMARS if "[0-9a-fA-F]{8}-" not in g.pattern and "AIDA" not in g.pattern]
+# Template expressions (Jinja, Helm, Go templates): what is inside names a value, it holds none.
+TEMPLATE = re.compile(r"\{\{.{0,400}?\}\}|\{%.{0,400}?%\}")
 DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
 
 PLACEHOLDER = re.compile(
@@ -63,6 +69,7 @@ FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|cr
                        r"|ps1|py|tf|tfvars|zip|gz|tgz|7z|enc|gpg|asc)$", re.IGNORECASE)
 IOC_SHAPES = [
     re.compile(r"^[0-9a-fA-F]+$"),  # hashes and other hex indicators
+    re.compile(r"^[0-9a-fA-F]+(?:[-:][0-9a-fA-F]+)+$"),  # GUIDs and their fragments, MAC addresses
     re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),  # UUIDs
     re.compile(r"^(?:bc1|tb1)[02-9ac-hj-np-z]{25,87}$"),  # bech32 bitcoin wallets
     re.compile(r"^[13][1-9A-HJ-NP-Za-km-z]{25,34}$"),  # base58 bitcoin wallets
@@ -109,20 +116,30 @@ def _b64(token: str) -> bytes | None:
 
 
 def _printable(raw: bytes) -> str | None:
+    """Readable text: UTF-8, or UTF-16-LE (PowerShell's -EncodedCommand) of ASCII; random bytes read as
+    UTF-16 are mostly printable CJK, so that reading must be ASCII."""
     for encoding in ("utf-8", "utf-16-le"):
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-        if text and sum(c.isprintable() or c in "\r\n\t" for c in text) / len(text) > 0.9:
+        readable = (lambda c: c.isprintable() or c in "\r\n\t") if encoding == "utf-8" else \
+            (lambda c: " " <= c <= "~" or c in "\r\n\t")
+        if text and sum(map(readable, text)) / len(text) > 0.9:
             return text
     return None
 
 
 def decodes_to_text(token: str) -> bool:
-    """Base64 that decodes to readable text (an encoded command or URL) is evidence, not a key."""
-    raw = _b64(token)
-    return raw is not None and _printable(raw) is not None
+    """Base64 that decodes to readable text (an encoded command or URL) is evidence, not a key; also a
+    fragment cut at any offset, as detections list them (`Yml0c2FkbWluIC90cmFuc2Zlc`: 'bitsadmin /transfe…')."""
+    body = token.strip("=")
+    for cut in range(4):
+        piece = body[cut:len(body) - (len(body) - cut) % 4]
+        raw = _b64(piece)
+        if raw is not None and _printable(raw) is not None:
+            return True
+    return False
 
 
 USER_PASS = re.compile(r"[\x21-\x39\x3b-\x7e]{1,64}:[\x21-\x7e]{3,128}")
@@ -146,13 +163,43 @@ def decoded_secret(token: str, known_format) -> str | None:
     return "encoded_token" if known_format(text) else None
 
 
+SEGMENT = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+VOWELS = set("aeiouyAEIOUY")
+
+
+CONSONANTS_RUN = re.compile(r"[b-df-hj-np-tv-xz]{5,}", re.IGNORECASE)
+
+
+def _pronounceable(segment: str) -> bool:
+    """Reads like a word: a quarter of it vowels, no five consonants in a row (`strength` passes)."""
+    vowels = sum(c in VOWELS for c in segment)
+    return vowels >= 0.25 * len(segment) and not CONSONANTS_RUN.search(segment)
+
+
+def _wordy(part: str) -> bool:
+    """A name made of words, camel-cased or not: `Operational`, `NTEventlogFile`, `UnsafeNativeMethods`."""
+    segments = SEGMENT.findall(part)
+    letters = [s for s in segments if not s.isdigit()]
+    if not letters or sum(len(s) for s in letters) < len(part) * 0.7:
+        return False
+    total = sum(len(s) for s in letters)
+    words = [s for s in letters if len(s) >= 3 and _pronounceable(s)]
+    # camelCase names carry short words too (`OraDb`, `ConvertTo`, `WScript`) beside long ones
+    short = [s for s in letters if len(s) <= 2 and (s[0].isupper() or len(words) >= 2)]
+    acronyms = [s for s in letters if s.isupper() and 3 <= len(s) <= 4 and s not in words]
+    worded = sum(map(len, words + short + acronyms))
+    return worded >= 0.85 * total and sum(map(len, words)) >= 0.6 * total and len(words) >= len(short)
+
+
 def _identifier_like(token: str) -> bool:
-    """Made of words: `acme-prod-logs-7f3a2c`, `Linux_Trojan_Mirai_1a2b3c4d`, `Log4j.Error.Log`."""
-    parts = [p for p in re.split(r"[_.\-]", token) if p]
+    """Made of words: `acme-prod-logs-7f3a2c`, `Linux_Trojan_Mirai_1a2b3c4d`, `Log4j.Error.Log`,
+    `Microsoft-Windows-Sysmon/Operational`, `Erbium-UA-4ce7c27cb4be9d32e333bf032c88235a`."""
+    parts = [p for p in re.split(r"[_.\-/\\]", token) if p]
     if len(parts) < 2:
         return False
-    wordy = [p for p in parts if re.fullmatch(r"[A-Za-z][a-z]+|[A-Z]{2,}|[a-z]{2,}", p)]
-    return len(wordy) * 2 >= len(parts) and all(len(p) <= 12 for p in parts if p not in wordy)
+    wordy = [p for p in parts if re.fullmatch(r"[A-Za-z][a-z]+|[A-Z]{2,}|[a-z]{2,}", p) or _wordy(p)]
+    return len(wordy) * 2 >= len(parts) and all(len(p) <= 12 or re.fullmatch(r"[0-9a-f]+|[0-9A-F]+|\d+", p)
+                                                for p in parts if p not in wordy)
 
 
 def looks_secret(token: str) -> bool:
@@ -168,7 +215,7 @@ def looks_secret(token: str) -> bool:
     upper, lower = any(c.isupper() for c in token), any(c.islower() for c in token)
     if not digits and not (upper and lower):
         return False  # words and identifiers
-    if _identifier_like(token):
+    if _identifier_like(token) or _wordy(token):
         return False
     parts = [part for part in re.split(r"[_.\-]", token) if part]
     if not digits and all(re.fullmatch(r"(?:[A-Z]+[a-z]*|[a-z]+)+", part) for part in parts):
@@ -194,4 +241,4 @@ def has_password_shape(value: str, minimum: int = 6) -> bool:
     if len(value) < minimum or is_not_secret(value) or re.fullmatch(r"[\d.,:/-]+", value):
         return False
     letters = re.search(r"[^\W\d_]", value)
-    return bool(letters and re.search(r"[\d\W_]", value) and not re.fullmatch(r"[a-z]+(?:-[a-z]+)+", value))
+    return bool(letters and re.search(r"[\d\W_]", value) and not re.fullmatch(r"[A-Za-z]+(?:[-/][A-Za-z]+)+", value))

@@ -95,6 +95,10 @@ def _configure_detect_secrets() -> None:
         if kind in DETECT_SECRETS_KINDS]})
 
 
+# Formats of ids that name a credential without granting anything alone (the secret beside them does).
+IDENTIFIER_FORMATS = {"aws_access_key"}
+
+
 def format_spans(text: str) -> list[tuple[int, int, str]]:
     spans = [(m.start(), m.end(), kind) for kind, rx in KEY_BLOCKS + VENDOR_FORMATS for m in rx.finditer(text)]
     return [(s, e, kind) for s, e, kind in spans if e - s >= 8]

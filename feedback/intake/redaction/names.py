@@ -54,7 +54,7 @@ META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename"
         "grant", "request", "response", "error", "errors", "validity", "valid", "exchange", "introspection",
         "revocation", "refresh", "audience", "aud", "claims", "lifespan", "rotator", "spray", "spraying",
         "string", "hash", "hashes", "salt", "mfa", "reuse", "ok", "success", "failed", "failure", "attempts",
-        "sync", "inventory", "kv", "engine", "mount", "arns"}
+        "sync", "inventory", "kv", "engine", "mount", "arns", "identifier", "identifiers"}
 # Before the head: the field is a setting about the credential (`update_password: always`, `min_password_length`).
 SETTING = {"update", "min", "max", "minimum", "maximum", "require", "requires", "enforce", "allow", "allowed",
            "show", "hide", "mask", "reuse", "expire", "check", "validate"}

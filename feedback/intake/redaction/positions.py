@@ -42,6 +42,17 @@ def read_value(text: str, pos: int, stop_at: str = "", limit: int = 400) -> tupl
         return None
     while pos + 1 < n and text[pos] in "\"'" and text[pos + 1] == text[pos]:
         pos += 1  # `""value""`
+    if text[pos] == "<":  # `<redacted>`, `<your token here>`: a placeholder, read whole
+        close = text.find(">", pos + 1, pos + 80)
+        if close > 0 and "\n" not in text[pos:close]:
+            return pos, close + 1, False
+    if text.startswith("${", pos):  # `${NAME}`, `${NAME:?message}`; a default (`${NAME:-value}`) is a value
+        close = text.find("}", pos + 2, pos + limit)
+        if close > 0 and "\n" not in text[pos:close]:
+            default = re.match(r"[\w.]+:?[-=]", text[pos + 2:close])
+            if default and close > pos + 2 + default.end():
+                return pos + 2 + default.end(), close, False
+            return pos, close + 1, False
     quote = text[pos]
     if quote in "\"'`":
         end = text.find(quote, pos + 1, pos + limit)
@@ -180,8 +191,9 @@ SHORT_PASSWORD_OPTIONS = {
     "sshpass": "p", "redis-cli": "a", "ldapsearch": "w", "ldapmodify": "w", "ldapadd": "w", "ldapdelete": "w",
     "ldapwhoami": "w", "ldappasswd": "ws", "docker": "p", "podman": "p", "nerdctl": "p", "buildah": "p",
     "az": "p", "psexec": "p", "psexec64": "p", "paexec": "p", "sqlcmd": "P", "osql": "P", "bcp": "P",
-    "zip": "P", "unzip": "P", "7z": "p", "7za": "p", "7zr": "p", "openssl": "k", "snmpwalk": "c",
-    "snmpget": "c", "snmpbulkwalk": "c", "snmpset": "c", "snmpgetnext": "c", "onesixtyone": "c",
+    "zip": "P", "unzip": "P", "7z": "p", "7za": "p", "7zr": "p", "openssl": "k", "snmpwalk": "cAX",
+    "snmpget": "cAX", "snmpbulkwalk": "cAX", "snmpset": "cAX", "snmpgetnext": "cAX", "snmptable": "cAX",
+    "snmpbulkget": "cAX", "snmptrap": "cAX", "onesixtyone": "c",
     "crackmapexec": "pH", "netexec": "pH", "nxc": "pH", "cme": "pH", "evil-winrm": "pH", "hydra": "p",
     "medusa": "p", "ncrack": "p", "rdesktop": "p", "mongo": "p", "mongosh": "p", "mongodump": "p",
     "mongorestore": "p", "mongoexport": "p", "rabbitmqadmin": "p", "kerbrute": "p", "ftp": "p", "lftp": "p",
@@ -191,8 +203,13 @@ SHORT_PASSWORD_OPTIONS = {
 }
 # Programs whose password option belongs to one subcommand (`docker login -p` is a password, `docker run -p` a port).
 SUBCOMMAND = {"docker": "login", "podman": "login", "nerdctl": "login", "buildah": "login"}
-# Passwords that are a positional argument: (program, its n-th argument that is not an option, an option it needs).
-POSITIONAL = {"wpa_passphrase": (2, None), "htpasswd": (3, "-b")}
+# Passwords that are a positional argument: program → (the words that must lead its arguments (a subcommand) or an
+# option it needs, the n-th argument that is not an option). `rabbitmqctl add_user NAME PASSWORD`,
+# `mc alias set ALIAS URL ACCESS_KEY SECRET_KEY`, `htpasswd -b FILE USER PASSWORD`.
+POSITIONAL = {"wpa_passphrase": [((), 2)], "htpasswd": [(("-b",), 3)],
+              "rabbitmqctl": [(("add_user",), 3), (("change_password",), 3), (("authenticate_user",), 3)],
+              "mc": [(("alias", "set"), 6), (("config", "host", "add"), 7)],
+              "ipmitool": [(("user", "set", "password"), 5)]}
 # `set SMBPass X`, `secret_access_key X`, `password 0 X`, `snmp-server community X`: a credential's name, then
 # its value (after a one-digit type, as network device configs write it).
 PAIR_NAMES = re.compile(r"[A-Za-z_][\w.-]{1,60}")
@@ -205,7 +222,8 @@ WRAPPERS = {"sudo", "env", "time", "nohup", "exec", "command", "xargs", "nice", 
             ">", "powershell", "pwsh", "cmd", "/c", "-c", "bash", "sh", "start"}
 USER_PASS_OPTIONS = {"-u", "--user", "-U", "--username", "/user:", "-user"}  # `u:p`, `u%p` forms
 PASSWORD_STDIN = re.compile(r"--password-stdin|--passphrase-fd\s+0|\bsudo\s+(?:-\w+\s+)*-S\b|\bpasswd\s+--stdin"
-                            r"|\bchpasswd\b|\bsshpass\s+-[fd]\b|--pass(?:word)?-from-stdin|\bkinit\b")
+                            r"|\bchpasswd\b|\bsshpass\s+-[fd]\b|--pass(?:word)?-from-stdin|\bkinit\b"
+                            r"|(?<![\w-])-{0,2}(?:password|passwd|passphrase|secret|token)[=\s]-(?!\S)")
 
 
 def _program(tokens: list[re.Match]) -> tuple[str, int]:
@@ -227,16 +245,18 @@ def _unquote(token: re.Match) -> tuple[int, int]:
 
 
 def _positional(segment: str, offset: int, tokens: list[re.Match], program: str, first: int) -> Iterator[Slot]:
-    if program not in POSITIONAL:
+    words = [t.group() for t in tokens[first + 1:]]
+    for needs, n in POSITIONAL.get(program, ()):
+        options = [w for w in needs if w.startswith("-")]
+        leading = [w for w in needs if not w.startswith("-")]
+        if any(o not in words for o in options) or words[:len(leading)] != leading:
+            continue
+        arguments = [t for t in tokens[first + 1:] if not t.group().startswith(("-", ">", "<", "|"))]
+        if len(arguments) >= n:
+            s, e = _unquote(arguments[n - 1])
+            if not evidence.is_reference(segment[s:e], True):
+                yield Slot(offset + s, offset + e, "command_password", Field.CREDENTIAL)
         return
-    n, needs = POSITIONAL[program]
-    if needs and needs not in (t.group() for t in tokens):
-        return
-    arguments = [t for t in tokens[first + 1:] if not t.group().startswith(("-", ">", "<", "|"))]
-    if len(arguments) >= n:
-        s, e = _unquote(arguments[n - 1])
-        if not evidence.is_reference(segment[s:e], True):
-            yield Slot(offset + s, offset + e, "command_password", Field.CREDENTIAL)
 
 
 def command_lines(text: str) -> Iterator[Slot]:
@@ -269,6 +289,8 @@ def command_lines(text: str) -> Iterator[Slot]:
                 elif nxt is not None and not nxt.group().startswith("-"):
                     s, e = _unquote(nxt)
                     value_span = (s, e, nxt.group()[:1] in "\"'")
+                if letter and program in ATTACHED and not attached and not (nxt is not None and nxt.start() == end):
+                    value_span = None  # `mysql -p db`: -p alone prompts; its value is only ever attached
                 if letter:
                     field = Field.CREDENTIAL if name in short else Field.OTHER
                     if program == "smbclient" and name == "U":
@@ -358,15 +380,27 @@ CALL = re.compile(r"(?i)(?:\bauth\s*=\s*|\b\w*(?:auth|credential|bind\w*|login|l
                   r"[(\[]\s*(?P<q1>[\"'])[^\"'\n]{0,200}(?P=q1)\s*,\s*(?P<q2>[\"'])(?P<s>[^\"'\n]{3,})(?P=q2)")
 
 
+# A call or index that pairs a credential's name with a literal: define('DB_PASSWORD', '…'),
+# props.put("mail.smtp.password", "…"), os.environ.setdefault("API_TOKEN", "…"), config.set("db", "password", "…").
+NAMED_ARGUMENT = re.compile(r"""[(,\[]\s*(?P<q1>["'])(?P<name>[\w.\-]{2,80})(?P=q1)\s*[,\]]\s*(?:=\s*)?"""
+                            r"""(?P<q2>["'])(?P<s>[^"'\n]{3,})(?P=q2)""")
+
+
 def calls(text: str) -> Iterator[Slot]:
     for m in CALL.finditer(text):
         if not evidence.is_reference(m.group("s"), True):
             yield Slot(m.start("s"), m.end("s"), "call_argument", Field.CREDENTIAL)
+    for m in NAMED_ARGUMENT.finditer(text):
+        field = classify(m.group("name"))
+        if field in (Field.CREDENTIAL, Field.WEAK):
+            slot = judge(text, m.start("s"), m.end("s"), True, field, "call_argument")
+            if slot:
+                yield slot
 
 
 # --- prose, English: a password word, a short window, a marker, then the value
 PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|psk|pin|creds|credentials|login|logon"
-                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key|secret|token)(?![\w-])")
+                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key|secret|token|key)(?![\w-])")
 MARKERS = {"is", "was", "are", "=", ":", "now", "still", "to", "as", "be", "became"}
 CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
 FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
@@ -374,23 +408,34 @@ FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "si
 WORD = re.compile(r"[^\s]+")
 # A sentence that names something about the credential (`the secret id is …`, `the API key header is …`).
 ABOUT = (META | {"named", "called"}) - CHANGE_VERBS - FILLER_AFTER_MARKER - MARKERS
+DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+$")
 PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
-VALUE_END = ".,;)\"'}]”’"
+VALUE_END = ".,;?)\"'}]”’"
+# Where the string a sentence lives in ends (`"displayMessage":"… password is reset","target"…`).
+STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]")
 
 
 def prose(text: str) -> Iterator[Slot]:
     for key in PROSE_KEY.finditer(text):
         window = text[key.end():key.end() + 120]
+        closed = STRING_END.search(window)
+        window = window[:closed.start()] if closed else window
         if not re.match(r"\s|[:=]\s", window):
             continue  # `pass-the-hash`, `login.microsoftonline.com`, `secret:prod/…`: not a sentence
         words = list(WORD.finditer(window))[:9]
         marker, previous = False, key.group().lower()
         needs_marker = previous in ("login", "logon", "creds", "credentials")
         pin = previous in PIN_KEYS
+        # `the key is …` is a credential only as that sentence, with a value plainly one (letters and digits);
+        # `key: network_connect_4` is a setting's name
+        strict = previous == "key"
+        if strict and not (DETERMINER.search(text, max(0, key.start() - 12), key.start())
+                           and re.match(r"\s+(?:is|was)\s", window)):
+            continue
         for n, word in enumerate(words):
             raw = word.group()
             bare = raw.lower().strip(",;")
-            if not marker and bare in ABOUT or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
+            if not marker and bare.rstrip(":") in ABOUT or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
                 break  # about the credential, or the quoted string this sentence lives in has ended
             if raw.endswith(":") and len(raw) > 1 and n < 7:
                 marker, previous = True, bare
@@ -411,6 +456,8 @@ def prose(text: str) -> Iterator[Slot]:
                 if pin and marker and re.fullmatch(r"\d{4,10}", value):
                     yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
                     break
+                if strict and not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
+                    break
                 found = list(_person_value(text, s, value, marker))
                 yield from found
                 if found or marker:
@@ -426,10 +473,13 @@ def _person_value(text: str, start: int, value: str, after_marker: bool) -> Iter
         yield Slot(start + pair.start("s"), start + pair.end("s"), "prose_password", Field.CREDENTIAL)
         return
     rest = text[start + len(value):start + len(value) + 80]
-    spaced = re.match(r"\s+/\s+(?P<s>\S{4,})", rest)  # "admin / J3nk1ns-Stg!"
-    if spaced and evidence.has_password_shape(spaced.group("s").rstrip(".,;"), 4):
-        s = start + len(value) + spaced.start("s")
-        yield Slot(s, s + len(spaced.group("s").rstrip(".,;")), "prose_password", Field.CREDENTIAL)
+    # "admin / J3nk1ns-Stg!"; "soc@corp.io with S3cret!" (an account, then `with`)
+    spaced = re.match(r"\s+/\s+(?P<s>\S{4,})" + (r"|\s+with\s+(?P<w>\S{4,})" if re.search(r"[@\\]", value) else ""),
+                      rest)
+    group = spaced and ("s" if spaced.group("s") else "w")
+    if spaced and evidence.has_password_shape(spaced.group(group).rstrip(".,;"), 4):
+        s = start + len(value) + spaced.start(group)
+        yield Slot(s, s + len(spaced.group(group).rstrip(".,;")), "prose_password", Field.CREDENTIAL)
         return
     if evidence.has_password_shape(value, 6 if after_marker else 8) and not evidence.is_reference(value, False):
         yield Slot(start, start + len(value), "prose_password", Field.CREDENTIAL)
@@ -452,6 +502,12 @@ def chinese(text: str) -> Iterator[Slot]:
     for key in ZH_KEY.finditer(text):
         clause = text[key.end():key.end() + 40]
         cut = ZH_CLAUSE_END.search(clause)
+        start = key.end()
+        if cut and not ASCII_TOKEN.search(clause[:cut.start()]) and ZH_MARKER.match(clause[cut.end():]) \
+                and not ZH_ABOUT.search(clause[:cut.start()]):
+            start = key.end() + cut.end()  # `密码我私聊你了，就是 X`: the value opens the next clause
+            clause = text[start:start + 40]
+            cut = ZH_CLAUSE_END.search(clause)
         clause = clause[:cut.start()] if cut else clause
         direct = ZH_MARKER.match(clause)
         for token in ASCII_TOKEN.finditer(clause):
@@ -463,7 +519,7 @@ def chinese(text: str) -> Iterator[Slot]:
             if evidence.is_not_secret(value) or re.fullmatch(r"[A-Za-z]+", value) and not immediate:
                 continue
             if (immediate and len(value) >= 4) or evidence.has_password_shape(value, 6):
-                s = key.end() + token.start() + token.group().find(value)
+                s = start + token.start() + token.group().find(value)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
                 break
     for key in ZH_ACCOUNT.finditer(text):

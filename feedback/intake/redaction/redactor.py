@@ -81,15 +81,21 @@ class Redactor:
         """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
         found: list[tuple[int, int, str]] = []
         keep: list[tuple[int, int]] = evidence.protected_spans(text)
+        identifiers: list[tuple[int, int]] = []
+        templates = _Spans(m.span() for m in evidence.TEMPLATE.finditer(text))
         for slot in positions.slots(text):
             if slot.field is Field.IDENTIFIER:
                 keep.append(slot.value)
-            elif slot.end > slot.start:
-                found.append((slot.start, slot.end, slot.kind))
-        found.extend(formats.format_spans(text))
+                identifiers.append(slot.value)
+            elif slot.end > slot.start and not templates.covers(slot.start, slot.end):
+                found.append((slot.start, slot.end, slot.kind))  # inside `{{ … }}` a name is an expression
+        formatted = formats.format_spans(text)
         if self.use_detectors:
             for kind, value in formats.detector_values(text):
-                found.extend((m.start(), m.end(), kind) for m in re.finditer(re.escape(value), text))
+                formatted.extend((m.start(), m.end(), kind) for m in re.finditer(re.escape(value), text))
+        # An access key id is a name (AWS says so; CloudTrail logs it): kept where its field says id.
+        named = _Spans(identifiers)
+        found.extend(f for f in formatted if f[2] not in formats.IDENTIFIER_FORMATS or not named.covers(f[0], f[1]))
         for m in BASE64.finditer(text):
             kind = evidence.decoded_secret(m.group(), formats.known_format)
             if kind:
