@@ -32,6 +32,11 @@ class RemoteCodeRequired(ModelError):
     """The model directory ships its own Python code (ChatGLM-6B/2/3), which secbot does not run."""
 
 
+class ConversionRefused(ModelError):
+    """`secbot convert` / `convert-ptuning` will not convert this checkpoint; nothing was written.
+    The message names what differs (a flag, a file, an architecture) and what to do."""
+
+
 class AdapterMismatch(ModelError):
     """An adapter was trained for a different base model or architecture."""
 

@@ -165,6 +165,32 @@ def cmd_rollback(args, settings: Settings) -> int:
     return 1 if message.startswith("Rollback refused") else 0
 
 
+def cmd_convert(args, settings: Settings) -> int:
+    from secbot.model.conversion.convert import convert
+
+    dst = convert(args.src, args.dst, args.family)
+    print(f"converted {args.src} to {dst}: serve it with SECBOT_MODEL={dst} (or --model {dst})")
+    return 0
+
+
+def cmd_convert_ptuning(args, settings: Settings) -> int:
+    from secbot.model.conversion.ptuning import convert_ptuning
+
+    out = convert_ptuning(args.checkpoint, args.out, args.model)
+    print(f"wrote the prefix adapter {out}: serve it with SECBOT_ADAPTER={out}, or "
+          f"`secbot serve-model --model {args.model} --adapter {out}`")
+    if not args.activate:
+        return 0
+    from secbot.bot import configure
+    from secbot.feedback.learning.loop import LogReporter
+
+    store = configure.open_store(settings)
+    model = configure.model_client(settings) if settings.model.url else None
+    message = configure.learning_loop(settings, store, model, LogReporter()).adopt(str(out), str(args.model), args.by)
+    print(message)
+    return 1 if message.startswith("Activation refused") else 0
+
+
 def cmd_serve(args, settings: Settings) -> int:
     from secbot.bot import configure
     from secbot.bot.slack.transport import serve_http, serve_socket_mode
@@ -476,6 +502,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("convert", help="a ChatGLM2-6B/ChatGLM3-6B checkpoint into a native GLM directory "
+                       "(nothing in SRC is run)")
+    p.add_argument("src", help="the THUDM checkpoint directory (config.json, pytorch_model*.bin or "
+                   "*.safetensors, tokenizer.model)")
+    p.add_argument("dst", help="the directory to write (new or empty)")
+    p.add_argument("--family", choices=["chatglm2", "chatglm3"],
+                   help="which prompt format; read from the checkpoint's files when left out")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("convert-ptuning", help="a THUDM P-tuning checkpoint into a prefix adapter for a "
+                       "converted model", parents=[BY])
+    p.add_argument("checkpoint", help="THUDM's output/…/checkpoint-N directory (prefix encoder, config.json)")
+    p.add_argument("out", help="the adapter directory to write (new or empty)")
+    p.add_argument("--model", required=True, help="the directory `secbot convert` wrote for its base model")
+    p.add_argument("--activate", action="store_true", help="also make it a model version and the active one "
+                   "(`secbot rollback` can return to it later)")
+    p.set_defaults(func=cmd_convert_ptuning)
 
     p = sub.add_parser("demo", help="the whole loop offline: ask, correct, retrain, ask again")
     p.add_argument("--data-dir", help="keep the demo's model, database and runs here "

@@ -149,6 +149,16 @@ class LearningLoop:
     def running(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
 
+    def adopt(self, adapter: str, base_model: str, requested_by: str) -> str:
+        """Make an adapter made outside a run (a converted THUDM prefix) a model version and the
+        active one, so that `rollback` can later return to it like any promoted version."""
+        version = self.store.runs.add_version(base_model=base_model, adapter_path=adapter, run_id=None)
+        try:
+            self.pipeline.activate(version, requested_by)
+        except (StoreError, ModelError) as exc:
+            return f"Activation refused: {exc}. The active model is unchanged (version {version.id} stays a candidate)."
+        return f"Version {version.id} ({adapter}) is active and serving; `secbot rollback` returns to the one before."
+
     def rollback(self, version_id: int | None, requested_by: str) -> str:
         try:
             active = self.pipeline.rollback(version_id, requested_by)

@@ -86,11 +86,15 @@ def load_base(path: str | Path, device: str = "auto", dtype: str = "auto") -> Lo
     config_json = read_json(path / "config.json", "config.json")
     auto_map = config_json.get("auto_map") or {}
     if auto_map:
+        chatglm = config_json.get("model_type") == "chatglm"
         raise RemoteCodeRequired(
-            f"{path} ships its own model code ({config_json.get('model_type', 'unknown')}, e.g. "
-            "ChatGLM-6B/2/3), which secbot does not run: its cache layout and prompt format differ "
-            "from what secbot batches, trains and serves. Use a checkpoint transformers supports "
-            "natively: glm-4-9b-chat-hf or the GLM-4-0414 family (GLM-4-9B-0414, GLM-4-32B-0414).")
+            f"{path} ships its own model code ({config_json.get('model_type', 'unknown')}), which secbot "
+            "does not run. " + (
+                f"A ChatGLM2-6B or ChatGLM3-6B checkpoint converts once into a native one: `secbot convert "
+                f"{path} DST`, then point SECBOT_MODEL at DST (ChatGLM-6B v1 does not convert; use "
+                "glm-4-9b-chat-hf)." if chatglm else
+                "Use a checkpoint transformers supports natively: glm-4-9b-chat-hf or the GLM-4-0414 family "
+                "(GLM-4-9B-0414, GLM-4-32B-0414)."))
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     try:

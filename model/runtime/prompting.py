@@ -8,8 +8,9 @@ so the target is ``\\n{answer}`` followed by the end of the turn (`<|user|>`, th
 opens the next turn, which GLM-4's generation config counts as EOS). The text a model writes
 before the answer proper (that "\\n", the template's *lead*) is taken off what callers see.
 
-A model without a chat template (ChatGLM-6B/2/3, which need their own remote code) is refused
-with a clear message: `NoChatTemplate`.
+A model without a chat template (a ChatGLM-6B/2/3 directory as THUDM ships it) is refused with a
+clear message: `NoChatTemplate`. `secbot convert` gives ChatGLM2/3 a template that renders
+exactly their own prompt layout (`model/conversion/families.py`).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class NoChatTemplate(ModelError):
     def __init__(self):
         super().__init__(
             "the model's tokenizer has no chat template. secbot builds every prompt from the "
-            "template (tokenizer_config.json `chat_template`); ChatGLM-6B/2/3 checkpoints, which "
-            "have none, are not supported: use GLM-4 (glm-4-9b-chat-hf or the GLM-4-0414 family) "
-            "or add the template your model was trained with.")
+            "template (tokenizer_config.json `chat_template`). Convert a ChatGLM2/3-6B checkpoint with "
+            "`secbot convert SRC DST` (it writes one); otherwise use GLM-4 (glm-4-9b-chat-hf or the "
+            "GLM-4-0414 family) or add the template your model was trained with.")
 
 
 class ContextOverflow(QuestionTooLong):
