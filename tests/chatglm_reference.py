@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from secbot.model.runtime.tiny import corpus_lines
+
 SIZES = dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, kv_channels=16, num_attention_heads=4,
              multi_query_group_num=2, seq_length=2048)
 TRAP = """import pathlib
@@ -39,7 +41,7 @@ def corpus(seed: int = 0) -> list[str]:
     return lines
 
 
-def train_sentencepiece(path: Path, vocab_size: int = 800, **flags) -> Path:
+def train_sentencepiece(path: Path, vocab_size: int = 1500, **flags) -> Path:
     """A BPE SentencePiece model with ChatGLM's settings (byte fallback, whitespace kept, digits split)."""
     import sentencepiece as spm
 
@@ -47,7 +49,9 @@ def train_sentencepiece(path: Path, vocab_size: int = 800, **flags) -> Path:
     options = dict(model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
                    remove_extra_whitespaces=False, split_digits=True, add_dummy_prefix=True,
                    allow_whitespace_only_pieces=True, character_coverage=0.9995, minloglevel=2)
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus()), model_writer=model, vocab_size=vocab_size,
+    # Security chat besides the mixed lines, as a real ChatGLM vocabulary covers common Chinese.
+    text = corpus() + corpus_lines() * 20
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model, vocab_size=vocab_size,
                                    **(options | flags))
     path.write_bytes(model.getvalue())
     return path

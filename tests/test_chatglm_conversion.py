@@ -238,3 +238,73 @@ def test_the_command_line_converts_and_refuses_in_one_line(work, family, sp_mode
 def test_loading_an_unconverted_chatglm_says_to_convert_it(family):
     with pytest.raises(RemoteCodeRequired, match="secbot convert"):
         load_base(family[2])
+
+
+# -- the converted model in secbot's loop ------------------------------------------------------
+@pytest.fixture(scope="module")
+def trainable(work, sp_model, vocab):
+    """A converted ChatGLM3 of the tiny reference model's training size (hidden 256, 4 layers),
+    where P-tuning on a CPU reproduces its records in seconds."""
+    config = ref.reference_config("chatglm3", vocab, num_layers=4, hidden_size=256, ffn_hidden_size=512,
+                                  kv_channels=64, num_attention_heads=4, multi_query_group_num=2)
+    src = ref.write_checkpoint(work / "trainable-src", "chatglm3", ref.reference_model(config, seed=3), sp_model)
+    return convert(src, work / "trainable-hf", **QUIET)
+
+
+def test_a_ptuning_run_on_a_converted_model_memorises_its_records(trainable, work):
+    from test_training import GREEDY, PTUNING, RECORDS, SYSTEM
+
+    from secbot.model.training.evaluation import evaluate
+    from secbot.model.training.trainer import TrainConfig, train
+
+    untrained = Engine.load(trainable, system_prompt=SYSTEM)
+    assert evaluate(untrained, RECORDS, sampling=GREEDY)[0]["exact_match"] == 0.0
+    config = TrainConfig.of(**PTUNING.flat() | {"max_steps": 300})
+    result = train(trainable, RECORDS, work / "ptuned", config, system_prompt=SYSTEM, progress=False)
+    engine = Engine.load(trainable, result.adapter_dir, system_prompt=SYSTEM)
+    metrics, _ = evaluate(engine, RECORDS, sampling=GREEDY)
+    assert metrics["exact_match"] >= 90.0, metrics  # THUDM's metrics on what it answers
+    assert metrics["rouge-l"] > 90.0
+
+
+def test_secbot_chat_answers_on_a_converted_model(trainable, tmp_path):
+    out = secbot("chat", "--model", str(trainable), stdin="如何检测横向移动？\nstop\n",
+                 env={"SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MAX_NEW_TOKENS": "12"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("secbot> ") == 1 and out.stdout.split("secbot> ", 1)[1].strip()
+
+
+def test_a_converted_ptuning_adapter_becomes_a_version_rollback_returns_to(family, vocab, trainable, tmp_path):
+    name, base, _, dst = family
+    tuned = ref.reference_model(ref.reference_config(name, vocab, pre_seq_len=4))
+    tuned.load_state_dict(base.state_dict(), strict=False)
+    checkpoint = ref.write_ptuning_checkpoint(tmp_path / "checkpoint-3000", tuned)
+    env = {"SECBOT_DATA_DIR": str(tmp_path), "SECBOT_MODEL": str(dst)}
+    out = secbot("convert-ptuning", str(checkpoint), str(tmp_path / "adapter"), "--model", str(dst), "--activate",
+                 env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"SECBOT_ADAPTER={tmp_path / 'adapter'}" in out.stdout and "Version 1 " in out.stdout
+    assert secbot("rollback", env=env).returncode == 0  # back to the base model
+    out = secbot("rollback", "1", env=env)
+    assert out.returncode == 0 and "version 1" in out.stdout.lower(), out.stdout + out.stderr
+    wrong = secbot("convert-ptuning", str(checkpoint), str(tmp_path / "again"), "--model", str(trainable),
+                   env=env)
+    assert wrong.returncode == 2 and "trained on another model" in wrong.stderr and not (tmp_path / "again").exists()
+
+
+def test_streamed_text_adds_up_to_the_decode_for_any_token_sequence(family):
+    """SentencePiece's byte-fallback pieces decode as one run: a later byte can turn earlier ones into
+    U+FFFD, so a stream must not show a byte before its run ends."""
+    import random
+
+    from secbot.model.runtime.generation import TextDeltas, drain
+
+    tokenizer, rng = load_base(family[3]).tokenizer, random.Random(0)
+    byte_ids = [i for i in range(len(tokenizer)) if tokenizer.convert_ids_to_tokens(i).startswith("<0x")]
+    vocab = list(range(len(tokenizer)))
+    for _ in range(300):  # random ids, half of them bytes: split characters, stray and invalid bytes
+        ids = [rng.choice(byte_ids if rng.random() < 0.5 else vocab) for _ in range(rng.randint(1, 30))]
+        deltas = TextDeltas(tokenizer, set(), limit=len(ids))
+        for token in ids:
+            deltas.add(token)
+        assert "".join(drain(deltas.out)) == tokenizer.decode(ids, skip_special_tokens=True), ids

@@ -107,8 +107,7 @@ def convert(src: str | Path, dst: str | Path, family: str | None = None,
             (partial / "model.safetensors.index.json").write_text(json.dumps(
                 {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
         glm = GlmConfig(**net.glm_config, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
-                        bos_token_id=None, architectures=["GlmForCausalLM"])
-        glm.torch_dtype = dtype
+                        bos_token_id=None, architectures=["GlmForCausalLM"], dtype=dtype)
         glm.save_pretrained(partial)
         GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id).save_pretrained(partial)
         tokenizer.save_pretrained(partial)

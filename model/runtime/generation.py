@@ -6,6 +6,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from dataclasses import dataclass
 
 from transformers import StoppingCriteria
@@ -48,6 +49,18 @@ class StopWhenCancelled(StoppingCriteria):
                           device=input_ids.device)
 
 
+_BYTE_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per tokenizer, read once
+
+
+def byte_tokens(tokenizer) -> frozenset[int]:
+    """The ids of SentencePiece's byte-fallback pieces (`<0x00>` … `<0xFF>`); none for byte-level BPE."""
+    found = _BYTE_TOKENS.get(tokenizer)
+    if found is None:
+        ids = tokenizer.convert_tokens_to_ids([f"<0x{b:02X}>" for b in range(256)])
+        found = _BYTE_TOKENS[tokenizer] = frozenset(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+    return found
+
+
 class TextDeltas:
     """One answer's token ids turned into text deltas on a queue.
 
@@ -55,7 +68,9 @@ class TextDeltas:
     piece and any held back), so the cost per token stays flat however long the answer grows.
     A delta is held back while it ends in an incomplete character (U+FFFD), so multi-byte
     characters split across tokens arrive whole; the deltas add up to the whole answer's decode,
-    which `finish` checks. The answer ends at its first EOS token or at `limit` tokens,
+    which `finish` checks. A SentencePiece byte-fallback token (`<0xE4>`) is held back until the
+    run of byte tokens it belongs to ends: the decoder reads a run as one UTF-8 sequence, and a
+    later byte can turn earlier ones into U+FFFD. The answer ends at its first EOS token or at `limit` tokens,
     whichever comes first. `lead`: text the chat template has the model write before the answer
     proper ("\n" on GLM-4); it is held back and left out when the answer starts with it.
     """
@@ -73,6 +88,7 @@ class TextDeltas:
         self._lead: str | None = lead or None
         self._window = 0  # first token of the decode window
         self._read = 0  # tokens already turned into text
+        self._bytes = byte_tokens(tokenizer)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -85,6 +101,10 @@ class TextDeltas:
             self.finish()
             return True
         self.ids.append(token)
+        if token in self._bytes:  # a byte run is decoded whole once it ends
+            if len(self.ids) >= self.limit:
+                self.finish()
+            return self.done
         before = self._decode(self.ids[self._window:self._read])
         text = self._decode(self.ids[self._window:])
         if len(text) > len(before) and not text.endswith("\ufffd") and text.startswith(before):
@@ -116,7 +136,8 @@ class TextDeltas:
         else:  # cannot happen with byte-level or SentencePiece decoding; say so if it does
             log.warning("streamed text diverged from the answer's decode after %d characters",
                         len(os.path.commonprefix([raw, self._raw])))
-            self.text = raw
+            lead = self._lead if self._lead is not None else self._raw[:len(self._raw) - len(self._sent)]
+            self.text = raw[len(lead):] if lead and raw.startswith(lead) else raw
         self.done = True
         self.on_finish(len(self.ids))  # before the end marker: readers see the count
         self.out.put(END)
