@@ -308,3 +308,40 @@ def test_streamed_text_adds_up_to_the_decode_for_any_token_sequence(family):
         for token in ids:
             deltas.add(token)
         assert "".join(drain(deltas.out)) == tokenizer.decode(ids, skip_special_tokens=True), ids
+
+
+def test_serve_model_serves_a_converted_model_with_its_thudm_prefix_batched_as_alone(family, vocab, work, tmp_path):
+    """`secbot serve-model --adapter OUT`: concurrent requests (continuous batching, the step
+    decoder) get the in-process engine's sequential answers, with THUDM's prefix applied."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from servers import clean_env, free_port, secbot_server
+
+    from secbot.model.runtime.generation import Sampling
+
+    name, base, _, dst = family
+    tuned = ref.reference_model(ref.reference_config(name, vocab, pre_seq_len=8, prefix_projection=True))
+    tuned.load_state_dict(base.state_dict(), strict=False)
+    ref.randomise(tuned.prefix_encoder, seed=13, std=0.5)
+    adapter = convert_ptuning(ref.write_ptuning_checkpoint(tmp_path / "checkpoint", tuned), tmp_path / "adapter", dst)
+    local = Engine.load(dst, adapter, system_prompt="You are secbot.", sampling=Sampling(max_new_tokens=16))
+    expected = [local.generate(q, [list(t) for t in h]) for q, h in CONVERSATIONS]
+    port = free_port()
+    env = clean_env(SECBOT_MAX_NEW_TOKENS="16", SECBOT_DATA_DIR=str(tmp_path), SECBOT_SYSTEM_PROMPT="You are secbot.")
+    url = f"http://127.0.0.1:{port}"
+
+    def ask(conversation):
+        query, history = conversation
+        messages = [{"role": "system", "content": "You are secbot."}] + [
+            {"role": role, "content": text} for q, a in history for role, text in (("user", q), ("assistant", a))
+        ] + [{"role": "user", "content": query}]
+        response = httpx.post(url + "/v1/chat/completions", json={"model": "secbot", "messages": messages},
+                              timeout=120)
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]["message"]["content"]
+
+    with secbot_server(["serve-model", "--model", str(dst), "--adapter", str(adapter), "--host", "127.0.0.1",
+                        "--port", str(port)], env, url + "/health"):
+        with ThreadPoolExecutor(len(CONVERSATIONS)) as pool:
+            assert list(pool.map(ask, CONVERSATIONS)) == expected
