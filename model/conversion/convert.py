@@ -8,7 +8,6 @@ output shard per input shard), so memory stays near one shard whatever the model
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from pathlib import Path
 from secbot.model.conversion.checkpoint import (
     IGNORED, Network, check_network, expected_names, native, read_config, read_tensors, tensor_names, weight_files)
 from secbot.model.conversion.families import FAMILIES, Family, detect_family
+from secbot.model.conversion.output import refuse_existing, written_whole
 from secbot.model.conversion.tokenizer import build_fast_tokenizer
 from secbot.model.errors import ConversionRefused
 
@@ -76,18 +76,14 @@ def convert(src: str | Path, dst: str | Path, family: str | None = None,
 
     say = progress or (lambda line: print(line, file=sys.stderr))
     dst = Path(dst).expanduser()
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise ConversionRefused(f"{dst} already exists and is not empty; choose a new directory.")
+    refuse_existing(dst)
     src, config, net, fam, files = plan(src, family)
     tokenizer = build_fast_tokenizer(src / "tokenizer.model", fam, config["seq_length"])
     if len(tokenizer) > net.vocab:
         raise ConversionRefused(f"{src}: the tokenizer has {len(tokenizer)} tokens but the model only "
                                 f"{net.vocab} embeddings; tokenizer.model belongs to another checkpoint.")
     eos = [tokenizer.eos_token_id] + tokenizer.convert_tokens_to_ids(list(fam.stop_tokens))
-    partial = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with written_whole(dst) as partial:
         weight_map, total, dtype = {}, 0, None
         for i, path in enumerate(files, 1):
             shard = "model.safetensors" if len(files) == 1 else f"model-{i:05d}-of-{len(files):05d}.safetensors"
@@ -116,11 +112,5 @@ def convert(src: str | Path, dst: str | Path, family: str | None = None,
             "source_weights": [p.name for p in files], "rope": {k: v for k, v in net.glm_config.items()
                                                                  if k.startswith("rope")},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
-        if dst.exists():
-            dst.rmdir()
-        partial.rename(dst)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     say(f"wrote {dst} ({fam.name}, {net.layers} layers, {total / 2**30:.2f} GiB)")
     return dst

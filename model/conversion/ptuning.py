@@ -18,13 +18,13 @@ relative positions count, which the offset does not change.
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from secbot.model.conversion.checkpoint import read_config, read_tensors, weight_files
+from secbot.model.conversion.output import refuse_existing, written_whole
 from secbot.model.errors import ConversionRefused
 
 ADAPTER_NOTE = "secbot_adapter.json"  # the file `secbot train` writes beside its adapters
@@ -80,8 +80,7 @@ def convert_ptuning(checkpoint: str | Path, out: str | Path, model_dir: str | Pa
     from transformers import AutoConfig
 
     checkpoint, out, model_dir = (Path(p).expanduser() for p in (checkpoint, out, model_dir))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConversionRefused(f"{out} already exists and is not empty; choose a new directory.")
+    refuse_existing(out)
     if not checkpoint.is_dir():
         raise ConversionRefused(f"{checkpoint}: no such directory; point at a THUDM P-tuning checkpoint "
                                 "(output/…/checkpoint-N).")
@@ -108,9 +107,7 @@ def convert_ptuning(checkpoint: str | Path, out: str | Path, model_dir: str | Pa
         task_type=TaskType.CAUSAL_LM, num_virtual_tokens=n, token_dim=token_dim, num_layers=glm.num_hidden_layers,
         num_attention_heads=glm.num_key_value_heads, encoder_hidden_size=token_dim, num_transformer_submodules=1,
         prefix_projection=False, inference_mode=True, base_model_name_or_path=str(model_dir.resolve()))
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with written_whole(out) as partial:
         peft_config.save_pretrained(str(partial))
         save_file({"prompt_embeddings": prefix.contiguous()}, str(partial / "adapter_model.safetensors"),
                   metadata={"format": "pt"})
@@ -123,10 +120,4 @@ def convert_ptuning(checkpoint: str | Path, out: str | Path, model_dir: str | Pa
             "converted_from": {"source": str(checkpoint.resolve()), "format": "THUDM ptuning",
                                "positions": f"THUDM's (real tokens from 0), kept by keys rotated to position {n}"},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out
