@@ -212,14 +212,19 @@ def test_what_cannot_convert_is_refused_by_name_and_nothing_is_written(work, sp_
     assert not dst.exists() and not dst.with_name(dst.name + ".partial").exists()
 
 
-def test_rope_ratio_follows_what_the_checkpoints_code_says_read_as_text(work, sp_model, vocab):
-    src = ref.write_checkpoint(work / "rope", "chatglm3", ref.reference_model(ref.reference_config("chatglm3", vocab)),
-                               sp_model)
+@pytest.mark.parametrize("code, rope", [
+    ("base = base * self.rope_ratio", {"rope_theta": 500000.0}),  # ChatGLM3-6B-32k's way
+    ("seq_idx = torch.arange(seq_len, dtype=torch.float) / self.rope_ratio",  # positions interpolated
+     {"rope_theta": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 50.0}}),
+], ids=["scales-base", "scales-positions"])
+def test_rope_ratio_follows_what_the_checkpoints_code_says_read_as_text(work, sp_model, vocab, code, rope, tmp_path):
+    src = ref.write_checkpoint(tmp_path / "rope", "chatglm3",
+                               ref.reference_model(ref.reference_config("chatglm3", vocab)), sp_model)
     _edit_config(src, rope_ratio=50)
     trap = (src / "modeling_chatglm.py").read_text()
-    (src / "modeling_chatglm.py").write_text(trap + "\n# base = base * self.rope_ratio\n")
-    config = json.loads((convert(src, work / "rope-hf", **QUIET) / "config.json").read_text())
-    assert config["rope_theta"] == 500000.0 and not (src / "EXECUTED").exists()
+    (src / "modeling_chatglm.py").write_text(f"{trap}\n# {code}\n")
+    config = json.loads((convert(src, tmp_path / "rope-hf", **QUIET) / "config.json").read_text())
+    assert {k: config.get(k) for k in rope} == rope and not (src / "EXECUTED").exists()
 
 
 def test_the_command_line_converts_and_refuses_in_one_line(work, family, sp_model, vocab, tmp_path):
@@ -251,16 +256,17 @@ def trainable(work, sp_model, vocab):
     return convert(src, work / "trainable-hf", **QUIET)
 
 
-def test_a_ptuning_run_on_a_converted_model_memorises_its_records(trainable, work):
-    from test_training import GREEDY, PTUNING, RECORDS, SYSTEM
+@pytest.mark.parametrize("method", ["ptuning", "lora"])
+def test_a_training_run_on_a_converted_model_memorises_its_records(trainable, work, method):
+    from test_training import GREEDY, LORA, PTUNING, RECORDS, SYSTEM
 
     from secbot.model.training.evaluation import evaluate
     from secbot.model.training.trainer import TrainConfig, train
 
     untrained = Engine.load(trainable, system_prompt=SYSTEM)
     assert evaluate(untrained, RECORDS, sampling=GREEDY)[0]["exact_match"] == 0.0
-    config = TrainConfig.of(**PTUNING.flat() | {"max_steps": 300})
-    result = train(trainable, RECORDS, work / "ptuned", config, system_prompt=SYSTEM, progress=False)
+    config = TrainConfig.of(**PTUNING.flat() | {"max_steps": 300}) if method == "ptuning" else LORA
+    result = train(trainable, RECORDS, work / method, config, system_prompt=SYSTEM, progress=False)
     engine = Engine.load(trainable, result.adapter_dir, system_prompt=SYSTEM)
     metrics, _ = evaluate(engine, RECORDS, sampling=GREEDY)
     assert metrics["exact_match"] >= 90.0, metrics  # THUDM's metrics on what it answers
