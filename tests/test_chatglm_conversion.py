@@ -127,6 +127,17 @@ def test_a_sentencepiece_model_that_collapses_whitespace_is_followed(work):
         assert fast.encode(text, add_special_tokens=False) == sp.encode(text), repr(text)
 
 
+@pytest.mark.parametrize("flags, says", [
+    ({"user_defined_symbols": ["<sec>"]}, "user-defined symbols (<sec>)"),
+    ({"model_type": "unigram"}, "not BPE"),
+    ({"byte_fallback": False}, "byte_fallback is off"),
+], ids=["user-defined", "unigram", "no-byte-fallback"])
+def test_a_tokenizer_secbot_cannot_reproduce_exactly_is_refused(work, flags, says):
+    model = ref.train_sentencepiece(work / f"odd-{'-'.join(flags)}.model", **flags)
+    with pytest.raises(ConversionRefused, match=__import__("re").escape(says)):
+        build_fast_tokenizer(model, FAMILIES["chatglm3"], 2048)
+
+
 def test_generation_stops_where_the_family_ends_an_answer(family):
     name, _, _, dst = family
     config = json.loads((dst / "generation_config.json").read_text())

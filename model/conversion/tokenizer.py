@@ -20,6 +20,7 @@ from secbot.model.errors import ConversionRefused
 
 SPIECE_UNDERLINE = "▁"
 BPE = 2  # sentencepiece_model.proto TrainerSpec.ModelType
+USER_DEFINED = 4  # ModelProto.SentencePiece.Type
 
 
 def _proto(model_file: Path):
@@ -55,6 +56,12 @@ def build_fast_tokenizer(model_file: str | Path, family: Family, max_length: int
     if not trainer.byte_fallback:
         raise ConversionRefused(f"{model_file}: byte_fallback is off, unlike ChatGLM2/3's tokenizer; "
                                 "this is not a ChatGLM tokenizer.")
+    user_defined = [p.piece for p in proto.pieces if p.type == USER_DEFINED]
+    if user_defined:  # matched whole before SentencePiece's "▁" prefix, which `tokenizers` cannot mirror exactly
+        raise ConversionRefused(
+            f"{model_file}: user-defined symbols ({', '.join(user_defined[:5])}) are not part of ChatGLM2/3's "
+            "tokenizer, and secbot cannot reproduce their ids exactly; convert the checkpoint's original "
+            "tokenizer.model.")
     extractor = importlib.import_module("transformers.convert_slow_tokenizer").SentencePieceExtractor
     scores = {piece.piece: piece.score for piece in proto.pieces}
     vocab, merges = extractor(str(model_file)).extract(scores)
