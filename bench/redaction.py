@@ -9,15 +9,16 @@ false positives on ordinary security text.
     secret is gone; a detect-secrets payload when anything in it was redacted.
 (b) `data/redaction_cases.json` "paste": credentials as analysts paste them, English and Chinese.
 (c) `data/redaction_cases.json` "ordinary": lines that must come through unchanged.
-(d) `data/redaction_round3.json`: pasted credentials and ordinary lines (shell history, tool
-    output, configs, application code, cloud logs, detections, infrastructure code, prose), each
-    case split into a tuning and a held-out half when the file was written. Rules are chosen on
-    the tuning half; the held-out half is the honest figure.
-(e) `data/redaction_round2.json` and (f) `data/redaction_fresh.json`: the sets written that way
-    before it. Their held-out halves were read once their figures were published, so both halves
+(d) `data/redaction_round4.json` and (e) `data/redaction_round3.json`: pasted credentials and
+    ordinary lines (shell history, tool output, configs, application code, cloud logs, detections,
+    infrastructure code, mail headers, prose), each case split into a tuning and a held-out half
+    when the file was written. Rules are chosen on the tuning halves; the held-out halves, which
+    nobody has read, are the honest figures.
+(f) `data/redaction_round2.json` and (g) `data/redaction_fresh.json`: the sets written that way
+    before them. Their held-out halves were read once their figures were published, so both halves
     are tuning material now; shown for regressions.
 Targets: (a) >= 95% of non-hex secrets, (b) >= 98%, (c) <= 1% false positives;
-(d) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
+(d), (e) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from pathlib import Path
 from secbot.feedback.intake.redaction import Redactor
 
 DATA = Path(__file__).parent / "data"
-SPLIT_SETS = [("(d)", "redaction_round3.json"), ("(e)", "redaction_round2.json"), ("(f)", "redaction_fresh.json")]
-HELD_OUT = "(d)"  # the one set whose held-out half nobody has read
+SPLIT_SETS = [("(d)", "redaction_round4.json"), ("(e)", "redaction_round3.json"), ("(f)", "redaction_round2.json"),
+              ("(g)", "redaction_fresh.json")]
+HELD_OUT = {"(d)", "(e)"}  # the sets whose held-out halves nobody has read
 
 
 def caught(redactor: Redactor, text: str, secret: str | None) -> bool:
@@ -124,7 +126,7 @@ def main() -> None:
         for line, out in false_positives:
             print("FP (c)", repr(line), "->", repr(out))
         for label, _ in SPLIT_SETS:
-            halves = ["tuning"] if label == HELD_OUT else ["tuning", "heldout"]  # the honest half: figures only
+            halves = ["tuning"] if label in HELD_OUT else ["tuning", "heldout"]  # the honest halves: figures only
             missed = [c for half in halves for c in split_results[label, half][1]]
             changed = [line for half in halves for line in split_results[label, half][3]]
             for c in missed:

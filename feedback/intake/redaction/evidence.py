@@ -62,8 +62,10 @@ PLACEHOLDER = re.compile(
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
     r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
     r"|(?-i:[A-Z]+(?:_[A-Z]+){2,}))$")  # CONSTANT_CASE words: HIDDEN_DUE_TO_SECURITY_REASONS
-# An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`).
-EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*)$")
+# An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`), or a
+# keyword that opens one (`token = await getSecret(…)`, `key = new Key(…)`): a computed value, not a literal.
+EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*"
+                        r"|await|new|yield|typeof|lambda|function|async|require|this|self)$")
 YARA_MODIFIERS = re.compile(r"^\s*(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b")
 FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|crt|p12|pfx|jks|kdbx|csv|log|xml|sh"
                        r"|ps1|py|tf|tfvars|zip|gz|tgz|7z|enc|gpg|asc)$", re.IGNORECASE)

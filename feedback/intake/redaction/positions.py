@@ -168,11 +168,13 @@ PWDUMP = re.compile(r"(?m)^[^:\s]+:\d+:(?P<lm>[0-9a-fA-F]{32}):(?P<s>[0-9a-fA-F]
 ACCESS_ID_PAIR = re.compile(r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|AC[0-9a-f]{32})\b[\"']?[ \t]*[,:;|]?[ \t]*[\"']?"
                             r"(?P<s>[A-Za-z0-9/+=_-]{20,})")
 NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
+# John the Ripper's cracked line: the password, a run of spaces, the account in parentheses.
+JOHN = re.compile(r"(?m)^(?P<s>\S{3,})[ \t]{2,}\((?P<u>[^()\s]{1,64})\)[ \t]*$")
 
 
 def urls(text: str) -> Iterator[Slot]:
     for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (PGPASS, "pgpass_password"),
-                     (NETRC, "netrc_password"), (PWDUMP, "password_hash")):
+                     (NETRC, "netrc_password"), (PWDUMP, "password_hash"), (JOHN, "cracked_password")):
         for m in rx.finditer(text):
             if not evidence.is_reference(m.group("s"), False):
                 yield Slot(m.start("s"), m.end("s"), kind, Field.CREDENTIAL)
@@ -209,10 +211,11 @@ SUBCOMMAND = {"docker": "login", "podman": "login", "nerdctl": "login", "buildah
 POSITIONAL = {"wpa_passphrase": [((), 2)], "htpasswd": [(("-b",), 3)],
               "rabbitmqctl": [(("add_user",), 3), (("change_password",), 3), (("authenticate_user",), 3)],
               "mc": [(("alias", "set"), 6), (("config", "host", "add"), 7)],
-              "ipmitool": [(("user", "set", "password"), 5)]}
+              "ipmitool": [(("user", "set", "password"), 5)], "openssl": [(("passwd",), 2)]}
 # `set SMBPass X`, `secret_access_key X`, `password 0 X`, `snmp-server community X`: a credential's name, then
 # its value (after a one-digit type, as network device configs write it).
 PAIR_NAMES = re.compile(r"[A-Za-z_][\w.-]{1,60}")
+VALUE_TYPE = re.compile(r"(?i)\d|ascii(?:-text)?|hex|plain(?:-?text)?|clear(?:-?text)?|unencrypted|raw")
 ATTACHED = {"mysql", "mysqldump", "mysqladmin", "mariadb", "mysqlimport", "mysqlshow", "7z", "7za", "7zr"}
 IMPACKET = {"secretsdump", "psexec", "wmiexec", "smbexec", "atexec", "dcomexec", "getuserspns", "getnpusers",
             "gettgt", "getst", "mssqlclient", "lookupsid"}
@@ -221,6 +224,15 @@ TOKEN = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
 WRAPPERS = {"sudo", "env", "time", "nohup", "exec", "command", "xargs", "nice", "doas", "watch", "timeout", "$", "#",
             ">", "powershell", "pwsh", "cmd", "/c", "-c", "bash", "sh", "start"}
 USER_PASS_OPTIONS = {"-u", "--user", "-U", "--username", "/user:", "-user"}  # `u:p`, `u%p` forms
+# A program that is not in the table but takes a user (`-u NAME`, `--username NAME`) takes its password as -p or
+# -P (mosquitto_pub, influx, sqlcmd-likes): such a value counts when it is shaped like one, not a port or a file.
+USER_OPTIONS = {"-u", "-U", "--user", "--username", "-user", "-username"}
+INFERRED_PASSWORD_LETTERS = "pP"
+# `kubectl get secret NAME`, `vault delete token X`: after a verb, a credential word is a kind of resource.
+RESOURCE_VERBS = {"get", "describe", "delete", "create", "edit", "patch", "rotate", "show", "list", "read", "rm",
+                  "remove", "inspect", "label", "annotate", "view", "revoke", "renew", "lookup", "rollout", "logs"}
+# A command inside another: `sh 'deploy.sh --db-pass X'`, `$(openssl passwd -1 'X')`, backticks.
+NESTED = re.compile(r"\$\((?P<sub>[^()\n]{3,400})\)|`(?P<tick>[^`\n]{3,400})`")
 PASSWORD_STDIN = re.compile(r"--password-stdin|--passphrase-fd\s+0|\bsudo\s+(?:-\w+\s+)*-S\b|\bpasswd\s+--stdin"
                             r"|\bchpasswd\b|\bsshpass\s+-[fd]\b|--pass(?:word)?-from-stdin|\bkinit\b"
                             r"|(?<![\w-])-{0,2}(?:password|passwd|passphrase|secret|token)[=\s]-(?!\S)")
@@ -259,7 +271,21 @@ def _positional(segment: str, offset: int, tokens: list[re.Match], program: str,
         return
 
 
-def command_lines(text: str) -> Iterator[Slot]:
+def command_lines(text: str, nested: bool = True) -> Iterator[Slot]:
+    """Credentials in command lines, also in a command nested inside one (`$(…)`, backticks, a quoted
+    command string), read once more at one level of depth."""
+    yield from _command_lines(text)
+    if not nested:
+        return
+    inner = [(m.start(g), m.group(g)) for m in NESTED.finditer(text) for g in ("sub", "tick") if m.group(g)]
+    inner += [(m.start() + 1, m.group()[1:-1]) for m in re.finditer(r"\"[^\"\n]{5,400}\"|'[^'\n]{5,400}'", text)
+              if re.search(r"\s-{1,2}[A-Za-z]", m.group())]
+    for start, body in inner:
+        for slot in _command_lines(body):
+            yield Slot(start + slot.start, start + slot.end, slot.kind, slot.field)
+
+
+def _command_lines(text: str) -> Iterator[Slot]:
     stdin_password = bool(PASSWORD_STDIN.search(text))
     for segment in SEGMENT.finditer(text):
         offset = segment.start()
@@ -268,6 +294,9 @@ def command_lines(text: str) -> Iterator[Slot]:
         short = SHORT_PASSWORD_OPTIONS.get(program, "")
         if program in SUBCOMMAND and (len(tokens) <= first + 1 or tokens[first + 1].group() != SUBCOMMAND[program]):
             short = ""
+        inferred = "" if program in SHORT_PASSWORD_OPTIONS or not any(
+            t.group() in USER_OPTIONS and j + 1 < len(tokens) and not tokens[j + 1].group().startswith("-")
+            for j, t in enumerate(tokens[first + 1:], first + 1)) else INFERRED_PASSWORD_LETTERS
         yield from _positional(segment.group(), offset, tokens, program, first)
         for i in range(first + 1, len(tokens)):
             raw = tokens[i].group()
@@ -295,6 +324,10 @@ def command_lines(text: str) -> Iterator[Slot]:
                     field = Field.CREDENTIAL if name in short else Field.OTHER
                     if program == "smbclient" and name == "U":
                         field = Field.OTHER
+                    if field is Field.OTHER and name in inferred and value_span and not attached:
+                        candidate = segment.group()[value_span[0]:value_span[1]]
+                        if evidence.has_password_shape(candidate, 6) or evidence.looks_random(candidate):
+                            field = Field.CREDENTIAL
                 else:
                     field = classify(name)
                     if field is Field.WEAK:
@@ -324,18 +357,23 @@ def command_lines(text: str) -> Iterator[Slot]:
                         and not re.search(r"@sha\d+:", segment.group()[s:e]):
                     yield Slot(offset + s + target.start("s"), offset + s + target.end("s"), "command_password",
                                Field.CREDENTIAL)
-        for i in range(first + 1, len(tokens) - 1):
+        for i in range(first, len(tokens) - 1):
+            if i > first and tokens[i - 1].group().lower() in RESOURCE_VERBS:
+                continue  # `kubectl get secret NAME`: the name of a secret
             if PAIR_NAMES.fullmatch(tokens[i].group()) and (
                     classify(tokens[i].group()) is Field.CREDENTIAL or tokens[i].group().lower() == "community"):
-                value = tokens[i + 1]
-                if re.fullmatch(r"\d", value.group()) and i + 2 < len(tokens):
-                    value = tokens[i + 2]
+                at = i + 1  # past a one-digit type and an encoding word, as device configs write them
+                while at + 1 < len(tokens) and at < i + 3 and VALUE_TYPE.fullmatch(tokens[at].group()):
+                    at += 1
+                value = tokens[at]
                 s, e = _unquote(value)
                 candidate = segment.group()[s:e]
                 if value.group()[:1] not in "\"'":  # a sentence's punctuation, `code` quotes
                     candidate = candidate.strip("`").rstrip(VALUE_END)
                     s = s + segment.group()[s:e].find(candidate)
                     e = s + len(candidate)
+                if candidate.rstrip(":").lower() in META or candidate.endswith(":"):
+                    continue  # `Password policy: …`: a sentence about the credential
                 if (evidence.has_password_shape(candidate, 6) or evidence.looks_random(candidate)) \
                         and not candidate.startswith("-"):
                     slot = judge(segment.group(), s, e, value.group()[:1] in "\"'", Field.CREDENTIAL, "command_password")
@@ -415,8 +453,33 @@ VALUE_END = ".,;?)\"'}]”’"
 STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]")
 
 
+# An account and its secret in a sentence: `logging in as svc_scanner with X`, `still has root/X`. The secret must
+# be shaped like a chosen password (letters, digits and a symbol), so `and/or` or `origin/main` never are.
+LOGIN_AS = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)|sign(?:ing|ed|s)?\s*in|authenticat\w*|connect\w*)"
+                      r"\s+(?:to\s+\S+\s+)?as\s+[\w.@\\$-]+\s+(?:with|using)\s+(?:(?:the\s+)?password\s+)?(?P<s>\S+)")
+# The account side is a built-in or vendor-default account (`root/calvin` on an iDRAC, `admin/…` on a camera): a
+# path, an image or an API route has a slash in the same place and no such word before it.
+DEFAULT_ACCOUNTS = ("root|admin|administrator|sa|sys|system|guest|ubnt|pi|oracle|postgres|cisco|manager|operator"
+                    "|service|support|superuser|sysadmin|user|test|demo|default|netadmin|enable")
+ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
+
+
+def _chosen_password(value: str) -> bool:
+    return bool(re.search(r"[A-Za-z]", value) and re.search(r"\d", value) and re.search(r"[^\w\-./]", value)
+                and not evidence.is_not_secret(value) and not evidence.is_reference(value, False))
+
+
 def prose(text: str) -> Iterator[Slot]:
+    for rx in (LOGIN_AS, ACCOUNT_PAIR):
+        for m in rx.finditer(text):
+            value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+            if _chosen_password(value):
+                s = m.start("s") + m.group("s").find(value)
+                yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for key in PROSE_KEY.finditer(text):
+        before = text[max(0, key.start() - 12):key.start()].split()
+        if before and before[-1].lower() in RESOURCE_VERBS:
+            continue  # `get secret NAME`: a secret's name
         window = text[key.end():key.end() + 120]
         closed = STRING_END.search(window)
         window = window[:closed.start()] if closed else window
@@ -431,6 +494,11 @@ def prose(text: str) -> Iterator[Slot]:
         strict = previous == "key"
         if strict and not (DETERMINER.search(text, max(0, key.start() - 12), key.start())
                            and re.match(r"\s+(?:is|was)\s", window)):
+            first_word = re.match(r"\s+(\S+)", window)
+            value = first_word and first_word.group(1).rstrip(VALUE_END)
+            if value and _chosen_password(value):  # `WPA2 key Tiger@3344gg`: a value no identifier looks like
+                s = key.end() + first_word.start(1)
+                yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
             continue
         for n, word in enumerate(words):
             raw = word.group()
