@@ -223,6 +223,23 @@ def test_what_cannot_convert_is_refused_by_name_and_nothing_is_written(work, sp_
     assert not dst.exists() and not dst.with_name(dst.name + ".partial").exists()
 
 
+def test_a_complete_format_is_used_when_the_other_lacks_a_shard_and_an_existing_output_is_never_touched(
+        work, sp_model, vocab, tmp_path):
+    model = ref.reference_model(ref.reference_config("chatglm3", vocab))
+    src = ref.write_checkpoint(tmp_path / "both", "chatglm3", model, sp_model)  # sharded torch files
+    safetensors = ref.write_checkpoint(tmp_path / "st", "chatglm3", model, sp_model, safetensors=True)
+    shutil.copy(safetensors / "model.safetensors.index.json", src)  # and a safetensors index whose shards are absent
+    (src / "model-00002-of-00002.safetensors").write_bytes((safetensors / "model-00002-of-00002.safetensors").read_bytes())
+    dst = convert(src, tmp_path / "out", **QUIET)
+    assert json.loads((dst / "secbot_conversion.json").read_text())["source_weights"][0].startswith("pytorch_model")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("ours")
+    with pytest.raises(ConversionRefused, match="already exists and is not empty"):
+        convert(src, taken, **QUIET)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"] and (taken / "notes.txt").read_text() == "ours"
+
+
 @pytest.mark.parametrize("code, rope", [
     ("base = base * self.rope_ratio", {"rope_theta": 500000.0}),  # ChatGLM3-6B-32k's way
     ("seq_idx = torch.arange(seq_len, dtype=torch.float) / self.rope_ratio",  # positions interpolated

@@ -137,7 +137,9 @@ def check_network(src: Path, config: dict) -> Network:
 
 
 def weight_files(src: Path) -> list[Path]:
-    """The checkpoint's weight files, every shard its index names present; safetensors first."""
+    """The checkpoint's weight files, safetensors first; a format with a shard missing gives way to a
+    complete one (THUDM ships both), and is named when no format is complete."""
+    incomplete = None
     for name in WEIGHT_FILES:
         path = src / name
         if not path.is_file():
@@ -149,10 +151,12 @@ def weight_files(src: Path) -> list[Path]:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConversionRefused(f"{path} cannot be read ({type(exc).__name__}); copy it again.") from None
         missing = [s for s in shards if not (src / s).is_file()]
-        if missing:
-            raise ConversionRefused(f"{src}: missing weight shard {', '.join(missing)} (named by {name}); "
-                                    "copy every shard of the checkpoint.")
-        return [src / s for s in shards]
+        if not missing:
+            return [src / s for s in shards]
+        incomplete = incomplete or ConversionRefused(
+            f"{src}: missing weight shard {', '.join(missing)} (named by {name}); copy every shard of the checkpoint.")
+    if incomplete:
+        raise incomplete
     raise ConversionRefused(f"{src}: no weights (pytorch_model*.bin or model*.safetensors, with its index "
                             "when sharded).")
 
