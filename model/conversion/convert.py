@@ -112,5 +112,6 @@ def convert(src: str | Path, dst: str | Path, family: str | None = None,
             "source_weights": [p.name for p in files], "rope": {k: v for k, v in net.glm_config.items()
                                                                  if k.startswith("rope")},
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
-    say(f"wrote {dst} ({fam.name}, {net.layers} layers, {total / 2**30:.2f} GiB)")
+    size = f"{total / 2**30:.2f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
+    say(f"wrote {dst} ({fam.name}, {net.layers} layers, {size})")
     return dst
