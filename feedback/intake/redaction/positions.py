@@ -271,12 +271,10 @@ def _positional(segment: str, offset: int, tokens: list[re.Match], program: str,
         return
 
 
-def command_lines(text: str, nested: bool = True) -> Iterator[Slot]:
+def command_lines(text: str) -> Iterator[Slot]:
     """Credentials in command lines, also in a command nested inside one (`$(…)`, backticks, a quoted
     command string), read once more at one level of depth."""
     yield from _command_lines(text)
-    if not nested:
-        return
     inner = [(m.start(g), m.group(g)) for m in NESTED.finditer(text) for g in ("sub", "tick") if m.group(g)]
     inner += [(m.start() + 1, m.group()[1:-1]) for m in re.finditer(r"\"[^\"\n]{5,400}\"|'[^'\n]{5,400}'", text)
               if re.search(r"\s-{1,2}[A-Za-z]", m.group())]
