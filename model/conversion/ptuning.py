@@ -26,8 +26,8 @@ import torch
 from secbot.model.conversion.checkpoint import read_config, read_tensors, weight_files
 from secbot.model.conversion.output import refuse_existing, written_whole
 from secbot.model.errors import ConversionRefused
+from secbot.model.runtime.adapters import METADATA_FILE
 
-ADAPTER_NOTE = "secbot_adapter.json"  # the file `secbot train` writes beside its adapters
 PREFIX = "prefix_encoder."
 
 
@@ -111,7 +111,7 @@ def convert_ptuning(checkpoint: str | Path, out: str | Path, model_dir: str | Pa
         peft_config.save_pretrained(str(partial))
         save_file({"prompt_embeddings": prefix.contiguous()}, str(partial / "adapter_model.safetensors"),
                   metadata={"format": "pt"})
-        (partial / ADAPTER_NOTE).write_text(json.dumps({
+        (partial / METADATA_FILE).write_text(json.dumps({
             "format": "secbot-adapter/1", "method": "ptuning",
             "base_model": {"path": str(model_dir.resolve()), "model_type": glm.model_type,
                            "hidden_size": glm.hidden_size, "num_hidden_layers": glm.num_hidden_layers,

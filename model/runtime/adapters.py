@@ -13,6 +13,7 @@ from secbot.model.runtime.loading import read_json
 log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+METADATA_FILE = "secbot_adapter.json"  # beside every adapter secbot writes: base model, method, where it came from
 ADAPTER_HINT = "Point SECBOT_ADAPTER (or --adapter) at a directory written by `secbot train`."
 
 

@@ -34,6 +34,7 @@ from typing import ClassVar, Literal
 import torch
 
 from secbot.model.errors import TrainingError
+from secbot.model.runtime.adapters import METADATA_FILE
 from secbot.model.runtime.loading import LoadedModel, load_base
 from secbot.model.runtime.prompting import PromptBuilder
 from secbot.model.training import preference as kto
@@ -43,7 +44,6 @@ from secbot.model.training.record_formats import Labelled, Record, records_hash
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "secbot_adapter.json"
 LOSS_LOG = "loss.jsonl"
 LOSS_PNG = "loss_curve.png"
 
