@@ -3,6 +3,7 @@
     python bench/memory.py                 # quality (test half), then timing at 1k, 10k, 100k records
     python bench/memory.py --sizes 1000    # quicker
     python bench/memory.py --fit           # fit the combination on the calibration half, print it
+    python bench/memory.py --embedding-model DIR   # also a local sentence-transformers model
 
 Quality, first: `data/memory_round2.json` (written for this: 122 paraphrase pairs, 42 of them
 synonyms with no shared key word, 42 Chinese and 14 across English and Chinese, and 123 near
@@ -263,19 +264,52 @@ def timing(sizes: list[int], embedder=None, lookups: int = 400) -> list[dict]:
     return out
 
 
-def report_round2(embedder) -> None:
+def rescored(results: list[dict], weights: dict[str, float]) -> list[dict]:
+    """The same candidates under other combination weights (a model's own fit)."""
+    from secbot.feedback.memory.semantic import combined
+
+    out = []
+    for r in results:
+        matches = [replace(m, confidence=round(combined(m.features, weights), 4)) if m.features else m
+                   for m in r["matches"]]
+        out.append(r | {"matches": sorted(matches, key=lambda m: (-m.confidence, -m.bm25, m.record_id))})
+    return out
+
+
+def calibration_fit(embedder) -> dict[str, float]:
+    """The combination fitted for `embedder` on the calibration half and the earlier set."""
+    results, groups = round2(embedder, "calibration")
+    earlier, earlier_groups = earlier_set(embedder)
+    offset = max(groups["record"].values()) + 1  # keep the two sets' answer groups apart
+    for r in earlier:
+        r["matches"] = [replace(m, record_id=-m.record_id) for m in r["matches"]]
+        r["expect"] = None if r["expect"] is None else r["expect"] + offset
+    groups["record"] |= {-rid: g + offset for rid, g in earlier_groups.items()}
+    return fit(results + earlier, groups)
+
+
+def report_round2(embedders: list) -> None:
+    """The test half, words alone and with each embedder: with the shipped combination, and for a
+    model other than the default also with the combination fitted for it on the calibration half."""
     from secbot.feedback.memory.matching import CONFIDENT, REFERENCE
 
     print(f"Quality on the test half of memory_round2.json (confident answers at {CONFIDENT}; "
           f"'referenced': the paraphrased record among the 3 references the model gets otherwise):")
-    print(f"{'matching':<34} {'recall %':>9} {'synonyms %':>11} {'chinese %':>10} {'cross %':>8} "
+    print(f"{'matching':<52} {'recall %':>9} {'synonyms %':>11} {'chinese %':>10} {'cross %':>8} "
           f"{'reworded %':>11} {'precision %':>12} {'wrong':>6} {'referenced':>11}")
-    for label, model in (("lexical alone", None), (f"lexical + semantic ({embedder.name})", embedder)):
+    rows = [("lexical alone", None, None)]
+    for i, model in enumerate(embedders):
+        rows.append((f"lexical + semantic ({model.name})", model, None))
+        if i:
+            rows.append((f"  the same, combination fitted for it", model, calibration_fit(model)))
+    for label, model, weights in rows:
         results, groups = round2(model, "test")
+        if weights:
+            results = rescored(results, weights)
         overall = scores(results, groups, CONFIDENT)
         by_kind = {k: scores(results, groups, CONFIDENT, {k}) for k in
                    ("synonym", "chinese", "cross-language", "reworded")}
-        print(f"{label:<34} {overall['recall']:>9.1f} {by_kind['synonym']['recall']:>11.1f} "
+        print(f"{label:<52} {overall['recall']:>9.1f} {by_kind['synonym']['recall']:>11.1f} "
               f"{by_kind['chinese']['recall']:>10.1f} {by_kind['cross-language']['recall']:>8.1f} "
               f"{by_kind['reworded']['recall']:>11.1f} {overall['precision']:>12.1f} {overall['wrong']:>6} "
               f"{'%d/%d' % referenced(results, groups, REFERENCE):>11}")
@@ -307,21 +341,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--fit", action="store_true",
                         help="fit the combination's weights on the calibration half and print them")
+    parser.add_argument("--embedding-model", metavar="DIR",
+                        help="a local sentence-transformers directory, measured beside the embedded default "
+                             "(with --fit: the model to fit for)")
     args = parser.parse_args()
-    from secbot.model.runtime.embeddings import StaticEmbedder
+    from secbot.model.runtime.embeddings import SentenceTransformersEmbedder, StaticEmbedder
 
     embedder = StaticEmbedder()
+    other = SentenceTransformersEmbedder(args.embedding_model) if args.embedding_model else None
     if args.fit:
-        results, groups = round2(embedder, "calibration")
-        earlier, earlier_groups = earlier_set(embedder)
-        offset = max(groups["record"].values()) + 1  # keep the two sets' answer groups apart
-        for r in earlier:
-            r["matches"] = [replace(m, record_id=-m.record_id) for m in r["matches"]]
-            r["expect"] = None if r["expect"] is None else r["expect"] + offset
-        groups["record"] |= {-rid: g + offset for rid, g in earlier_groups.items()}
-        print("COMBINE =", fit(results + earlier, groups))
+        print("COMBINE =", calibration_fit(other or embedder))
         return
-    report_round2(embedder)
+    report_round2([embedder] + ([other] if other else []))
     print(f"Confirming a borderline match with the chat model (SECBOT_MEMORY_CONFIRM): "
           f"{confirmation_cost():.0f} ms a question on the tiny reference model\n")
     with tempfile.TemporaryDirectory() as tmp:
