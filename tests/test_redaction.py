@@ -288,3 +288,45 @@ def test_random_tokens_are_judged_random_whatever_their_utf16_reading():
     rng = random.Random(7)
     tokens = ["".join(rng.choice(string.ascii_letters + string.digits) for _ in range(32)) for _ in range(500)]
     assert sum(map(evidence.looks_secret, tokens)) >= 480
+
+
+@pytest.mark.parametrize("text,secret", [
+    ("the new passphrase, as agreed on the call, Qm4!zR8wLs", "Qm4!zR8wLs"),
+    ("密码改过了，新的在这里 Hq7#Lp2xWz", "Hq7#Lp2xWz"),
+    ("secret (do not share) Lm3#Vb8qXz", "Lm3#Vb8qXz"),
+    ("psk on the branch router Rt5%Yu2!Kp", "Rt5%Yu2!Kp"),
+    ("password -> Gh6!Jk9#Lq", "Gh6!Jk9#Lq"),
+    ("auth header value Kp2#Qz7!Wm9x", "Kp2#Qz7!Wm9x"),
+])
+def test_the_last_signal_weighs_look_and_surroundings_where_no_position_is_named(text, secret):
+    """No grammar names these positions; the value's look and the credential word before it do."""
+    assert not [f for f in REDACTOR._rules(text)[0] if text[f[0]:f[1]] == secret]  # no rule finds it
+    out = REDACTOR.redact(text)
+    assert secret not in out.text and "likely_secret" in out.kinds
+
+
+def test_the_last_signal_names_every_feature_it_reads():
+    from secbot.feedback.intake.redaction import classifier
+
+    fitted = json.loads(classifier.WEIGHTS.read_text(encoding="utf-8"))
+    assert set(fitted["weights"]) == set(classifier.FEATURES), "refit: python bench/redaction.py --fit"
+    assert 0.5 <= fitted["threshold"] < 1.0
+
+
+def test_fitting_the_last_signal_keeps_every_ordinary_tuning_line_and_learns_the_pastes(monkeypatch):
+    """The fit itself, without the detection-rule checkout: its threshold leaves every ordinary line
+    of the tuning material as it was, and alone it still catches a good share of the pastes."""
+    import sys
+
+    from secbot.feedback.intake.redaction import classifier
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    bench = __import__("redaction")
+    assert bench.__file__.endswith(str(Path("bench") / "redaction.py"))
+    fitted = bench.fit_classifier([])
+    sys.modules.pop("redaction")
+    model = classifier.Model(fitted["weights"], fitted["intercept"], fitted["threshold"])
+    paste, ordinary = bench.tuning_material()
+    assert not [line for line in ordinary for s, e in REDACTOR.unjudged(line) if model.secret(line, s, e)]
+    alone = sum(any(model.secret(c["text"], s, e) for s, e in classifier.candidates(c["text"])
+                    if c["text"][s:e] == c["secret"]) for c in paste)
+    assert alone >= 0.3 * len(paste), alone

@@ -5,9 +5,11 @@ By structure, then by evidence, all found on the same text and replaced once:
    userinfo, call argument, or a prose sentence in English or Chinese, judged by the field's name.
 2. Their own formats (`formats`): key blocks, vendor tokens, maintained detectors.
 3. Decoding: base64 that decodes to a private key, to `user:pass` or to a known token.
-4. Last, entropy (`evidence.looks_secret`), judged per value and never inside a grammar of things
+4. Entropy (`evidence.looks_secret`), judged per value and never inside a grammar of things
    that are not secrets (ARNs, resource ids, bucket URIs, hashes, UUIDs, image references, paths,
    host names, IPs, finding types) or inside a field that names an identifier.
+5. Last, every value still open is weighed by its look and its surroundings together
+   (`classifier`), under the same exclusions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
-from secbot.feedback.intake.redaction import evidence, formats, positions
+from secbot.feedback.intake.redaction import classifier, evidence, formats, positions
 from secbot.feedback.intake.redaction.names import IDENTIFIER_HEADS, Field
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -53,6 +55,10 @@ class _Spans:
         i = bisect.bisect_right(self.starts, start) - 1
         return i >= 0 and self.spans[i][1] >= end
 
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_left(self.starts, end) - 1
+        return i >= 0 and self.spans[i][1] > start
+
 
 class Redactor:
     """Replaces credentials in text; `redact` returns the clean text and what was found."""
@@ -79,6 +85,26 @@ class Redactor:
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
+        found, kept = self._rules(text)
+        weighed = classifier.model()
+        found.extend((start, end, "likely_secret") for start, end in self.open_values(text, kept, found)
+                     if weighed.secret(text, start, end))
+        return _merge(found)
+
+    def unjudged(self, text: str) -> list[tuple[int, int]]:
+        """The values of `text` left to the last signal (what `bench/redaction.py --fit` calibrates on)."""
+        found, kept = self._rules(text)
+        return self.open_values(text, kept, found)
+
+    @staticmethod
+    def open_values(text: str, kept: "_Spans", found: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
+        """The values no rule has judged: not touching a secret found, not inside a span kept."""
+        claimed = _Spans((s, e) for s, e, _ in found)
+        return [(start, end) for start, end in classifier.candidates(text)
+                if not kept.covers(start, end) and not claimed.overlaps(start, end)]
+
+    def _rules(self, text: str) -> tuple[list[tuple[int, int, str]], "_Spans"]:
+        """What the grammars, formats, decoding and entropy find, and the spans they keep."""
         found: list[tuple[int, int, str]] = []
         keep: list[tuple[int, int]] = evidence.protected_spans(text)
         identifiers: list[tuple[int, int]] = []
@@ -104,7 +130,7 @@ class Redactor:
         claimed = _Spans((s, e) for s, e, _ in found)
         for m in CANDIDATE.finditer(text):
             found.extend(self._by_entropy(m, kept, claimed))
-        return _merge(found)
+        return found, _Spans(keep + [tuple(span) for span in templates.spans])
 
     @staticmethod
     def _by_entropy(match: re.Match, kept: _Spans, claimed: _Spans):
