@@ -300,7 +300,7 @@ def test_random_tokens_are_judged_random_whatever_their_utf16_reading():
 ])
 def test_the_last_signal_weighs_look_and_surroundings_where_no_position_is_named(text, secret):
     """No grammar names these positions; the value's look and the credential word before it do."""
-    assert not [f for f in REDACTOR._rules(text)[0] if text[f[0]:f[1]] == secret]  # no rule finds it
+    assert not [f for f in REDACTOR.by_rules(text)[0] if text[f[0]:f[1]] == secret]  # no rule finds it
     out = REDACTOR.redact(text)
     assert secret not in out.text and "likely_secret" in out.kinds
 
@@ -313,17 +313,16 @@ def test_the_last_signal_names_every_feature_it_reads():
     assert 0.5 <= fitted["threshold"] < 1.0
 
 
-def test_fitting_the_last_signal_keeps_every_ordinary_tuning_line_and_learns_the_pastes(monkeypatch):
+def test_fitting_the_last_signal_keeps_every_ordinary_tuning_line_and_learns_the_pastes():
     """The fit itself, without the detection-rule checkout: its threshold leaves every ordinary line
     of the tuning material as it was, and alone it still catches a good share of the pastes."""
-    import sys
+    import importlib.util
 
     from secbot.feedback.intake.redaction import classifier
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
-    bench = __import__("redaction")
-    assert bench.__file__.endswith(str(Path("bench") / "redaction.py"))
+    spec = importlib.util.spec_from_file_location("bench_redaction", DATA.parent / "redaction.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
     fitted = bench.fit_classifier([])
-    sys.modules.pop("redaction")
     model = classifier.Model(fitted["weights"], fitted["intercept"], fitted["threshold"])
     paste, ordinary = bench.tuning_material()
     assert not [line for line in ordinary for s, e in REDACTOR.unjudged(line) if model.secret(line, s, e)]

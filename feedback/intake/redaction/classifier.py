@@ -5,7 +5,7 @@ position names, the way a reader would: a value shaped like something a person o
 as a secret, a few words after a credential word, quoted, after a flag. Each piece of evidence is
 weak alone; their weights are fitted together (`bench/redaction.py --fit`, on the tuning halves of
 the redaction sets and a detection-rule checkout only) and kept in `classifier.json`. Its threshold
-is the highest score any value of those ordinary lines reaches, so on them it changes nothing.
+is above every value of the project's ordinary lines, so on them it changes nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from secbot.feedback.intake.redaction import evidence, positions
 from secbot.feedback.intake.redaction.names import Field, classify
 
 WEIGHTS = Path(__file__).with_name("classifier.json")
-# A value: a run of characters no config, shell or prose uses to delimit one.
-VALUE = re.compile(r"[^\s\"'`,;()\[\]{}<>=|]+")
+# A value: a run of characters no config, shell or prose (English or Chinese) uses to delimit one.
+VALUE = re.compile(r"[^\s\"'`,;()\[\]{}<>=|（）【】「」『』《》〈〉“”‘’、，。；：！？]+")
 EDGE = ".,:;!?。，：；！？"
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*|[\u4e00-\u9fff]+")
 ZH_CREDENTIAL = re.compile(r"密码|口令|密钥|秘钥|令牌|私钥|授权码|凭据|凭证")
@@ -30,14 +30,16 @@ FLAG_BEFORE = re.compile(r"(?:^|\s)-{1,2}[A-Za-z][\w-]*[\s:]*$")
 SHORT_FLAG_P = re.compile(r"(?:^|\s)-[pP]\s*$")
 SYMBOL = re.compile(r"[!@#$%^&*?~+]")
 LOOK_BACK = 48
-# Parts of grammars that values of ordinary text are written in: a mention, percent-encoding, an
-# environment variable, a path separator, a version number, a file extension.
-GRAMMAR_HINTS = [re.compile(rx) for rx in (r"^@\w+$", r"%[0-9A-Fa-f]{2}", r"%\w+%|\$\w+|\$\{", r"[\\/]",
-                                           r"\d\.\d", r"\.[a-z]{2,4}$")]
+# Parts of grammars that values of ordinary text are written in: a mention or a channel, an option's
+# name, percent-encoding, an environment variable, a path separator, a version number, a file extension.
+GRAMMAR_HINTS = [re.compile(rx) for rx in (r"^[@#][\w-]+$", r"^--?[A-Za-z][\w-]*$", r"%[0-9A-Fa-f]{2}",
+                                           r"%\w+%|\$\w+|\$\{", r"[\\/]", r"\d\.\d", r"\.[a-z]{2,4}$")]
 
+# What the model reads, in order: the value's look (`_shape`), then its surroundings (`_context`).
 FEATURES = ["log_length", "lower", "upper", "digit", "symbol", "classes", "entropy", "hex", "letters_only",
             "base64_run", "chosen_symbol", "word_then_digits", "looks_secret", "password_shape", "not_secret",
-            "mention", "percent_encoded", "variable", "path", "version", "extension", "credential_word", "credential_near", "weak_word", "identifier_word", "after_assignment", "quoted",
+            "mention", "option", "percent_encoded", "variable", "path", "version", "extension",
+            "credential_word", "credential_near", "weak_word", "identifier_word", "after_assignment", "quoted",
             "after_flag", "after_p", "credential_word_after", "chinese_before"]
 
 
@@ -67,7 +69,8 @@ def _shape(token: str) -> list[float]:
 
 def _words(before: str) -> list[tuple[int, Field]]:
     """(end, what the word names) for the words before a value. A credential word followed by one
-    that names something about it is about the credential (`password policy`, `密码策略`)."""
+    that names something about it is about the credential (`password policy`, `密码策略`); after a
+    verb it is a kind of resource (`vault delete token NAME`), as the positions read it."""
     out: list[tuple[int, Field]] = []
     found = list(WORD.finditer(before))
     for i, m in enumerate(found):
@@ -81,6 +84,8 @@ def _words(before: str) -> list[tuple[int, Field]]:
         if kind is Field.CREDENTIAL and following and re.fullmatch(r"[\s_-]+", before[m.end():following.start()]):
             pair = _field(f"{word}_{following.group()}")
             kind = kind if pair is Field.CREDENTIAL else pair
+        if kind is Field.CREDENTIAL and i and found[i - 1].group().lower() in positions.RESOURCE_VERBS:
+            kind = Field.OTHER  # `kubectl get secret NAME`: a kind of resource, and the value its name
         out.append((m.end(), kind))
     return out
 
@@ -94,7 +99,7 @@ def _context(text: str, start: int, end: int) -> list[float]:
     prefix = text[:start].rstrip()
     return [float(bool(credential)), math.exp(-distance / 12) if credential else 0.0,
             float(any(kind is Field.WEAK for _, kind in kinds)),
-            float(bool(kinds) and max(kinds, key=lambda k: k[0])[1] is Field.IDENTIFIER),
+            float(bool(kinds) and kinds[-1][1] is Field.IDENTIFIER),
             float(prefix.endswith(("=", ":"))), float(text[start - 1:start] in ("'", '"', "`") if start else False),
             float(bool(FLAG_BEFORE.search(before))), float(bool(SHORT_FLAG_P.search(before))),
             float(any(_field(m.group()) is Field.CREDENTIAL for m in WORD.finditer(after))),

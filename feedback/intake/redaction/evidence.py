@@ -44,6 +44,7 @@ NOT_SECRET_GRAMMARS = [
     # names Kubernetes generates: deployment-<pod template hash>-<suffix>, statefulset-<n>, job-<suffix>
     r"\b[a-z0-9]+(?:-[a-z0-9]+)*-[a-z0-9]{8,10}-[a-z0-9]{5}\b",
     r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",  # e-mail addresses
+    r"\$\{\w+(?::?\?[^{}\n]{0,200})?\}",  # shell expansions: a name, and the message if it is unset
     # digests of the empty string and of an empty password: public constants, quoted to spot blanks
     r"\b(?i:31d6cfe0d16ae931b73c59d7e0c089c0|aad3b435b51404eeaad3b435b51404ee|d41d8cd98f00b204e9800998ecf8427e"
     r"|da39a3ee5e6b4b0d3255bfef95601890afd80709|e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855)\b",

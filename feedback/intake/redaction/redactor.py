@@ -85,7 +85,7 @@ class Redactor:
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
-        found, kept = self._rules(text)
+        found, kept = self.by_rules(text)
         weighed = classifier.model()
         found.extend((start, end, "likely_secret") for start, end in self.open_values(text, kept, found)
                      if weighed.secret(text, start, end))
@@ -93,7 +93,7 @@ class Redactor:
 
     def unjudged(self, text: str) -> list[tuple[int, int]]:
         """The values of `text` left to the last signal (what `bench/redaction.py --fit` calibrates on)."""
-        found, kept = self._rules(text)
+        found, kept = self.by_rules(text)
         return self.open_values(text, kept, found)
 
     @staticmethod
@@ -103,7 +103,7 @@ class Redactor:
         return [(start, end) for start, end in classifier.candidates(text)
                 if not kept.covers(start, end) and not claimed.overlaps(start, end)]
 
-    def _rules(self, text: str) -> tuple[list[tuple[int, int, str]], "_Spans"]:
+    def by_rules(self, text: str) -> tuple[list[tuple[int, int, str]], "_Spans"]:
         """What the grammars, formats, decoding and entropy find, and the spans they keep."""
         found: list[tuple[int, int, str]] = []
         keep: list[tuple[int, int]] = evidence.protected_spans(text)
