@@ -7,8 +7,8 @@ false positives on ordinary security text.
 `--fit` fits the redactor's last signal (`feedback/intake/redaction/classifier.py`) on the tuning
 material only: (b), (c), (f), (g) whole and the tuning halves of (d) and (e), labelled by their
 secrets, and the `--ordinary` files (e.g. a detection-rule checkout) as text that holds none; its
-threshold is the highest score a value of the project's ordinary lines gets from it, so it changes
-none of them, and changes at most one in 10,000 lines of the `--ordinary` files.
+threshold is above every value of the project's ordinary lines, so it changes none of them, changes
+at most one in 10,000 lines of the `--ordinary` files, and is never below 0.5.
 
 (a) `data/secret_corpus.json`: gitleaks' rule samples (a secret from each rule's own pattern in
     its sample templates) and detect-secrets' plugin test payloads; built by
