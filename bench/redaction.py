@@ -105,7 +105,7 @@ def fit_classifier(extra_ordinary: list[str]) -> dict:
     redactor = Redactor()
 
     def line_scores(lines: list[str]) -> list[float]:
-        return sorted((max((model.score(classifier.features(line, start, end)) for start, end in redactor.unjudged(line)),
+        return sorted((max((model.score(classifier.features(line, s, e)) for s, e in redactor.unjudged(line)),
                            default=0.0) for line in lines), reverse=True)
 
     # None of the project's ordinary lines changes; of the other text, at most EXTRA_BUDGET of lines.

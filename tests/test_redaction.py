@@ -329,3 +329,38 @@ def test_fitting_the_last_signal_keeps_every_ordinary_tuning_line_and_learns_the
     alone = sum(any(model.secret(c["text"], s, e) for s, e in classifier.candidates(c["text"])
                     if c["text"][s:e] == c["secret"]) for c in paste)
     assert alone >= 0.3 * len(paste), alone
+
+
+@pytest.mark.parametrize("line", [
+    'member: "serviceAccount:ci-runner@proj-123.iam.gserviceaccount.com"',
+    "proxyAddresses: SMTP:jane.doe@contoso.com",
+    'principalSubject: user:soc-oncall@example.org',
+    'source: "abfss://raw-events@lakeprod.dfs.core.windows.net/okta"',
+    '"clientRequestToken": "c0ffee00-1111-2222-3333-444455556666",',
+    '"nextToken": "AAMA-EFRSURBSGh3c3VpUzRzV1Z",',
+    '"accessKeyId": ["ASIAY34FZKBOKMUTVV7A", "ASIAY34FZKBOPQ3XLM2B"],',
+    '{"key": "aws:cloudformation:stack-name", "value": "audit-trail"}',
+    '"objectKey": "exports/year%3D2026/month%3D11/part-0000.json.gz"',
+    '"traceId": "0123456789abcdefghijklmnopqrstuv"',
+    '"deviceId": "8f14e45fceea167a5a36dedd4bea2543redacted"',
+    "- Credential Access:OS Credential Dumping",
+    '"usage": {"total_tokens": 1834, "num_tokens": 1200}',
+    '"operation": "Meeting passcode: from Disabled to Enabled"',
+    '"amazonProvidedIpv6CidrBlock": false, "ipv6CidrBlockAssociationSet": {}',
+    "userAgent: Mozilla/5.0 (X11; Linux-6.1.0-13-amd64-x86_64-with-glibc2.36) Chrome/131.0",
+    "https://acct.blob.core.windows.net/c/f.csv?sv=2022-11-02&sp=r&sig=SAS_SIGNATURE",
+])
+def test_names_in_cloud_logs_and_sample_values_are_kept(line):
+    """Cloud audit logs as they are pasted: members and addresses typed by a prefix, request tokens,
+    lists of key ids, tag keys, encoded object keys, sample values typed along the keyboard or masked
+    already, MITRE tactic names, token counts, setting changes, identifiers with versions in them."""
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text,secret", [
+    ("Rotate it now: Authorization: Bearer abcdef0123456789ABCDEFghij", "abcdef0123456789ABCDEFghij"),
+    ('"passwords": ["Zx9!qW2e-Lp4"]', "Zx9!qW2e-Lp4"),
+    ("psexec.py corp/admin:Passw0rd!x@10.0.0.5 cmd", "Passw0rd!x"),
+])
+def test_a_header_after_prose_and_a_list_in_a_credential_field_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text

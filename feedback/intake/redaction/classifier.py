@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from secbot.feedback.intake.redaction import evidence, positions
-from secbot.feedback.intake.redaction.names import Field, classify
+from secbot.feedback.intake.redaction.names import META, Field, classify
 
 WEIGHTS = Path(__file__).with_name("classifier.json")
 # A value: a run of characters no config, shell or prose (English or Chinese) uses to delimit one.
@@ -67,13 +67,15 @@ def _shape(token: str) -> list[float]:
             float(evidence.is_not_secret(token))] + [float(bool(rx.search(token))) for rx in GRAMMAR_HINTS]
 
 
-def _words(before: str) -> list[tuple[int, Field]]:
+def _words(before: str, value: str = "") -> list[tuple[int, Field]]:
     """(end, what the word names) for the words before a value. A credential word followed by one
     that names something about it is about the credential (`password policy`, `密码策略`); after a
     verb it is a kind of resource (`vault delete token NAME`), as the positions read it."""
     out: list[tuple[int, Field]] = []
-    found = list(WORD.finditer(before))
+    found = list(WORD.finditer(before + value))  # the value's own first word may say what the last one names
     for i, m in enumerate(found):
+        if m.end() > len(before):
+            break
         word = m.group()
         if "\u4e00" <= word[0] <= "\u9fff":
             out += [(m.start() + k.end(), Field.OTHER if positions.ZH_ABOUT.match(word, k.end()) else Field.CREDENTIAL)
@@ -81,9 +83,9 @@ def _words(before: str) -> list[tuple[int, Field]]:
             continue
         kind = _field(word)
         following = found[i + 1] if i + 1 < len(found) else None
-        if kind is Field.CREDENTIAL and following and re.fullmatch(r"[\s_-]+", before[m.end():following.start()]):
-            pair = _field(f"{word}_{following.group()}")
-            kind = kind if pair is Field.CREDENTIAL else pair
+        if kind is Field.CREDENTIAL and following and following.group().lower() in META \
+                and re.fullmatch(r"[\s_-]+", (before + value)[m.end():following.start()]):
+            kind = Field.IDENTIFIER  # `password policy`, `Credential Access:…`
         if kind is Field.CREDENTIAL and i and found[i - 1].group().lower() in positions.RESOURCE_VERBS:
             kind = Field.OTHER  # `kubectl get secret NAME`: a kind of resource, and the value its name
         out.append((m.end(), kind))
@@ -92,7 +94,7 @@ def _words(before: str) -> list[tuple[int, Field]]:
 
 def _context(text: str, start: int, end: int) -> list[float]:
     before = text[max(0, start - LOOK_BACK):start]
-    kinds = _words(before)
+    kinds = _words(before, text[start:end])
     credential = [at for at, kind in kinds if kind is Field.CREDENTIAL]
     distance = len(before) - max(credential) if credential else None
     after = text[end:end + 24]

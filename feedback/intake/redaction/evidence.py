@@ -12,6 +12,7 @@ import binascii
 import math
 import re
 from collections import Counter
+from functools import lru_cache
 
 # Grammars of things that are not secrets. Matched on the text; a candidate found only by its
 # look (entropy) inside one of these spans is kept.
@@ -32,7 +33,7 @@ NOT_SECRET_GRAMMARS = [
     # host names (lower case), and the names and paths under them (`authorization.k8s.io/decision`)
     r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}(?![\w-])(?:/[\w.-]+)*",
     r"\b(?:AIDA|AROA|AGPA|ANPA|ANVA|AIPA|APKA|ASCA)[A-Z0-9]{12,20}\b",  # AWS unique ids (public)
-    r"\b[A-Za-z][\w.-]*/v?\d+(?:\.\d+)+[\w.+-]*",  # product/version (user agents)
+    r"\b[A-Za-z][\w.-]*/v?\d+(?:\.\d+)+[\w.+-]*(?:[ \t]+\([^()\n]{1,200}\))?",  # product/version (comment): user agents
     r"\b(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\b",  # IPv4
     r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
     r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
@@ -62,7 +63,8 @@ PLACEHOLDER = re.compile(
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
     r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
-    r"|(?-i:[A-Z]+(?:_[A-Z]+){2,}))$")  # CONSTANT_CASE words: HIDDEN_DUE_TO_SECURITY_REASONS
+    r"|from|to|not|n/?a|unknown|unset|empty|blank|hidden|masked"  # a sentence's words: `Passcode: from Off to On`
+    r"|(?-i:[A-Z]+(?:_[A-Z]+)+))$")  # CONSTANT_CASE words: HIDDEN_DUE_TO_SECURITY_REASONS, SIGNATURE_HERE
 # An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`), or a
 # keyword that opens one (`token = await getSecret(…)`, `key = new Key(…)`): a computed value, not a literal.
 EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*"
@@ -174,9 +176,30 @@ CONSONANTS_RUN = re.compile(r"[b-df-hj-np-tv-xz]{5,}", re.IGNORECASE)
 
 
 def _pronounceable(segment: str) -> bool:
-    """Reads like a word: a quarter of it vowels, no five consonants in a row (`strength` passes)."""
+    """Reads like a word: a quarter of it vowels and no five consonants in a row, or an English word
+    of four letters or more by wordfreq's word list (`Block`, `Strings`, `Rights`)."""
     vowels = sum(c in VOWELS for c in segment)
-    return vowels >= 0.25 * len(segment) and not CONSONANTS_RUN.search(segment)
+    return (vowels >= 0.25 * len(segment) and not CONSONANTS_RUN.search(segment)) or (
+        len(segment) >= 4 and _english_word(segment.lower()))
+
+
+@lru_cache(maxsize=65536)
+def _english_word(word: str) -> bool:
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en") >= 3.0
+
+
+# Masked already: `1ba46982062b43redacted`, `ASIAXXXXXXXXXXXXXXXX`, `sk-****`.
+MASKED = re.compile(r"(?i)redacted|x{5,}|\*{3,}")
+
+
+def sample_value(token: str) -> bool:
+    """Masked already, or typed along the alphabet or the digits (`1234abcdefghijklmnop`): sample
+    data, however random its characters' spread looks. Only for a value judged by its look: in a
+    credential's own slot whatever stands there is redacted."""
+    steps = [abs(ord(b.lower()) - ord(a.lower())) == 1 for a, b in zip(token, token[1:])]
+    return bool(MASKED.search(token)) or sum(steps) >= 0.5 * len(steps)
 
 
 def _wordy(part: str) -> bool:
@@ -197,9 +220,10 @@ def _wordy(part: str) -> bool:
 def _identifier_like(token: str) -> bool:
     """Made of words: `acme-prod-logs-7f3a2c`, `Linux_Trojan_Mirai_1a2b3c4d`, `Log4j.Error.Log`,
     `Microsoft-Windows-Sysmon/Operational`, `Erbium-UA-4ce7c27cb4be9d32e333bf032c88235a`."""
-    parts = [p for p in re.split(r"[_.\-/\\]", token) if p]
+    parts = [p for p in re.split(r"[_.:\-/\\]", token) if p]
     if len(parts) < 2:
         return False
+    parts = [p for p in parts if not p.isdigit()] or parts  # version numbers: `Linux-6.6.6-x86_64-glibc2.38`
     wordy = [p for p in parts if re.fullmatch(r"[A-Za-z][a-z]+|[A-Z]{2,}|[a-z]{2,}", p) or _wordy(p)]
     return len(wordy) * 2 >= len(parts) and all(len(p) <= 12 or re.fullmatch(r"[0-9a-f]+|[0-9A-F]+|\d+", p)
                                                 for p in parts if p not in wordy)
@@ -231,7 +255,7 @@ def looks_random(value: str) -> bool:
     value = value.strip()
     if len(value) < 12 or _identifier_like(value) or is_not_secret(value):
         return False
-    if re.fullmatch(r"[\w.-]+(?:/[\w.-]+)+", value) and not any(looks_secret(p) for p in value.split("/")):
+    if re.fullmatch(r"[\w.%-]+(?:/[\w.%-]+)+", value) and not any(looks_secret(p) for p in value.split("/")):
         return False  # an object key or a relative path
     if re.fullmatch(r"[0-9a-fA-F]{16,}", value):
         return True  # a hex key in a key's slot

@@ -22,7 +22,8 @@ class Field(Enum):
 
 
 # Words that are a credential by themselves.
-STRONG = {"password", "passwd", "passwort", "pwd", "pw", "pass", "passphrase", "passcode", "secret", "secrets",
+STRONG = {"password", "passwords", "passwd", "passwort", "pwd", "pw", "pass", "passphrase", "passcode", "secret",
+          "secrets",
           "token", "tokens", "apikey", "credential", "credentials", "creds", "psk", "privatekey", "accesskey",
           "secretkey", "authtoken", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码", "口令", "密钥", "令牌"}
 WEAK_WORDS = {"key", "auth", "pin", "community"}
@@ -37,6 +38,7 @@ CREDENTIAL_KEY_QUALIFIERS = {"api", "app", "application", "secret", "private", "
                              "live", "test", "server", "session", "crypt", "cipher", "aes", "jwt", "root", "user",
                              "bot", "mgmt", "management", "rest", "vt", "shodan", "pagerduty", "datadog", "sendgrid"}
 IDENTIFIER_KEYS = {"object", "partition", "sort", "primary", "foreign", "cache", "idempotency", "dedup", "group",
+                   "incident", "type",
                    "label", "public", "pub", "host", "hash", "range", "s3", "kms", "ssh", "pgp", "gpg", "ca",
                    "lookup", "map", "index", "row", "column", "registry", "metadata", "tag", "message", "request",
                    "password", "passwd", "pwd", "token", "value", "item", "attribute", "dict", "json", "yaml", "env"}
@@ -54,10 +56,12 @@ META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename"
         "grant", "request", "response", "error", "errors", "validity", "valid", "exchange", "introspection",
         "revocation", "refresh", "audience", "aud", "claims", "lifespan", "rotator", "spray", "spraying",
         "string", "hash", "hashes", "salt", "mfa", "reuse", "ok", "success", "failed", "failure", "attempts",
-        "sync", "inventory", "kv", "engine", "mount", "arns", "identifier", "identifiers"}
+        "sync", "inventory", "kv", "engine", "mount", "arns", "identifier", "identifiers", "access"}
 # Before the head: the field is a setting about the credential (`update_password: always`, `min_password_length`).
 SETTING = {"update", "min", "max", "minimum", "maximum", "require", "requires", "enforce", "allow", "allowed",
-           "show", "hide", "mask", "reuse", "expire", "check", "validate"}
+           "show", "hide", "mask", "reuse", "expire", "check", "validate", "total", "num",
+           # a token that names a request, not a bearer: `clientRequestToken`, `idempotencyToken`, `nextToken`
+           "request", "idempotency", "continuation", "pagination", "page", "next"}
 # Words that make any field a reference: `existingSecret`, `secretRef`, `valueFrom`, `passwordFile`.
 REFERENCE = {"existing", "ref", "from", "use", "ask", "no", "without", "is", "has", "should"}
 # A `key` after one of these is where that credential is kept (`passwordKey`, `passwordSecretKey`).

@@ -91,6 +91,8 @@ XML_ELEMENT = re.compile(r"<(?P<name>[\w:.-]{1,60})>(?P<value>[^<\n]{1,300})</(?
 XML_PAIR = re.compile(r"""(?:key|name)\s*=\s*["'](?P<name>[^"'\n]{1,80})["']\s*"""
                       r"""(?:value\s*=\s*["'](?P<value>[^"'\n]*)["']|>(?P<text>[^<\n]{1,300})<)""")
 HCL_VARIABLE = re.compile(r"""\bvariable\s+"(?P<name>[^"]+)"\s*\{[^}]*?\bdefault\s*=\s*""")
+JSON_LIST = re.compile(r"[ \t]*\[(?P<items>[^\[\]\n]{0,2000})\]")
+JSON_ITEM = re.compile(r"\"(?P<s>[^\"\n]*)\"")
 # The colon that ends a block header (`if not token:`) separates no key from a value.
 BLOCK_HEADER = re.compile(r"^[ \t]*(?:if|elif|else|while|for|with|except|try|def|class|lambda|match|case)\b")
 # In a URL's query, a signature grants what the URL grants (SAS `sig`, presigned `X-Amz-Signature`).
@@ -105,6 +107,14 @@ def assignments(text: str) -> Iterator[Slot]:
         in_query = m.start() > 0 and text[m.start() - 1] in "?&"
         if in_query and words(m.group("name"))[-1:][0] in QUERY_SIGNATURES:
             field = Field.CREDENTIAL
+        items = JSON_LIST.match(text, m.end())
+        if items:  # a JSON list: each item in the field's slot (`"accessKeyId": ["ASIA…"]`, `"passwords": ["…"]`)
+            at = items.start("items")
+            for item in JSON_ITEM.finditer(items.group("items")):
+                slot = judge(text, at + item.start("s"), at + item.end("s"), True, field, "assignment")
+                if slot:
+                    yield slot
+            continue
         value = read_value(text, m.end(), stop_at="&#" if in_query else "")
         if value is None:
             continue
@@ -135,7 +145,10 @@ def assignments(text: str) -> Iterator[Slot]:
 
 
 # --- HTTP headers: any scheme, `token="…"` parameters, cookies, and identifier headers whole
-HEADER = re.compile(r"(?im)(?:^|(?<=[\s\"'(]))(?P<name>[A-Za-z][A-Za-z0-9-]{1,60}):[ \t]*(?P<rest>[^\r\n\"']*)")
+# The rest of the line is read ahead, so a header after prose on the same line is found too
+# (`Rotate it now: Authorization: Bearer …`).
+HEADER = re.compile(r"(?im)(?:^|(?<=[\s\"'(]))(?P<name>[A-Za-z][A-Za-z0-9-]{1,60}):[ \t]*"
+                    r"(?=(?P<rest>[^\r\n\"']{0,500}))")
 AUTH_VALUE = re.compile(r"^(?:(?P<scheme>[A-Za-z][\w-]{1,24})[ \t]+)?(?:\w+=\"?)?(?P<s>[^\s\",]{6,})")
 COOKIE_PAIR = re.compile(r"(?P<name>[\w.-]+)=(?P<s>[^\s;]{6,})")
 
@@ -166,7 +179,7 @@ PGPASS = re.compile(r"(?m)^[\w.*-]+:(?:\d{1,5}|\*):[\w.*-]+:[\w.@*-]+:(?P<s>(?!:
 PWDUMP = re.compile(r"(?m)^[^:\s]+:\d+:(?P<lm>[0-9a-fA-F]{32}):(?P<s>[0-9a-fA-F]{32}):::")
 # The value next to an access key id is its secret: `AKIA…,wJalr…` (credentials CSV), `Client("AC…", "…")`.
 ACCESS_ID_PAIR = re.compile(r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|AC[0-9a-f]{32})\b[\"']?[ \t]*[,:;|]?[ \t]*[\"']?"
-                            r"(?P<s>[A-Za-z0-9/+=_-]{20,})")
+                            r"(?!(?:AKIA|ASIA)[A-Z0-9]{16}\b)(?P<s>[A-Za-z0-9/+=_-]{20,})")  # not the next key id
 NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
 # John the Ripper's cracked line: the password, a run of spaces, the account in parentheses.
 JOHN = re.compile(r"(?m)^(?P<s>\S{3,})[ \t]{2,}\((?P<u>[^()\s]{1,64})\)[ \t]*$")
@@ -347,10 +360,12 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 if pair and program not in ("net",):
                     yield Slot(offset + s + pair.start("s"), offset + s + pair.end("s"), "command_password",
                                Field.CREDENTIAL)
-            # impacket targets: [domain/]user:password@host
-            if i == first + 1 or program in IMPACKET:
+            # impacket targets: [domain/]user:password@host (after a program, not after a `key:`;
+            # `user:NAME@domain`, `smtp:NAME@domain`, `abfss://NAME@account` are names)
+            if (i == first + 1 and not program.endswith(":")) or program in IMPACKET:
                 s, e = _unquote(tokens[i])
-                target = re.fullmatch(r"(?:[\w.-]+/)?[\w.$-]+:(?P<s>[^@\s]{3,})@[\w.\[\]:-]+", segment.group()[s:e])
+                target = re.fullmatch(r"(?:[\w.-]+/)?[\w.$-]+:(?P<s>(?!//)[^@\s]{3,})@[\w.\[\]:-]+",
+                                      segment.group()[s:e])
                 if target and program not in ("docker", "podman", "git", "ssh", "scp", "rsync") \
                         and not re.search(r"@sha\d+:", segment.group()[s:e]):
                     yield Slot(offset + s + target.start("s"), offset + s + target.end("s"), "command_password",
@@ -370,8 +385,9 @@ def _command_lines(text: str) -> Iterator[Slot]:
                     candidate = candidate.strip("`").rstrip(VALUE_END)
                     s = s + segment.group()[s:e].find(candidate)
                     e = s + len(candidate)
-                if candidate.rstrip(":").lower() in META or candidate.endswith(":"):
-                    continue  # `Password policy: …`: a sentence about the credential
+                about = re.match(r"([A-Za-z]+)(?::|$)", candidate)
+                if about and about.group(1).lower() in META or candidate.endswith(":"):
+                    continue  # `Password policy: …`, `Credential Access:Brute Force`: about the credential
                 if (evidence.has_password_shape(candidate, 6) or evidence.looks_random(candidate)) \
                         and not candidate.startswith("-"):
                     slot = judge(segment.group(), s, e, value.group()[:1] in "\"'", Field.CREDENTIAL, "command_password")

@@ -141,7 +141,8 @@ class Redactor:
         for at, part in parts:
             bare = part.strip(".-_")  # `sg-0a1b2c3d4e5f67890.` ends a sentence: judge the id, not its full stop
             at, end = at + part.find(bare), at + part.find(bare) + len(bare)
-            if kept.covers(at, end) or claimed.covers(at, end) or not evidence.looks_secret(part):
+            if kept.covers(at, end) or claimed.covers(at, end) or not evidence.looks_secret(part) \
+                    or evidence.sample_value(bare):
                 continue
             before = PREVIOUS_WORD.search(match.string, max(0, at - 40), at)
             if before and before.group(1).lower() in NAMING_NOUNS:
