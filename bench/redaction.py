@@ -2,7 +2,8 @@
 false positives on ordinary security text.
 
     python bench/redaction.py [--show-misses]
-    python bench/redaction.py --fit --ordinary 'sigma/rules/**/*.yml'   # refit the last signal
+    python bench/redaction.py --fit --ordinary 'sigma/rules/**/*.yml' \
+        --ordinary 'panther-analysis/rules/**/*.yml'   # refit the last signal on outsider text too
 
 `--fit` fits the redactor's last signal (`feedback/intake/redaction/classifier.py`) on the tuning
 material only: (b), (c), (f), (g) whole and the tuning halves of (d) and (e), labelled by their
