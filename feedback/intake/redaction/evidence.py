@@ -33,7 +33,8 @@ NOT_SECRET_GRAMMARS = [
     # host names (lower case), and the names and paths under them (`authorization.k8s.io/decision`)
     r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}(?![\w-])(?:/[\w.-]+)*",
     r"\b(?:AIDA|AROA|AGPA|ANPA|ANVA|AIPA|APKA|ASCA)[A-Z0-9]{12,20}\b",  # AWS unique ids (public)
-    r"\b[A-Za-z][\w.-]*/v?\d+(?:\.\d+)+[\w.+-]*(?:[ \t]+\([^()\n]{1,200}\))?",  # product/version (comment): user agents
+    # product/version and its comment: user agents (`Mozilla/5.0 (X11; Linux x86_64)`)
+    r"\b[A-Za-z][\w.-]*/v?\d+(?:\.\d+)+[\w.+-]*(?:[ \t]+\([^()\n]{1,200}\))?",
     r"\b(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\b",  # IPv4
     r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
     r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
@@ -63,7 +64,7 @@ PLACEHOLDER = re.compile(
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
     r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
-    r"|from|to|not|n/?a|unknown|unset|empty|blank|hidden|masked"  # a sentence's words: `Passcode: from Off to On`
+    r"|from|to|not|n/?a|unknown|unset|empty|blank|hidden|masked"  # words of a sentence: `Passcode: from Off to On`
     r"|(?-i:[A-Z]+(?:_[A-Z]+)+))$")  # CONSTANT_CASE words: HIDDEN_DUE_TO_SECURITY_REASONS, SIGNATURE_HERE
 # An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`), or a
 # keyword that opens one (`token = await getSecret(…)`, `key = new Key(…)`): a computed value, not a literal.

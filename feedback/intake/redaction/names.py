@@ -23,9 +23,9 @@ class Field(Enum):
 
 # Words that are a credential by themselves.
 STRONG = {"password", "passwords", "passwd", "passwort", "pwd", "pw", "pass", "passphrase", "passcode", "secret",
-          "secrets",
-          "token", "tokens", "apikey", "credential", "credentials", "creds", "psk", "privatekey", "accesskey",
-          "secretkey", "authtoken", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码", "口令", "密钥", "令牌"}
+          "secrets", "token", "tokens", "apikey", "credential", "credentials", "creds", "psk", "privatekey",
+          "accesskey", "secretkey", "authtoken", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码", "口令", "密钥",
+          "令牌"}
 WEAK_WORDS = {"key", "auth", "pin", "community"}
 # Lower-case words that end in a credential word (`storepass`, `adminpassword`, `authtoken`).
 SUFFIXES = ("password", "passwd", "pass", "secret", "token", "apikey", "accesskey", "secretkey")
@@ -38,10 +38,10 @@ CREDENTIAL_KEY_QUALIFIERS = {"api", "app", "application", "secret", "private", "
                              "live", "test", "server", "session", "crypt", "cipher", "aes", "jwt", "root", "user",
                              "bot", "mgmt", "management", "rest", "vt", "shodan", "pagerduty", "datadog", "sendgrid"}
 IDENTIFIER_KEYS = {"object", "partition", "sort", "primary", "foreign", "cache", "idempotency", "dedup", "group",
-                   "incident", "type",
-                   "label", "public", "pub", "host", "hash", "range", "s3", "kms", "ssh", "pgp", "gpg", "ca",
-                   "lookup", "map", "index", "row", "column", "registry", "metadata", "tag", "message", "request",
-                   "password", "passwd", "pwd", "token", "value", "item", "attribute", "dict", "json", "yaml", "env"}
+                   "incident", "type", "label", "public", "pub", "host", "hash", "range", "s3", "kms", "ssh", "pgp",
+                   "gpg", "ca", "lookup", "map", "index", "row", "column", "registry", "metadata", "tag", "message",
+                   "request", "password", "passwd", "pwd", "token", "value", "item", "attribute", "dict", "json",
+                   "yaml", "env"}
 # After the head: the field is about the credential, not the credential.
 META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename", "files", "dir", "directory",
         "endpoint", "endpoints", "url", "uri", "host", "type", "types", "kind", "age", "length", "len", "min",
