@@ -44,6 +44,16 @@ def test_serve_without_tokens_says_what_to_set(tmp_path):
     assert out.returncode == 2 and "SLACK_BOT_TOKEN" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_serve_with_slack_unreachable_says_so_not_a_path(tmp_path):
+    closed = free_port()  # nothing listens there
+    out = subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", "serve", "--http"],
+                         env=clean_env(SLACK_BOT_TOKEN="xoxb-serve-test", SLACK_SIGNING_SECRET=SECRET,
+                                       SLACK_API_URL=f"http://127.0.0.1:{closed}/api/", SECBOT_DATA_DIR=str(tmp_path)),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "cannot reach" in out.stderr and "SLACK_API_URL" in out.stderr and "permissions" not in out.stderr
+
+
 def test_the_manifest_declares_exactly_the_scopes_and_events_the_code_uses():
     from pathlib import Path
 

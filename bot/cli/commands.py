@@ -9,6 +9,7 @@ import logging
 import sys
 import threading
 import time
+import urllib.error
 
 from sqlalchemy.exc import DBAPIError
 from transformers import HfArgumentParser
@@ -614,6 +615,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, settings)
     except ModelError as exc:
         print(f"secbot: {exc}", file=sys.stderr)
+        return 2
+    except (ConnectionError, TimeoutError, urllib.error.URLError) as exc:  # a service, not a path
+        reason = getattr(exc, "reason", None) or exc
+        print(f"secbot: cannot reach a service this command needs ({reason}). Check SLACK_API_URL and "
+              "SECBOT_MODEL_URL and that the server behind them is up, then run it again.", file=sys.stderr)
         return 2
     except OSError as exc:  # a path that cannot be written or read
         where = f" {exc.filename}" if exc.filename else ""
