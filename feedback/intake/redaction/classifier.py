@@ -81,7 +81,7 @@ def _words(before: str, value: str = "") -> list[tuple[int, Field]]:
             out += [(m.start() + k.end(), Field.OTHER if positions.ZH_ABOUT.match(word, k.end()) else Field.CREDENTIAL)
                     for k in ZH_CREDENTIAL.finditer(word)]
             continue
-        kind = _field(word)
+        kind = classify(word)
         following = found[i + 1] if i + 1 < len(found) else None
         if kind is Field.CREDENTIAL and following and following.group().lower() in META \
                 and re.fullmatch(r"[\s_-]+", (before + value)[m.end():following.start()]):
@@ -104,13 +104,8 @@ def _context(text: str, start: int, end: int) -> list[float]:
             float(bool(kinds) and kinds[-1][1] is Field.IDENTIFIER),
             float(prefix.endswith(("=", ":"))), float(text[start - 1:start] in ("'", '"', "`") if start else False),
             float(bool(FLAG_BEFORE.search(before))), float(bool(SHORT_FLAG_P.search(before))),
-            float(any(_field(m.group()) is Field.CREDENTIAL for m in WORD.finditer(after))),
+            float(any(classify(m.group()) is Field.CREDENTIAL for m in WORD.finditer(after))),
             float(bool(re.search(r"[\u4e00-\u9fff]", before)))]
-
-
-@lru_cache(maxsize=4096)
-def _field(word: str) -> Field:
-    return classify(word)
 
 
 def features(text: str, start: int, end: int) -> list[float]:
