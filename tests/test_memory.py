@@ -170,6 +170,29 @@ def test_memory_survives_a_restart_and_other_processes_see_it_at_once(db_url, in
     restarted.close()
 
 
+def test_a_lookup_after_another_process_changed_memory_scores_as_a_fresh_process_does(db_url, store):
+    """Term frequencies are remembered between lookups only until the memory changes."""
+    from secbot.feedback.store.records import NewRecord
+    from secbot.feedback.store.entities import RecordSource
+    from secbot.model.training.record_formats import Record
+
+    def approve(target, questions):
+        target.records.add_many([NewRecord(Record(q, "an answer"), RecordSource.IMPORT, RecordStatus.APPROVED,
+                                           "UADMIN", reviewer="UADMIN") for q in questions])
+
+    approve(store, ["How do we rotate the Kubernetes secrets?", "Who approves firewall changes?"])
+    question = "rotate the Kubernetes secrets of the payments cluster"
+    before = store.memory.search(question)[0]
+    other = Store(db_url, migrate=False)  # another process makes "Kubernetes" a common word
+    approve(other, [f"How do we patch Kubernetes node pool {n}?" for n in range(30)])
+    other.close()
+    after = store.memory.search(question)[0]
+    fresh = Store(db_url, migrate=False)
+    assert after == fresh.memory.search(question)[0]
+    assert after.record_id == before.record_id and after.confidence != before.confidence
+    fresh.close()
+
+
 def test_memory_can_be_switched_off(store, intake, model):
     teach(intake, "What port does SSH use?", "SSH listens on TCP port 22.")
     responder = Responder(store.memory, store.records, model, MemoryPolicy(enabled=False))

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 K1, B = 1.2, 0.75
 SEMANTIC_CANDIDATES = 8  # records found by meaning, besides the lexical candidates
 POSTINGS_BUDGET = 5000  # postings a lookup reads before it narrows to confident matches
+DF_CACHE_TERMS = 200_000  # document frequencies a process remembers between changes of the memory
 
 
 def _upsert(session: Session, table, rows: list[dict], index: list[str], changes: dict) -> None:
@@ -91,6 +92,7 @@ class TeamMemory:
         self._calibration: Calibration | None = None
         self._matrix = VectorMatrix()
         self._matrix_version: int | None = None
+        self._df_cache: tuple[int | None, dict[str, int]] = (None, {})
         self.semantic_problem: str | None = None
 
     @property
@@ -283,7 +285,7 @@ class TeamMemory:
             if not stats or not stats.docs:
                 return []
             n, avg_length = stats.docs, stats.length / stats.docs
-            df = self._df(s, query)
+            df = self._df(s, query, stats.version)
             idfs = {t: idf(df.get(t, 0), n) for t in query}
             weights = {t: w * idfs[t] for t, w in query.items()}
             needed = _needed(weights, floor)
@@ -303,7 +305,7 @@ class TeamMemory:
                 select(MemoryDocRow.record_id, MemoryDocRow.terms, MemoryDocRow.intent)
                 .where(MemoryDocRow.record_id.in_(candidates)))}
             more = {t for d, _ in docs.values() for t in d} - idfs.keys()
-            df = self._df(s, more)
+            df = self._df(s, more, stats.version)
             idfs |= {t: idf(df.get(t, 0), n) for t in more}
         asked = intent(question)
         matches = []
@@ -323,14 +325,19 @@ class TeamMemory:
             matches = _fuse(matches)
         return sorted(matches, key=lambda m: (-m.confidence, -m.bm25, m.record_id))[:k]
 
-    @staticmethod
-    def _df(s: Session, wanted: Iterable[str]) -> dict[str, int]:
-        """Document frequencies of the terms the memory holds (absent terms are left out)."""
-        wanted = list(wanted)
-        df: dict[str, int] = {}
-        for start in range(0, len(wanted), 500):
-            df |= dict(s.execute(select(MemoryTermRow.term, MemoryTermRow.df)
-                                 .where(MemoryTermRow.term.in_(wanted[start:start + 500]))).all())
+    def _df(self, s: Session, wanted: Iterable[str], version: int) -> dict[str, int]:
+        """Document frequencies (0 for a term the memory does not hold), read once per version of
+        the memory: they change only when its change counter moves, and a lookup needs those of
+        the query's terms and of every candidate's (at 100k records, half the lookup's queries)."""
+        cached, df = self._df_cache
+        if cached != version or len(df) > DF_CACHE_TERMS:
+            df = {}
+            self._df_cache = (version, df)
+        missing = [t for t in dict.fromkeys(wanted) if t not in df]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            found = dict(s.execute(select(MemoryTermRow.term, MemoryTermRow.df).where(MemoryTermRow.term.in_(chunk))).all())
+            df.update({t: found.get(t, 0) for t in chunk})
         return df
 
     @staticmethod
