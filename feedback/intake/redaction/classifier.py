@@ -18,14 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from secbot.feedback.intake.redaction import evidence, positions
-from secbot.feedback.intake.redaction.names import META, Field, classify
+from secbot.feedback.intake.redaction.names import META, ZH_SECRET_NOUNS, Field, classify
 
 WEIGHTS = Path(__file__).with_name("classifier.json")
 # A value: a run of characters no config, shell or prose (English or Chinese) uses to delimit one.
 VALUE = re.compile(r"[^\s\"'`,;()\[\]{}<>=|（）【】「」『』《》〈〉“”‘’、，。；：！？]+")
 EDGE = ".,:;!?。，：；！？"
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*|[\u4e00-\u9fff]+")
-ZH_CREDENTIAL = re.compile(r"密码|口令|密钥|秘钥|令牌|私钥|授权码|凭据|凭证")
+ZH_CREDENTIAL = re.compile(rf"{ZH_SECRET_NOUNS}|凭据|凭证")  # and the words for credentials
 FLAG_BEFORE = re.compile(r"(?:^|\s)-{1,2}[A-Za-z][\w-]*[\s:]*$")
 SHORT_FLAG_P = re.compile(r"(?:^|\s)-[pP]\s*$")
 SYMBOL = re.compile(r"[!@#$%^&*?~+]")

@@ -26,6 +26,8 @@ STRONG = {"password", "passwords", "passwd", "passwort", "pwd", "pw", "pass", "p
           "secrets", "token", "tokens", "apikey", "credential", "credentials", "creds", "psk", "privatekey",
           "accesskey", "secretkey", "authtoken", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码", "口令", "密钥",
           "令牌"}
+# The Chinese nouns for a secret (password, passphrase, key, secret key, token, private key, auth code).
+ZH_SECRET_NOUNS = "密码|口令|密钥|秘钥|令牌|私钥|授权码"
 WEAK_WORDS = {"key", "auth", "pin", "community"}
 # Lower-case words that end in a credential word (`storepass`, `adminpassword`, `authtoken`).
 SUFFIXES = ("password", "passwd", "pass", "secret", "token", "apikey", "accesskey", "secretkey")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import META, Field, classify, words
+from secbot.feedback.intake.redaction.names import META, ZH_SECRET_NOUNS, Field, classify, words
 
 
 @dataclass(frozen=True)
@@ -568,7 +568,7 @@ def _person_value(text: str, start: int, value: str, after_marker: bool) -> Iter
 
 
 # --- prose, Chinese: a keyword, then the first ASCII value in the same clause
-ZH_KEY = re.compile(r"(?:密码|口令|密钥|秘钥|令牌|私钥|授权码|(?i:pin)码"
+ZH_KEY = re.compile(rf"(?:{ZH_SECRET_NOUNS}|(?i:pin)码"
                     r"|(?i:access\s*key\s*secret|secret\s*key|secretkey|accesskeysecret|api\s*key|token|secret))")
 ZH_ACCOUNT = re.compile(r"(?:账号|帐号|账户|帐户|用户名|登录|登陆)")
 ZH_CLAUSE_END = re.compile(r"[，。！？；、\n（]|[,;!?(](?=\s|$)")
