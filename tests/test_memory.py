@@ -10,10 +10,12 @@ from conftest import answered
 
 from secbot.feedback.answering import MemoryPolicy, Responder, provenance
 from secbot.feedback.memory.matching import intent, terms
-from secbot.feedback.store.entities import RecordStatus
+from secbot.feedback.store.entities import RecordSource, RecordStatus
+from secbot.feedback.store.records import NewRecord
 from secbot.feedback.store.repositories import Store
 from secbot.model.runtime.generation import Sampling
 from secbot.model.serving.client import InProcessClient
+from secbot.model.training.record_formats import Record
 
 THREADS = itertools.count(1000)
 
@@ -172,10 +174,6 @@ def test_memory_survives_a_restart_and_other_processes_see_it_at_once(db_url, in
 
 def test_a_lookup_after_another_process_changed_memory_scores_as_a_fresh_process_does(db_url, store):
     """Term frequencies are remembered between lookups only until the memory changes."""
-    from secbot.feedback.store.records import NewRecord
-    from secbot.feedback.store.entities import RecordSource
-    from secbot.model.training.record_formats import Record
-
     def approve(target, questions):
         target.records.add_many([NewRecord(Record(q, "an answer"), RecordSource.IMPORT, RecordStatus.APPROVED,
                                            "UADMIN", reviewer="UADMIN") for q in questions])

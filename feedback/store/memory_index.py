@@ -326,9 +326,9 @@ class TeamMemory:
         return sorted(matches, key=lambda m: (-m.confidence, -m.bm25, m.record_id))[:k]
 
     def _df(self, s: Session, wanted: Iterable[str], version: int) -> dict[str, int]:
-        """Document frequencies (0 for a term the memory does not hold), read once per version of
-        the memory: they change only when its change counter moves, and a lookup needs those of
-        the query's terms and of every candidate's (at 100k records, half the lookup's queries)."""
+        """Document frequencies (0 for a term the memory does not hold), each read from the
+        database once per version of the memory: they change only when its change counter moves,
+        and every lookup needs those of the query's terms and of each candidate's terms."""
         cached, df = self._df_cache
         if cached != version or len(df) > DF_CACHE_TERMS:
             df = {}
