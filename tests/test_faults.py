@@ -203,7 +203,7 @@ def test_a_misspelt_setting_in_the_env_file_is_named(tmp_path):
     (tmp_path / ".env").write_text("SECBOT_TRUSTED_ANALYST=U01AAA\n")
     out = subprocess.run([sys.executable, "-m", "secbot.bot.cli.commands", "config"], cwd=tmp_path,
                          env=clean_env(SECBOT_DATA_DIR=str(tmp_path)), capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "did you mean SECBOT_TRUSTED_ANALYSTS?" in out.stderr
+    assert out.returncode == 2 and "did you mean SECBOT_TRUSTED_ANALYSTS? Fix it in the environment" in out.stderr
 
 
 def test_max_new_tokens_beyond_the_models_context_is_one_line(tiny_dir, tmp_path):

@@ -609,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.read()
     except BadSettings as exc:
-        print(f"secbot: bad configuration: {exc}. Fix it in the environment or .env.", file=sys.stderr)
+        said = str(exc).rstrip()
+        print(f"secbot: bad configuration: {said}{'' if said.endswith(('.', '?', '!')) else '.'} "
+              "Fix it in the environment or .env.", file=sys.stderr)
         return 2
     try:
         return args.func(args, settings)
