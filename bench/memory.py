@@ -276,7 +276,8 @@ def first_somehow(results: list[dict], groups: dict, kinds: set[str] | None = No
         z = (m.features or {}).get("z")
         if t == math.inf:
             return z if z is not None else -math.inf
-        return (m.lexical or m.confidence) + (t * z if z is not None and t else 0.0)
+        lexical = m.lexical if m.lexical is not None else m.confidence  # words alone: the confidence is lexical
+        return lexical + (t * z if z is not None and t else 0.0)
 
     pairs = [r for r in results if r["expect"] is not None and (kinds is None or r["kind"] in kinds)]
     first = sum(any(groups["record"].get(max(r["matches"], key=lambda m: score(m, t)).record_id) == r["expect"]
