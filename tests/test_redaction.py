@@ -364,3 +364,55 @@ def test_names_in_cloud_logs_and_sample_values_are_kept(line):
 ])
 def test_a_header_after_prose_and_a_list_in_a_credential_field_are_redacted(text, secret):
     assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("gem push pkg.gem  # key was rubygems_3f9a0c2e7b14d6a85c0e9f3b2a71d4c6e8b05a9f3c2d1e7b", "rubygems_api_token"),
+    ("sonar-scanner -Dsonar.login=2b7e151628aed2a6abf7158809cf4f3c762e7160", "sonar_api_token"),
+])
+def test_the_maintained_vendor_catalog_catches_tokens_no_rule_of_ours_names(text, kind):
+    """Kingfisher's rules: a hex body behind a vendor prefix, or in the vendor's own option; our
+    grammars alone keep both (hex outside a credential's slot is evidence)."""
+    assert f"[REDACTED:{kind}]" in REDACTOR.redact(text).text
+    assert Redactor(use_detectors=False).redact(text).text == text
+
+
+@pytest.mark.parametrize("line", [
+    '"tenantId": "5e1f0a7c-2b9d-4c3e-8f6a-1d2c3b4a5e6f", "clientId": "0b4e8d2c-7a1f-4e6b-9c3d-2f5a8e1b7c4d"',
+    "https://stlogsprod01.blob.core.windows.net/audit/2026/12/01.json",
+])
+def test_the_ids_the_vendor_catalog_pairs_with_a_secret_are_kept(line):
+    """The catalog's hidden rules find an Azure tenant, client or storage account only to pair it
+    with a secret; alone they are names."""
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("line", [
+    "2026-11-30 08:14:02.311 4211 INFO cinder.api [req-0f3c9a1e-7b2d-4e8f-a5c6-9d1b2e3f4a5c "
+    "6c1f0e9d8b7a4c3e2d1f0a9b8c7d6e5f 2a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d - - -] GET /v3/volumes",
+    "Installing package: Package_for_KB5031356~31bf3856ad364e35~amd64~~10.0.1.8, state: Staged",
+    "CBS Mounting hive DEFAULT into registry key '{4c6a2f1e-9d3b-4e7a-8c5f-1b2d3e4f5a6b}GLOBALROOT/Device/"
+    "HarddiskVolume3/Windows/System32/config/DEFAULT'",
+    "index=gws event.type=login event.name = login_success | stats count by user",
+    "message: Read of Kubernetes secret $objectRef.name$ in $objectRef.namespace$ by $user.username$",
+    'Processes.process IN ("*\\\\Software\\\\SimonTatham\\\\PuTTY\\\\Sessions*", "*reg* query*")',
+    "Flags seen (-R, -L, -D, -pw) indicate plink tunnelling to an outside host",
+])
+def test_ids_inside_a_token_identities_registry_keys_and_detection_tokens_are_kept(line):
+    """A request id made of a prefix and a UUID, a Windows component identity (fields joined by `~`,
+    judged one by one), a registry key in prose, a field compared in a query, a detection's own
+    `$field$` tokens, an escaped registry path with wildcards, and options named in a list."""
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("curl 'https://search.example.net/api?q=ioc&token=pQ7wZk2LmX9.vT4rYb8NcA1sDf6GhJ3-kE5uI0o'",
+     "pQ7wZk2LmX9.vT4rYb8NcA1sDf6GhJ3-kE5uI0o"),
+    ("export SESSION_TOKEN=pQ7wZk2LmX9.vT4rYb8NcA1sDf6GhJ3-kE5uI0o", "pQ7wZk2LmX9.vT4rYb8NcA1sDf6GhJ3-kE5uI0o"),
+    ("old connector: https://outlook.office.com/webhook/6b1d2c3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e@"
+     "0a9b8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d/IncomingWebhook/8e2f4a6c1b3d5e7f9a0b2c4d6e8f1a3b/"
+     "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "IncomingWebhook/8e2f4a6c"),
+])
+def test_a_random_dotted_token_is_no_expression_and_a_legacy_teams_webhook_is_a_secret(text, secret):
+    """`name.attr` unquoted is an expression (`var.db_password`) only when it does not look random."""
+    assert secret not in REDACTOR.redact(text).text

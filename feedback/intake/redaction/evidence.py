@@ -40,7 +40,8 @@ NOT_SECRET_GRAMMARS = [
     r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
     r"(?:(?<=[\s\"'=(])|^)(?:[A-Za-z]:\\|\\\\|~/|\./|\.\./|/)[^\s\"'<>|]*",  # paths
     r"\bhttps?://[^\s\"'<>]+",  # URLs: their credentials are found by position (userinfo, query keys)
-    r"(?:\b(?:HKLM|HKCU|HKCR|HKU|HKEY_[A-Z_]+)|(?<![\w\\]))\\[\w .{}()$-]+(?:\\[\w .{}()$-]+)+\\?",  # registry/Windows paths
+    # registry and Windows paths, also escaped (`\\`) and with wildcards, as detections write them
+    r"(?:\b(?:HKLM|HKCU|HKCR|HKU|HKEY_[A-Z_]+)|(?<![\w\\*])\*?)\\{1,2}[\w .{}()$*-]+(?:\\{1,2}[\w .{}()$*-]+)+\\{0,2}",
     r"\bhxxps?(?:\[:\]|:)//[^\s\"'<>]+|\b[\w-]+(?:\[\.\][\w-]+)+(?:/[^\s\"'<>]*)?",  # defanged indicators
     r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}:)?\d{1,5}:\d{1,5}(?:/(?:tcp|udp|sctp))?(?![\w:])",  # port mappings
     # names Kubernetes generates: deployment-<pod template hash>-<suffix>, statefulset-<n>, job-<suffix>
@@ -60,7 +61,7 @@ TEMPLATE = re.compile(r"\{\{.{0,400}?\}\}|\{%.{0,400}?%\}")
 DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
 
 PLACEHOLDER = re.compile(
-    r"(?ix)^(?:\$\{?[\w.:-]+\}?|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
+    r"(?ix)^(?:\$\{?[\w.:-]+[}$]?|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
     r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
@@ -92,7 +93,8 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
 def is_reference(value: str, quoted: bool) -> bool:
     """A placeholder, a template or (unquoted) an expression: it names a secret, it is not one."""
     value = value.strip()
-    return bool(PLACEHOLDER.match(value) or (not quoted and EXPRESSION.match(value)) or "[REDACTED:" in value
+    expression = not quoted and EXPRESSION.match(value) and not looks_secret(value)  # `uwHB….STzu…` is a token
+    return bool(PLACEHOLDER.match(value) or expression or "[REDACTED:" in value
                 or value.startswith(("(", "@(", "$(")) and not quoted
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))
 

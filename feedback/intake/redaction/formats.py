@@ -2,7 +2,9 @@
 
 Vendor formats cover cloud, source hosting, chat, payment, AI and package registries (also the
 lowercase-and-digit ones, `hf_…`, `glpat-…`). The maintained detectors are detect-secrets' named
-plugins and Microsoft's patterns for Azure keys and app secrets (`…Q~…`).
+plugins, Microsoft's patterns for Azure keys and app secrets (`…Q~…`), and Kingfisher's catalog of
+several hundred vendor rules (its visible findings only: the rules it keeps hidden find the ids that
+its other rules pair with a secret, such as an Azure tenant id).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ VENDOR_FORMATS: list[tuple[str, re.Pattern]] = [(kind, re.compile(rx)) for kind,
     ("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b"),
     ("slack_token", r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),
     ("slack_webhook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+"),
-    ("teams_webhook", r"https://[\w-]+\.webhook\.office\.com/webhook(?:b2)?/[\w@/-]{40,}"),
+    ("teams_webhook", r"https://(?:[\w-]+\.webhook|outlook)\.office(?:365)?\.com/webhook(?:b2)?/[\w@/-]{40,}"),
     ("discord_webhook", r"(?<=discord\.com/api/webhooks/)\d+/[A-Za-z0-9_-]{40,}"),
     ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
     ("gitlab_token", r"\bgl(?:pat|dt|ft|soat|rt|ptt|cbt|imt|agent|oas|wt|ffct)-[A-Za-z0-9_-]{20,}"),
@@ -95,6 +97,14 @@ def _configure_detect_secrets() -> None:
         if kind in DETECT_SECRETS_KINDS]})
 
 
+@lru_cache(maxsize=1)
+def _kingfisher():
+    """Kingfisher's bundled rules, compiled once a process (its rule cache makes later processes quick)."""
+    from kingfisher_sdk import Rules, Scanner
+
+    return Scanner(Rules(confidence="medium"), base64=False)  # base64 is decoded here, with our own tests
+
+
 # Formats of ids that name a credential without granting anything alone (the secret beside them does).
 IDENTIFIER_FORMATS = {"aws_access_key"}
 
@@ -118,5 +128,8 @@ def detector_values(text: str) -> set[tuple[str, str]]:
         if DETECTOR_TRIGGER.search(line):
             hits |= {(re.sub(r"[^a-z0-9]+", "_", s.type.lower()).strip("_"), s.secret_value)
                      for s in scan_line(line) if s.type in DETECT_SECRETS_KINDS and s.secret_value}
-    return {(kind, value) for kind, value in hits
-            if len(value) >= 8 and not re.fullmatch(r"[0-9a-fA-F]+", value)}
+    hits = {(kind, value) for kind, value in hits if not re.fullmatch(r"[0-9a-fA-F]+", value)}
+    # Kingfisher's rules ask for the vendor's own context around a hex key (`sonar.login=`, `NRAA-`).
+    hits |= {(finding.rule_id.rpartition(".")[2].replace("-", "_"), finding.secret)
+             for finding in _kingfisher().scan(text) if finding.visible}
+    return {(kind, value) for kind, value in hits if len(value) >= 8}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import META, ZH_SECRET_NOUNS, Field, classify, words
+from secbot.feedback.intake.redaction.names import IDENTIFIER_KEYS, META, ZH_SECRET_NOUNS, Field, classify, words
 
 
 @dataclass(frozen=True)
@@ -315,6 +315,8 @@ def _command_lines(text: str) -> Iterator[Slot]:
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             # --password=X, -storepass X, /p:X
             option = re.match(r"(--?|/)([A-Za-z][\w-]{0,40})(=|:)?", raw)
+            if option and raw[option.end():option.end() + 1] in tuple(",);]}"):
+                option = None  # `options (-L, -P, -pw) used for …`: an option named in a list, not given
             if option and (option.group(1) != "/" or option.group(3) == ":"):
                 name, attached = option.group(2), option.group(3)
                 letter = option.group(1) in "-/" and len(name) == 1
@@ -463,6 +465,8 @@ ABOUT = (META | {"named", "called"}) - CHANGE_VERBS - FILLER_AFTER_MARKER - MARK
 DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+$")
 PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
 VALUE_END = ".,;?)\"'}]”’"
+# A field's own name (`event.name`, `user_id`, `objectRef.namespace`): a marker after it assigns to that field.
+FIELD_NAME = re.compile(r"[A-Za-z_]\w*(?:[._][A-Za-z]\w*)+")
 # Where the string a sentence lives in ends (`"displayMessage":"… password is reset","target"…`).
 STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]")
 
@@ -494,6 +498,8 @@ def prose(text: str) -> Iterator[Slot]:
         before = text[max(0, key.start() - 12):key.start()].split()
         if before and before[-1].lower() in RESOURCE_VERBS:
             continue  # `get secret NAME`: a secret's name
+        if before and key.group().lower() == "key" and before[-1].lower() in IDENTIFIER_KEYS:
+            continue  # `registry key '…'`, `primary key …`: the same names as in an assignment's field
         window = text[key.end():key.end() + 120]
         closed = STRING_END.search(window)
         window = window[:closed.start()] if closed else window
@@ -523,6 +529,8 @@ def prose(text: str) -> Iterator[Slot]:
                 marker, previous = True, bare
                 continue
             if bare in MARKERS and (bare != "to" or previous in CHANGE_VERBS or n == 0):
+                if n and bare in "=:" and FIELD_NAME.fullmatch(words[n - 1].group()):
+                    break  # `login event.name = login_failure`: the value is another field's
                 marker, previous = True, bare
                 continue
             if marker and bare in FILLER_AFTER_MARKER:

@@ -59,6 +59,18 @@ class _Spans:
         i = bisect.bisect_left(self.starts, end) - 1
         return i >= 0 and self.spans[i][1] > start
 
+    def uncovered(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The pieces of [start, end) outside every span."""
+        pieces, at = [], start
+        for s, e in self.spans[max(0, bisect.bisect_right(self.starts, start) - 1):]:
+            if s >= end:
+                break
+            if e > at:
+                if s > at:
+                    pieces.append((at, s))
+                at = e
+        return pieces + ([(at, end)] if at < end else [])
+
 
 class Redactor:
     """Replaces credentials in text; `redact` returns the clean text and what was found."""
@@ -98,10 +110,12 @@ class Redactor:
 
     @staticmethod
     def open_values(text: str, kept: "_Spans", found: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
-        """The values no rule has judged: not touching a secret found, not inside a span kept."""
+        """The values no rule has judged: not touching a secret found, not inside a span kept, not a
+        placeholder or template (`$objectRef.name$`, `%PASSWORD%`: it names a value, it holds none)."""
         claimed = _Spans((s, e) for s, e, _ in found)
         return [(start, end) for start, end in classifier.candidates(text)
-                if not kept.covers(start, end) and not claimed.overlaps(start, end)]
+                if not kept.covers(start, end) and not claimed.overlaps(start, end)
+                and not evidence.is_reference(text[start:end], True)]
 
     def by_rules(self, text: str) -> tuple[list[tuple[int, int, str]], "_Spans"]:
         """What the grammars, formats, decoding and entropy find, and the spans they keep."""
@@ -138,11 +152,19 @@ class Redactor:
         parts = [(start, token)]
         if token.startswith("//") or token.count("/") >= 3:  # a path: judge each part
             parts = [(start + m.start(), m.group()) for m in re.finditer(r"[^/]{20,}", token)]
+        elif token.count("~") >= 2:  # fields of one identity (`Package_for_KB3138962~31bf3856ad364e35~amd64~~6.1`)
+            parts = [(start + m.start(), m.group()) for m in re.finditer(r"[^~]{20,}", token)]
+        text = match.string
         for at, part in parts:
             bare = part.strip(".-_")  # `sg-0a1b2c3d4e5f67890.` ends a sentence: judge the id, not its full stop
             at, end = at + part.find(bare), at + part.find(bare) + len(bare)
             if kept.covers(at, end) or claimed.covers(at, end) or not evidence.looks_secret(part) \
                     or evidence.sample_value(bare):
+                continue
+            # What a grammar keeps inside the value (`req-<uuid>`) is not judged: only the rest is.
+            inner = _Spans((s, e) for s, e in kept.spans if at <= s and e <= end and (s == at or not text[s - 1].isalnum())
+                           and (e == end or not text[e].isalnum()))
+            if inner.spans and not any(evidence.looks_secret(text[s:e]) for s, e in inner.uncovered(at, end)):
                 continue
             before = PREVIOUS_WORD.search(match.string, max(0, at - 40), at)
             if before and before.group(1).lower() in NAMING_NOUNS:
