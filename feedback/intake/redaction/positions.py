@@ -462,7 +462,8 @@ FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "si
 WORD = re.compile(r"[^\s]+")
 # A sentence that names something about the credential (`the secret id is …`, `the API key header is …`).
 ABOUT = (META | {"named", "called"}) - CHANGE_VERBS - FILLER_AFTER_MARKER - MARKERS
-DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+$")
+# `the key is …`, `your API2CART key is …`: a determiner, perhaps with the vendor's or the system's name.
+DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+(?:[\w.-]{1,30}\s+)?$")
 PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
 VALUE_END = ".,;?)\"'}]”’"
 # A field's own name (`event.name`, `user_id`, `objectRef.namespace`): a marker after it assigns to that field.
@@ -512,7 +513,7 @@ def prose(text: str) -> Iterator[Slot]:
         # `the key is …` is a credential only as that sentence, with a value plainly one (letters and digits);
         # `key: network_connect_4` is a setting's name
         strict = previous == "key"
-        if strict and not (DETERMINER.search(text, max(0, key.start() - 12), key.start())
+        if strict and not (DETERMINER.search(text, max(0, key.start() - 44), key.start())
                            and re.match(r"\s+(?:is|was)\s", window)):
             first_word = re.match(r"\s+(\S+)", window)
             value = first_word and first_word.group(1).rstrip(VALUE_END)
