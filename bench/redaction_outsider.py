@@ -25,6 +25,8 @@ import re
 import time
 from pathlib import Path
 
+from redaction import own_lines  # the distinct non-empty lines of the files a pattern matches
+
 from secbot.feedback.intake.redaction import Redactor
 
 GO_STRING = r'(?:`(?P<raw>[^`]*)`|"(?P<s>(?:[^"\\\n]|\\.)*)")'
@@ -56,23 +58,18 @@ def trufflehog_cases(root: Path) -> list[dict]:
     return cases
 
 
-def _distinct_lines(path: str) -> list[str]:
-    return sorted({line for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-                   if line.strip()})
-
-
 def ordinary_lines(loghub: Path | None, splunk: Path | None) -> list[dict]:
     lines = []
     if loghub:
         for path in sorted(glob.glob(str(loghub / "*" / "*_2k.log"))):
             system = Path(path).parent.name
             lines += [{"source": f"loghub:{system}", "text": line, "split": split(f"loghub:{system}")}
-                      for line in _distinct_lines(path)]
+                      for line in own_lines(glob.escape(path))]
     if splunk:
         for path in sorted(glob.glob(str(splunk / "detections" / "**" / "*.yml"), recursive=True)):
             name = Path(path).relative_to(splunk).as_posix()
             lines += [{"source": "splunk", "text": line, "split": split(f"splunk:{name}")}
-                      for line in _distinct_lines(path)]
+                      for line in own_lines(glob.escape(path))]
     return lines
 
 

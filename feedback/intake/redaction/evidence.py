@@ -28,13 +28,14 @@ NOT_SECRET_GRAMMARS = [
     r"\b(?:SHA256|SHA1|SHA512|MD5):[A-Za-z0-9+/:=]{16,}",  # key and certificate fingerprints
     r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com)\s+AAAA[A-Za-z0-9+/]+={0,3}",
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",  # UUIDs
-    r"(?<![\w.-])[\w.-]+(?::\d+)?(?:/[\w./-]+)?(?::\w[\w.-]{0,127})?@sha256:[0-9a-f]{64}",  # image references
+    # image references (a name of at most 255 characters, as the OCI spec has it: linear to match)
+    r"(?<![\w.-])[\w.-]{1,255}(?::\d+)?(?:/[\w./-]{1,255})?(?::\w[\w.-]{0,127})?@sha256:[0-9a-f]{64}",
     r"\b[A-Z][A-Za-z]+:[A-Za-z0-9]+/[A-Za-z0-9]+(?:[.!][A-Za-z0-9]+)*",  # GuardDuty/Defender finding types
     # host names (lower case), and the names and paths under them (`authorization.k8s.io/decision`)
-    r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}(?![\w-])(?:/[\w.-]+)*",
+    r"\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,32}[a-z][a-z0-9-]{1,62}(?![\w-])(?:/[\w.-]+)*",
     r"\b(?:AIDA|AROA|AGPA|ANPA|ANVA|AIPA|APKA|ASCA)[A-Z0-9]{12,20}\b",  # AWS unique ids (public)
     # product/version and its comment: user agents (`Mozilla/5.0 (X11; Linux x86_64)`)
-    r"\b[A-Za-z][\w.-]*/v?\d+(?:\.\d+)+[\w.+-]*(?:[ \t]+\([^()\n]{1,200}\))?",
+    r"\b[A-Za-z][\w.-]{0,63}/v?\d+(?:\.\d+)+[\w.+-]*(?:[ \t]+\([^()\n]{1,200}\))?",
     r"\b(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\b",  # IPv4
     r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
     r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
@@ -42,11 +43,11 @@ NOT_SECRET_GRAMMARS = [
     r"\bhttps?://[^\s\"'<>]+",  # URLs: their credentials are found by position (userinfo, query keys)
     # registry and Windows paths, also escaped (`\\`) and with wildcards, as detections write them
     r"(?:\b(?:HKLM|HKCU|HKCR|HKU|HKEY_[A-Z_]+)|(?<![\w\\*])\*?)\\{1,2}[\w .{}()$*-]+(?:\\{1,2}[\w .{}()$*-]+)+\\{0,2}",
-    r"\bhxxps?(?:\[:\]|:)//[^\s\"'<>]+|\b[\w-]+(?:\[\.\][\w-]+)+(?:/[^\s\"'<>]*)?",  # defanged indicators
+    r"\bhxxps?(?:\[:\]|:)//[^\s\"'<>]+|\b[\w-]{1,63}(?:\[\.\][\w-]{1,63})+(?:/[^\s\"'<>]*)?",  # defanged indicators
     r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}:)?\d{1,5}:\d{1,5}(?:/(?:tcp|udp|sctp))?(?![\w:])",  # port mappings
     # names Kubernetes generates: deployment-<pod template hash>-<suffix>, statefulset-<n>, job-<suffix>
-    r"\b[a-z0-9]+(?:-[a-z0-9]+)*-[a-z0-9]{8,10}-[a-z0-9]{5}\b",
-    r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",  # e-mail addresses
+    r"\b[a-z0-9]{1,63}(?:-[a-z0-9]{1,63}){0,8}-[a-z0-9]{8,10}-[a-z0-9]{5}\b",
+    r"\b[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+\b",  # e-mail addresses (RFC 5321's lengths: linear)
     r"\$\{\w+(?::?\?[^{}\n]{0,200})?\}",  # shell expansions: a name, and the message if it is unset
     # digests of the empty string and of an empty password: public constants, quoted to spot blanks
     r"\b(?i:31d6cfe0d16ae931b73c59d7e0c089c0|aad3b435b51404eeaad3b435b51404ee|d41d8cd98f00b204e9800998ecf8427e"

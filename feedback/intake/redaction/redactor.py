@@ -59,17 +59,10 @@ class _Spans:
         i = bisect.bisect_left(self.starts, end) - 1
         return i >= 0 and self.spans[i][1] > start
 
-    def uncovered(self, start: int, end: int) -> list[tuple[int, int]]:
-        """The pieces of [start, end) outside every span."""
-        pieces, at = [], start
-        for s, e in self.spans[max(0, bisect.bisect_right(self.starts, start) - 1):]:
-            if s >= end:
-                break
-            if e > at:
-                if s > at:
-                    pieces.append((at, s))
-                at = e
-        return pieces + ([(at, end)] if at < end else [])
+    def inside(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The spans that lie within [start, end)."""
+        return [(s, e) for s, e in self.spans[bisect.bisect_left(self.starts, start):
+                                              bisect.bisect_left(self.starts, end)] if e <= end]
 
 
 class Redactor:
@@ -162,9 +155,10 @@ class Redactor:
                     or evidence.sample_value(bare):
                 continue
             # What a grammar keeps inside the value (`req-<uuid>`) is not judged: only the rest is.
-            inner = _Spans((s, e) for s, e in kept.spans if at <= s and e <= end and (s == at or not text[s - 1].isalnum())
-                           and (e == end or not text[e].isalnum()))
-            if inner.spans and not any(evidence.looks_secret(text[s:e]) for s, e in inner.uncovered(at, end)):
+            inner = [(s, e) for s, e in kept.inside(at, end)
+                     if (s == at or not text[s - 1].isalnum()) and (e == end or not text[e].isalnum())]
+            rest = [text[a:b] for a, b in zip([at] + [e for _, e in inner], [s for s, _ in inner] + [end])]
+            if inner and not any(evidence.looks_secret(piece) for piece in rest):
                 continue
             before = PREVIOUS_WORD.search(match.string, max(0, at - 40), at)
             if before and before.group(1).lower() in NAMING_NOUNS:
