@@ -274,6 +274,7 @@ class BotProcess:
         self.reporter.start(self.periodic)
         self.periodic.every(PRUNE_EVENTS_EVERY, self.store.events.prune, "secbot-prune-events")
         self.store.memory.warm()
+        self.slack.deps.intake.redactor.warm()
         # Questions a stopped process left unanswered are finished in the background, not before serving.
         threading.Thread(target=self.slack.deps.answerer.recover, name="secbot-recover", daemon=True).start()
 
