@@ -257,12 +257,7 @@ def looks_secret(token: str) -> bool:
 def looks_random(value: str) -> bool:
     """Evidence for a value in a field that is only sometimes a credential (`key`, `auth`)."""
     value = value.strip()
-    if len(value) < 12 or is_not_secret(value):
-        return False
-    body = re.split(r"[_.-]", value)[-1]
-    if len(value) - len(body) <= 16 and (re.fullmatch(r"[0-9a-fA-F]{32,}", body) or looks_secret(body)):
-        return True  # a short prefix, then a random body: `sk_pr_name_<40 hex>`, `acme-<token>`
-    if _identifier_like(value):
+    if len(value) < 12 or _identifier_like(value) or is_not_secret(value):
         return False
     if re.fullmatch(r"[\w.%-]+(?:/[\w.%-]+)+", value) and not any(looks_secret(p) for p in value.split("/")):
         return False  # an object key or a relative path
