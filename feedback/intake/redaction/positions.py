@@ -466,8 +466,9 @@ ABOUT = (META | {"named", "called"}) - CHANGE_VERBS - FILLER_AFTER_MARKER - MARK
 DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+(?:[\w.-]{1,30}\s+)?$")
 PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
 VALUE_END = ".,;?)\"'}]”’"
-# A field's own name (`event.name`, `user_id`, `objectRef.namespace`): a marker after it assigns to that field.
-FIELD_NAME = re.compile(r"[A-Za-z_]\w*(?:[._][A-Za-z]\w*)+")
+# A field's dotted name (`event.name`, `objectRef.namespace`): a marker after it assigns to that field (an
+# account's name, `svc_deploy`, is not one: `login svc_deploy = …` gives its password).
+FIELD_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 # Where the string a sentence lives in ends (`"displayMessage":"… password is reset","target"…`).
 STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]")
 
