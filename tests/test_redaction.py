@@ -424,6 +424,7 @@ def test_a_random_dotted_token_is_no_expression_and_a_legacy_teams_webhook_is_a_
 @pytest.mark.parametrize("text, secret", [
     ("Your Shipfast key is 9c41d07be2a35f86c1d4e0b7a29f6c3e, keep it out of the repo", "9c41d07be2a35f86c1d4e0b7a29f6c3e"),
     ("login svc_deploy = Deploy#2026x for the release box", "Deploy#2026x"),
+    ("the vpn password is $Hunt3r2$ until friday", "$Hunt3r2$"),  # dollars around a password, not a `$field$`
 ])
 def test_a_key_named_after_its_vendor_and_an_account_then_its_password_in_a_sentence_are_secrets(text, secret):
     """`your <vendor> key is …` is the sentence `the key is …`; after `login`, an account's name and `=`

@@ -62,7 +62,7 @@ TEMPLATE = re.compile(r"\{\{.{0,400}?\}\}|\{%.{0,400}?%\}")
 DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
 
 PLACEHOLDER = re.compile(
-    r"(?ix)^(?:\$\{?[\w.:-]+[}$]?|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
+    r"(?ix)^(?:\$\{?[\w.:-]+\}?|\$[a-z_][a-z_.]*\$|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
     r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
