@@ -82,6 +82,10 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.trufflehog or args.loghub or args.splunk):
         ap.error("name at least one checkout: --trufflehog, --loghub or --splunk")
+    for flag, root, inside in (("--trufflehog", args.trufflehog, "pkg/detectors"), ("--loghub", args.loghub, "Linux"),
+                               ("--splunk", args.splunk, "detections")):
+        if root and not (root / inside).is_dir():
+            ap.error(f"{flag} {root} has no {inside}/: point it at a checkout of that repository")
     redactor = Redactor()
     pastes = trufflehog_cases(args.trufflehog) if args.trufflehog else []
     lines = ordinary_lines(args.loghub, args.splunk)
