@@ -94,7 +94,7 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
 def is_reference(value: str, quoted: bool) -> bool:
     """A placeholder, a template or (unquoted) an expression: it names a secret, it is not one."""
     value = value.strip()
-    expression = not quoted and EXPRESSION.match(value) and not looks_secret(value)  # `uwHB….STzu…` is a token
+    expression = not quoted and EXPRESSION.match(value) and not looks_secret(value)  # `pQ7w….vT4r…` is a token
     return bool(PLACEHOLDER.match(value) or expression or "[REDACTED:" in value
                 or value.startswith(("(", "@(", "$(")) and not quoted
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))

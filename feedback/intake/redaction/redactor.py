@@ -165,7 +165,7 @@ class Redactor:
             rest = [text[a:b] for a, b in zip([at] + [e for _, e in inner], [s for s, _ in inner] + [end])]
             if inner and not any(evidence.looks_secret(piece) for piece in rest):
                 continue
-            before = PREVIOUS_WORD.search(match.string, max(0, at - 40), at)
+            before = PREVIOUS_WORD.search(text, max(0, at - 40), at)
             if before and before.group(1).lower() in NAMING_NOUNS:
                 continue
             yield at, end, "high_entropy_secret"
