@@ -2,17 +2,22 @@
 detector, log or file name before anything in it was read (`split`): the tuning half may be read,
 the held-out half is reported as figures only.
 
-    python bench/redaction_outsider.py --trufflehog PATH --loghub PATH --splunk PATH [--show-misses]
+    python bench/redaction_outsider.py --trufflehog PATH --loghub PATH --splunk PATH --yara PATH \
+        --iocs PATH --falco PATH --kql PATH --terraform PATH --helm PATH --ansible PATH --mail PATH \
+        --prose PATH [--show-misses]
 
 - `--trufflehog`: a checkout of trufflesecurity/trufflehog. Its detectors' tests
   (`pkg/detectors/*/*_test.go`) give inputs written as configs, code, logs and chat, each with the
   secrets the detector must report; a case counts where the input is a literal and holds them. It
   is caught when its longest secret is gone (a detector also reports the user or host beside it).
   One half per detector.
-- `--loghub`: a checkout of logpai/loghub, 2,000 lines of each of 16 systems' logs (Windows, Linux,
-  OpenSSH, OpenStack, Hadoop, Spark, Android …): ordinary lines, one half per system.
-- `--splunk`: a checkout of splunk/security_content, its `detections/**/*.yml` (SPL searches and
-  their prose): ordinary lines, one half per file.
+- The others are ordinary text (`ORDINARY`: which repository and files each flag reads), one half
+  per file, and per system for loghub (2,000 lines of each of 16 systems' logs):
+  logs (loghub), detections (Splunk's SPL and prose, signature-base's YARA rules and indicator
+  lists, Falco's syscall and Kubernetes audit rules, Sentinel KQL), infrastructure code (Terraform
+  modules, Helm charts, Ansible playbooks), mail headers (a mail parser's test messages, up to the
+  first blank line) and prose (OWASP's cheat sheets, outside their code blocks). Each counts its
+  distinct lines once.
 Target on the held-out halves, as for the project's own sets: >= 98% caught, <= 0.5% changed.
 """
 
@@ -24,8 +29,6 @@ import hashlib
 import re
 import time
 from pathlib import Path
-
-from redaction import own_lines  # the distinct non-empty lines of the files a pattern matches
 
 from secbot.feedback.intake.redaction import Redactor
 
@@ -58,37 +61,73 @@ def trufflehog_cases(root: Path) -> list[dict]:
     return cases
 
 
-def ordinary_lines(loghub: Path | None, splunk: Path | None) -> list[dict]:
-    lines = []
-    if loghub:
-        for path in sorted(glob.glob(str(loghub / "*" / "*_2k.log"))):
-            system = Path(path).parent.name
-            lines += [{"source": f"loghub:{system}", "text": line, "split": split(f"loghub:{system}")}
-                      for line in own_lines(glob.escape(path))]
-    if splunk:
-        for path in sorted(glob.glob(str(splunk / "detections" / "**" / "*.yml"), recursive=True)):
-            name = Path(path).relative_to(splunk).as_posix()
-            lines += [{"source": "splunk", "text": line, "split": split(f"splunk:{name}")}
-                      for line in own_lines(glob.escape(path))]
+def _mail_headers(text: str) -> list[str]:
+    """A message's header lines: what is pasted from a mail, before the body and its attachments."""
+    return text.split("\n\n", 1)[0].splitlines()
+
+
+def _prose(text: str) -> list[str]:
+    """A Markdown page's lines outside code blocks, whose examples may hold sample credentials."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
     return lines
+
+
+def _all(text: str) -> list[str]:
+    return text.splitlines()
+
+
+# Ordinary text: (the flag, what to point it at, the files, what a half is keyed by, the lines read).
+ORDINARY = {
+    "loghub": ("logpai/loghub", "*/*_2k.log", "system", _all),
+    "splunk": ("splunk/security_content", "detections/**/*.yml", "file", _all),
+    "yara": ("Neo23x0/signature-base", "yara/**/*.yar", "file", _all),
+    "iocs": ("Neo23x0/signature-base", "iocs/**/*.txt", "file", _all),
+    "falco": ("falcosecurity/rules", "rules/**/*.yaml", "file", _all),
+    "kql": ("reprise99/Sentinel-Queries", "**/*.kql", "file", _all),
+    "terraform": ("terraform-aws-modules/terraform-aws-rds", "**/*.tf", "file", _all),
+    "helm": ("prometheus-community/helm-charts", "charts/**/*.yaml", "file", _all),
+    "ansible": ("geerlingguy/ansible-for-devops", "**/*.yml", "file", _all),
+    "mail": ("SpamScope/mail-parser", "tests/mails/*", "file", _mail_headers),
+    "prose": ("OWASP/CheatSheetSeries", "cheatsheets/*.md", "file", _prose),
+}
+
+
+def ordinary_lines(name: str, root: Path) -> list[dict]:
+    """The distinct non-empty lines of one checkout, each file's (or system's) lines in one half."""
+    _, pattern, unit, read = ORDINARY[name]
+    lines: dict[str, dict] = {}
+    for path in sorted(glob.glob(str(root / pattern), recursive=True)):
+        rel = Path(path).relative_to(root)
+        key = f"{name}:{rel.parent.as_posix() if unit == 'system' else rel.as_posix()}"
+        for line in read(Path(path).read_text(encoding="utf-8", errors="replace")):
+            if line.strip() and line not in lines:
+                lines[line] = {"source": name, "text": line, "split": split(key)}
+    return list(lines.values())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trufflehog", type=Path, help="a trufflesecurity/trufflehog checkout")
-    ap.add_argument("--loghub", type=Path, help="a logpai/loghub checkout")
-    ap.add_argument("--splunk", type=Path, help="a splunk/security_content checkout")
+    for name, (repo, pattern, _, _) in ORDINARY.items():
+        ap.add_argument(f"--{name}", type=Path, metavar="PATH", help=f"a {repo} checkout ({pattern})")
     ap.add_argument("--show-misses", action="store_true", help="print the tuning halves' misses and changed lines")
     args = ap.parse_args()
-    if not (args.trufflehog or args.loghub or args.splunk):
-        ap.error("name at least one checkout: --trufflehog, --loghub or --splunk")
-    for flag, root, inside in (("--trufflehog", args.trufflehog, "pkg/detectors"), ("--loghub", args.loghub, "Linux"),
-                               ("--splunk", args.splunk, "detections")):
-        if root and not (root / inside).is_dir():
-            ap.error(f"{flag} {root} has no {inside}/: point it at a checkout of that repository")
+    named = {name: getattr(args, name) for name in ORDINARY if getattr(args, name)}
+    if not (args.trufflehog or named):
+        ap.error("name at least one checkout: --trufflehog or --" + ", --".join(ORDINARY))
+    if args.trufflehog and not (args.trufflehog / "pkg" / "detectors").is_dir():
+        ap.error(f"--trufflehog {args.trufflehog} has no pkg/detectors/: point it at a trufflesecurity/trufflehog checkout")
+    for name, root in named.items():
+        if not glob.glob(str(root / ORDINARY[name][1]), recursive=True):
+            ap.error(f"--{name} {root} has no {ORDINARY[name][1]}: point it at a {ORDINARY[name][0]} checkout")
     redactor = Redactor()
     pastes = trufflehog_cases(args.trufflehog) if args.trufflehog else []
-    lines = ordinary_lines(args.loghub, args.splunk)
+    lines = [line for name, root in named.items() for line in ordinary_lines(name, root)]
     started = time.perf_counter()
     for half in ("heldout", "tuning"):
         label = "held-out" if half == "heldout" else "tuning"
@@ -101,9 +140,9 @@ def main() -> None:
         changed = [c for c in ordinary if redactor.redact(c["text"]).text != c["text"]]
         by_source: dict[str, list[int]] = {}
         for c in ordinary:
-            by_source.setdefault(c["source"].split(":")[0], [0, 0])[0] += 1
+            by_source.setdefault(c["source"], [0, 0])[0] += 1
         for c in changed:
-            by_source[c["source"].split(":")[0]][1] += 1
+            by_source[c["source"]][1] += 1
         for source, (n, m) in sorted(by_source.items()):
             print(f"{source} {label} half: {m}/{n} ordinary lines changed ({100 * m / n:.2f}%)")
         if args.show_misses and half == "tuning":

@@ -199,7 +199,10 @@ def test_nul_characters_and_broken_surrogates_are_stored_without_error(store, in
                                   "<@" * 100_000, "-" * 200_000, "密码是" * 50_000, "a=b " * 50_000,
                                   # one token of many parts: a host name, an image path, ids joined by `-`
                                   "a." * 100_000, "a/" * 100_000,
-                                  "req-" + "-".join(f"{i:08x}-1111-4222-8333-444455556666" for i in range(5_000))])
+                                  "req-" + "-".join(f"{i:08x}-1111-4222-8333-444455556666" for i in range(5_000)),
+                                  # colons inside sentences, markup, lists of strings, encoded-words, folded lines
+                                  "word secrets: one two " * 20_000, "**a " * 50_000, "[a](" * 50_000,
+                                  '("a", ' * 40_000, "=?utf-8?b?" * 40_000, "DKIM-Signature: a\n" + " b\n" * 100_000])
 def test_long_adversarial_input_is_redacted_without_catastrophic_backtracking(text):
     assert REDACTOR.redact(text).text is not None
 
@@ -440,3 +443,100 @@ def test_a_key_named_after_its_vendor_and_an_account_then_its_password_in_a_sent
 def test_keys_that_name_columns_objects_or_caches_are_kept(line):
     """A name made of words and a digest (a CI cache's key) in a `key` field is a name."""
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("line", [
+    "- **Rotate Tokens Often:** short lifetimes limit what a stolen one is worth",
+    "### Runbook: where the [Vault Secrets Engine](https://developer.example.org/vault/secrets) keeps them",
+    "See [session tokens](#session-tokens) and [API keys](./api-keys.md) before filing the ticket.",
+    "__Password Policy Review__ is due on the first monday",
+    "Enter the passphrase to unlock<br>the vault, then close it<br/>",
+])
+def test_markdown_markup_around_words_about_credentials_is_no_value(line):
+    """A wiki or runbook's emphasis, links, headings and inline HTML wrap sentences about credentials:
+    the last word before `**`, `](` or `<br>` is not a password."""
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("the db password is **Qv7#mLp2zT**, ask before using it", "Qv7#mLp2zT"),
+    ("[the wifi password is Kx4!rTe9wq](https://wiki.example.org/office)", "Kx4!rTe9wq"),
+    ("<b>password:</b> Wd8$hnq3Zp<br>", "Wd8$hnq3Zp"),
+    ("__token: gq7Rk2Lw9Xz4Tn1Vb6Hy3Jc8__", "gq7Rk2Lw9Xz4Tn1Vb6Hy3Jc8"),
+])
+def test_a_credential_inside_markdown_markup_is_still_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "For storing them, password hashing is Argon2id here, bcrypt on the legacy portal.",
+    "Make sure the credentials are strong!",
+    "The service account token to pass to the sidecar is mounted at runtime.",
+    "Authentication-Results: mx.example.net; spf=pass smtp.mailfrom=example.org; dkim=pass header.d=example.org",
+    "Escalation path for authorization: existing tickets first, then the on-call lead.",
+    "Our password managers are approved for team vaults only.",
+])
+def test_sentences_about_credentials_and_their_verbs_are_kept(line):
+    """A keyword that heads a compound (`password hashing`, `password managers`), that is a verb
+    (`to pass`), or that is itself a value (`dkim=pass`), and a sentence word after `are` or after an
+    `authorization:` in prose, are not credentials."""
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("line", [
+    '| extend ElevatedTokenType = AdditionalFields.ElevationTokenKind',
+    "| where AuthDetail !in (\"MFA completed\", \"Password\", \"Passkey\")",
+    'let vaultOps = dynamic(["SecretSet", "KeyCreate", "VaultPatch"]);',
+    '  verbs: ["get","list"]\n  resources: ["secrets","serviceaccounts"]',
+    '  master_password = !var.create_replica && var.generate_password ? null : var.master_password',
+    "| project ['Last Password Change']=ChangeTime, Account",
+    "Team practice: API secrets: each one lives in the vault, never in the repo",
+    "docker buildx build --secret id=gitcreds,src=$HOME/.git-credentials -t builder .",
+])
+def test_query_columns_lists_of_names_negated_expressions_and_mount_specs_are_kept(line):
+    """In a query's pipeline an unquoted value is a column; three strings are a list, not a name and its
+    value; `!var.x` is an expression; a colon inside a sentence introduces words; `id=…,src=…` says where
+    a secret is mounted from."""
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ('| eval api_token="Zr8Kq2Wm5Xn7Tb4Vc1"', "Zr8Kq2Wm5Xn7Tb4Vc1"),
+    ('cfg.set("mailer", "password", "Mq7!tLw2Xz")', "Mq7!tLw2Xz"),
+    ("  MYSQL_PASSWORD: kettle", "kettle"),
+])
+def test_literals_in_queries_and_a_password_after_a_section_name_are_still_redacted(text, secret):
+    """A quoted literal in a query is a value; in `set(section, name, value)` the pair after the section."""
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    '        $enc1 = "Tq9vW2mZ8xK4rB7nY1cH5fJ3pL6sD0gA=" ascii wide',
+    '        $cmd = "net user backup Pa55w0rd! /add" fullword ascii',
+    "rule Demo_Loader {\n  strings:\n    $blob = \"mZ8xK4rB7nY1cH5fJ3pLTq9vW2s6D0gA\"\n  condition:\n    $blob\n}",
+    "  <script src=\"/app.js\" integrity=\"sha384-Lm2Qz8Xp4Rk7Tn1Vb6Hy3Jc9Wd5Fs0Ga2Ke8Ui4Oo7Pq1Rs3Tu6Vw9Xy2Za5Bc\"></script>",
+])
+def test_yara_strings_and_integrity_hashes_are_kept(line):
+    """A YARA rule's strings are evidence from someone else's files (with YARA's modifiers, or inside a
+    rule's `strings:`); an SRI hash is public."""
+    assert REDACTOR.redact(line).text == line
+
+
+def test_a_php_variable_that_looks_like_a_yara_string_is_still_judged():
+    assert "Hx7!qPw3Zr9" not in REDACTOR.redact('$db_password = "Hx7!qPw3Zr9";').text
+
+
+def test_mail_encoded_words_are_judged_by_what_they_encode_and_signatures_over_folded_lines_are_kept():
+    import base64
+
+    clean = "=?UTF-8?B?" + base64.b64encode("Отчёт о фишинге за ноябрь".encode()).decode() + "?="
+    assert REDACTOR.redact(f"Subject: {clean}").text == f"Subject: {clean}"
+    leaked = "=?UTF-8?B?" + base64.b64encode(b"vpn password: Rk8!wq2Zt5").decode() + "?="
+    assert leaked not in REDACTOR.redact(f"Subject: {leaked}").text
+    assert "Rk8!wq2Zt5" not in REDACTOR.redact("Subject: =?utf-8?q?vpn_password_is_Rk8!wq2Zt5?=").text
+    signed = ("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=mx2;\n"
+              "\tbh=Lq7Zk2Rw9Xn4Tb1Vc6Hy3Jm8Pd5Fs0Ga2Ke8Ui4Oo7E=;\n"
+              "\tb=Xn4Tb1Vc6Hy3Jm8Pd5Fs0Ga2Ke8Ui4Oo7Lq7Zk2Rw9Pq1Rs3Tu6Vw9Xy2Za5Bc4De7Fg0Hi3Jk6Lm9No2\n"
+              "\t Pq1Rs3Tu6Vw9Xy2Za5Bc4De7Fg0Hi3Jk6Lm9No2Xn4Tb1Vc6Hy3Jm8Pd5Fs0Ga2Ke8Ui==\n"
+              "Subject: weekly report")
+    assert REDACTOR.redact(signed).text == signed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.header
 import math
 import re
 from collections import Counter
@@ -39,6 +40,7 @@ NOT_SECRET_GRAMMARS = [
     r"\b(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\b",  # IPv4
     r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
     r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
+    r"\b(?:sha256|sha384|sha512)-[A-Za-z0-9+/]{43,86}={0,2}",  # Subresource Integrity and CSP hash sources
     r"(?:(?<=[\s\"'=(])|^)(?:[A-Za-z]:\\|\\\\|~/|\./|\.\./|/)[^\s\"'<>|]*",  # paths
     r"\bhttps?://[^\s\"'<>]+",  # URLs: their credentials are found by position (userinfo, query keys)
     # registry and Windows paths, also escaped (`\\`) and with wildcards, as detections write them
@@ -64,6 +66,7 @@ DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
 PLACEHOLDER = re.compile(
     r"(?ix)^(?:\$\{?[\w.:-]+\}?|\$[a-z_][a-z_.]*\$|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
+    r"|(?:id|src|source|env|type|target|dst|required)=[^,\s]*(?:,\w+=[^,\s]*)+"  # a mount spec: `id=npmrc,src=.npmrc`
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
     r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
     r"|from|to|not|n/?a|unknown|unset|empty|blank|hidden|masked"  # words of a sentence: `Passcode: from Off to On`
@@ -91,10 +94,40 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in NOT_SECRET.finditer(text)]
 
 
+# A MIME encoded-word (RFC 2047) in a mail header: `=?charset?B|Q?payload?=`.
+ENCODED_WORD = re.compile(r"=\?[\w.:-]{1,40}\?[BbQq]\?[^?\s]{1,1000}\?=")
+
+
+def decoded_word(word: str) -> str | None:
+    """The text an encoded-word holds, or None when it does not decode to text."""
+    try:
+        [(raw, charset)] = email.header.decode_header(word)
+        out = raw.decode(charset or "ascii", errors="replace") if isinstance(raw, bytes) else raw
+    except (ValueError, LookupError, binascii.Error):
+        return None
+    return out if out.count("\ufffd") <= len(out) // 10 and out.isprintable() else None
+
+
+# A YARA rule's strings are what a detection looks for in someone else's files, quoted as evidence: a string
+# with YARA's modifiers after it, or any string definition in a text that holds a rule's `strings:` section.
+YARA_STRING = re.compile(r"""(?m)^[ \t]*\$\w*[ \t]*=[ \t]*(?:"(?:[^"\\\n]|\\.){0,2000}"|\{[^}\n]{0,4000}\}"""
+                         r"""|/(?:[^/\\\n]|\\.){0,2000}/[is]*)""")
+YARA_RULE = re.compile(r"(?m)^[ \t]*(?:(?:private|global)[ \t]+)*rule[ \t]+\w+[\s\S]{0,2000}?^[ \t]*strings[ \t]*:")
+
+
+def verbatim_spans(text: str) -> list[tuple[int, int]]:
+    """Spans quoted as evidence from elsewhere, kept whole whatever their words say."""
+    if "$" not in text:
+        return []
+    in_rule = bool(YARA_RULE.search(text))
+    return [m.span() for m in YARA_STRING.finditer(text) if in_rule or YARA_MODIFIERS.match(text[m.end():m.end() + 24])]
+
+
 def is_reference(value: str, quoted: bool) -> bool:
     """A placeholder, a template or (unquoted) an expression: it names a secret, it is not one."""
     value = value.strip()
-    expression = not quoted and EXPRESSION.match(value) and not looks_secret(value)  # `pQ7w….vT4r…` is a token
+    # `pQ7w….vT4r…` is a token; `!local.is_replica` a negated expression
+    expression = not quoted and EXPRESSION.match(value.removeprefix("!")) and not looks_secret(value)
     return bool(PLACEHOLDER.match(value) or expression or "[REDACTED:" in value
                 or value.startswith(("(", "@(", "$(")) and not quoted
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))

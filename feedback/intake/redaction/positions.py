@@ -8,9 +8,12 @@ Identifier fields are reported too, so that nothing inside them is redacted for 
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Iterator
+
+from nltk.stem.snowball import SnowballStemmer
 
 from secbot.feedback.intake.redaction import evidence
 from secbot.feedback.intake.redaction.names import IDENTIFIER_KEYS, META, ZH_SECRET_NOUNS, Field, classify, words
@@ -93,6 +96,14 @@ XML_PAIR = re.compile(r"""(?:key|name)\s*=\s*["'](?P<name>[^"'\n]{1,80})["']\s*"
 HCL_VARIABLE = re.compile(r"""\bvariable\s+"(?P<name>[^"]+)"\s*\{[^}]*?\bdefault\s*=\s*""")
 JSON_LIST = re.compile(r"[ \t]*\[(?P<items>[^\[\]\n]{0,2000})\]")
 JSON_ITEM = re.compile(r"\"(?P<s>[^\"\n]*)\"")
+# A stage of a query pipeline (KQL, SPL): an unquoted value there is a column or an expression over columns
+# (`| extend TokenLevel = AF.OriginalTokenIntegrityLevel`); a literal is quoted.
+QUERY_STAGE = re.compile(r"(?i)^[ \t]*\|[ \t]*(?:extend|project(?:-\w+)?|where|summarize|eval|rename|fields|table|stats"
+                         r"|eventstats|streamstats|join|parse|mv-expand|mv-apply|lookup|sort|order|top|distinct|evaluate"
+                         r"|make-series|search|rex|spath|fillnull|dedup|invoke|union|tstats|inputlookup|outputlookup)\b")
+# After a colon's first word, more words of a sentence: the colon introduced prose, not a value.
+SENTENCE_GOES_ON = re.compile(r"[ \t]+[^\W\d_]+[ \t]+[^\W\d_]+")
+WORDS_BEFORE = re.compile(r"[^\W\d_]{2,}[ \t]+$")  # and words before its key: the colon is inside a sentence
 # The colon that ends a block header (`if not token:`) separates no key from a value.
 BLOCK_HEADER = re.compile(r"^[ \t]*(?:if|elif|else|while|for|with|except|try|def|class|lambda|match|case)\b")
 # In a URL's query, a signature grants what the URL grants (SAS `sig`, presigned `X-Amz-Signature`).
@@ -100,10 +111,12 @@ QUERY_SIGNATURES = {"sig", "signature"}
 
 
 def assignments(text: str) -> Iterator[Slot]:
+    newlines = [m.start() for m in re.finditer("\n", text)]
     for m in ASSIGNMENT.finditer(text):
         field = classify(m.group("name"))
         if field is Field.OTHER:
             continue
+        line = newlines[i - 1] + 1 if (i := bisect.bisect_left(newlines, m.start())) else 0
         in_query = m.start() > 0 and text[m.start() - 1] in "?&"
         if in_query and words(m.group("name"))[-1:][0] in QUERY_SIGNATURES:
             field = Field.CREDENTIAL
@@ -121,8 +134,14 @@ def assignments(text: str) -> Iterator[Slot]:
         if m.group("sep") == ":" and not m.group("q") and not in_query:
             if text[m.end():value[0]] == "":
                 continue  # `Recon:IAMUser`, `tcp:host`: a colon with no space is not a YAML/JSON separator
-            if BLOCK_HEADER.match(text, text.rfind("\n", 0, m.start()) + 1):
+            if BLOCK_HEADER.match(text, line):
                 continue
+        if not value[2] and QUERY_STAGE.match(text, line):
+            continue
+        if m.group("sep") == ":" and not value[2] and SENTENCE_GOES_ON.match(text, value[1]) \
+                and re.fullmatch(r"[^\W\d_]+", text[value[0]:value[1]]) \
+                and WORDS_BEFORE.search(text, max(line, m.start() - 40), m.start()):
+            continue  # a colon in a sentence: `scope access to your secrets: one should not …`
         slot = judge(text, *value, field, "assignment")
         if slot:
             yield slot
@@ -150,6 +169,7 @@ def assignments(text: str) -> Iterator[Slot]:
 HEADER = re.compile(r"(?im)(?:^|(?<=[\s\"'(]))(?P<name>[A-Za-z][A-Za-z0-9-]{1,60}):[ \t]*"
                     r"(?=(?P<rest>[^\r\n\"']{0,500}))")
 AUTH_VALUE = re.compile(r"^(?:(?P<scheme>[A-Za-z][\w-]{1,24})[ \t]+)?(?:\w+=\"?)?(?P<s>[^\s\",]{6,})")
+FOLDED = re.compile(r"[^\r\n]*(?:\r?\n[ \t]+[^\r\n]{1,1000}){0,200}")
 COOKIE_PAIR = re.compile(r"(?P<name>[\w.-]+)=(?P<s>[^\s;]{6,})")
 
 
@@ -159,13 +179,17 @@ def headers(text: str) -> Iterator[Slot]:
         start = m.start("rest")
         if name in ("authorization", "proxy-authorization"):
             value = AUTH_VALUE.match(rest)
-            if value and not evidence.is_reference(value.group("s"), False):
+            word = value and re.fullmatch(r"[^\W\d_]+", value.group("s")) and not evidence.looks_random(value.group("s"))
+            if value and not word and not evidence.is_reference(value.group("s"), False):  # `authorization: existing patterns`
                 yield Slot(start + value.start("s"), start + value.end("s"), "auth_header", Field.CREDENTIAL)
         elif name in ("cookie", "set-cookie"):
             for pair in COOKIE_PAIR.finditer(rest):
                 yield Slot(start + pair.start("s"), start + pair.end("s"), "cookie", Field.CREDENTIAL)
         elif "-" in name and classify(name) is Field.IDENTIFIER and rest:
-            yield Slot(start, m.end("rest"), "header", Field.IDENTIFIER)  # X-Request-Id, DKIM-Signature
+            # X-Request-Id, DKIM-Signature; a mail header's value goes on over its folded lines (RFC 5322)
+            end = FOLDED.match(text, m.end("rest")).end() if m.start() == 0 or text[m.start() - 1] == "\n" \
+                else m.end("rest")
+            yield Slot(start, end, "header", Field.IDENTIFIER)
 
 
 # --- URLs: a password in the userinfo of any scheme, also with an empty user (`redis://:pw@`)
@@ -436,15 +460,32 @@ CALL = re.compile(r"(?i)(?:\bauth\s*=\s*|\b\w*(?:auth|credential|bind\w*|login|l
 
 # A call or index that pairs a credential's name with a literal: define('DB_PASSWORD', '…'),
 # props.put("mail.smtp.password", "…"), os.environ.setdefault("API_TOKEN", "…"), config.set("db", "password", "…").
-NAMED_ARGUMENT = re.compile(r"""[(,\[]\s*(?P<q1>["'])(?P<name>[\w.\-]{2,80})(?P=q1)\s*[,\]]\s*(?:=\s*)?"""
+NAMED_ARGUMENT = re.compile(r"""[(,\[]\s*(?P<q1>["'])(?P<name>[\w.\-]{2,80})(?P=q1)\s*(?P<sep>[,\]])\s*(?:=\s*)?"""
                             r"""(?P<q2>["'])(?P<s>[^"'\n]{3,})(?P=q2)""")
+
+# A third string beside a name and its value: the strings are a list, not a pair.
+STRING_ITEM_AFTER = re.compile(r"""["']\s*,\s*["']""")
+STRING_ITEM_BEFORE = re.compile(r"""["']\s*$""")
+
+
+def _overlapping(rx: re.Pattern, text: str) -> Iterator[re.Match]:
+    m = rx.search(text)
+    while m:
+        yield m
+        m = rx.search(text, m.start() + 1)
 
 
 def calls(text: str) -> Iterator[Slot]:
     for m in CALL.finditer(text):
         if not evidence.is_reference(m.group("s"), True):
             yield Slot(m.start("s"), m.end("s"), "call_argument", Field.CREDENTIAL)
-    for m in NAMED_ARGUMENT.finditer(text):
+    for m in _overlapping(NAMED_ARGUMENT, text):  # `config.set("db", "password", "…")`: the pair after `"db"`
+        if text[m.start()] == "[" and m.group("sep") == ",":
+            continue  # a list of names (`resources: ["secrets", "configmaps"]`), not an index (`env["TOKEN"] = …`)
+        listed = STRING_ITEM_AFTER.match(text, m.end()) \
+            or text[m.start()] == "," and STRING_ITEM_BEFORE.search(text[max(0, m.start() - 20):m.start()])
+        if listed and re.fullmatch(r"[^\W\d_]+", m.group("s")):
+            continue  # a word among others: `!in ("Previously satisfied", "Password", "Other")`
         field = classify(m.group("name"))
         if field in (Field.CREDENTIAL, Field.WEAK):
             slot = judge(text, m.start("s"), m.end("s"), True, field, "call_argument")
@@ -460,8 +501,15 @@ CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "swit
 FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
                        "changed", "the", "same", "as", "be", "it's", "its", "literally", "probably"}
 WORD = re.compile(r"[^\s]+")
-# A sentence that names something about the credential (`the secret id is …`, `the API key header is …`).
+# A sentence that names something about the credential (`the secret id is …`, `the API key header is …`),
+# in any of its forms (`password hashing is …`, `password managers are …`): compared by stem.
 ABOUT = (META | {"named", "called"}) - CHANGE_VERBS - FILLER_AFTER_MARKER - MARKERS
+_STEM = SnowballStemmer("english").stem
+ABOUT_STEMS = {_STEM(w) for w in ABOUT} - {_STEM(w) for w in CHANGE_VERBS | FILLER_AFTER_MARKER | MARKERS}
+# Before `pass`/`login`, a word that makes it a verb: `the token to pass to …`, `enter it to logon`.
+VERB_BEFORE = {"to", "will", "would", "can", "could", "must", "should", "may", "might", "cannot", "can't", "won't",
+               "please", "not", "don't", "doesn't", "didn't", "then"}
+VERB_KEYS = {"pass", "login", "logon"}
 # `the key is …`, `your API2CART key is …`: a determiner, perhaps with the vendor's or the system's name.
 DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+(?:[\w.-]{1,30}\s+)?$")
 PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
@@ -469,8 +517,9 @@ VALUE_END = ".,;?)\"'}]”’"
 # A field's dotted name (`event.name`, `objectRef.namespace`): a marker after it assigns to that field (an
 # account's name, `svc_deploy`, is not one: `login svc_deploy = …` gives its password).
 FIELD_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
-# Where the string a sentence lives in ends (`"displayMessage":"… password is reset","target"…`).
-STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]")
+# Where the string a sentence lives in ends (`"displayMessage":"… password is reset","target"…`), or a
+# bracketed name (`['Time of Password Reset']`).
+STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]|'\]")
 
 
 # An account and its secret in a sentence: `logging in as svc_scanner with X`, `still has root/X`. The secret must
@@ -502,6 +551,10 @@ def prose(text: str) -> Iterator[Slot]:
             continue  # `get secret NAME`: a secret's name
         if before and key.group().lower() == "key" and before[-1].lower() in IDENTIFIER_KEYS:
             continue  # `registry key '…'`, `primary key …`: the same names as in an assignment's field
+        if before and key.group().lower() in VERB_KEYS and before[-1].lower() in VERB_BEFORE:
+            continue  # a verb: `the token to pass to the service`
+        if key.start() and text[key.start() - 1] in "=:":
+            continue  # a value itself: `dkim=pass`, `result:pass`
         window = text[key.end():key.end() + 120]
         closed = STRING_END.search(window)
         window = window[:closed.start()] if closed else window
@@ -525,7 +578,8 @@ def prose(text: str) -> Iterator[Slot]:
         for n, word in enumerate(words):
             raw = word.group()
             bare = raw.lower().strip(",;")
-            if not marker and bare.rstrip(":") in ABOUT or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
+            about = bare.rstrip(":") in ABOUT or _STEM(bare.rstrip(":")) in ABOUT_STEMS
+            if not marker and about or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
                 break  # about the credential, or the quoted string this sentence lives in has ended
             if raw.endswith(":") and len(raw) > 1 and n < 7:
                 marker, previous = True, bare
@@ -542,6 +596,8 @@ def prose(text: str) -> Iterator[Slot]:
             paired = direct and re.match(r"\s+/\s+\S", window[word.end():])  # `login admin / S3cret!`
             if marker or (direct and (not needs_marker or paired)):
                 value = raw.strip("\"'`“”‘’").rstrip(VALUE_END)
+                if re.fullmatch(r"[^\W\d_]+[!:]+", value):
+                    value = value.rstrip("!:")  # a word that ends the sentence: `credentials are strong!`
                 if value.startswith("--"):
                     break  # an option: `rotate-secret --secret-id …`
                 s = key.end() + word.start() + raw.find(value)

@@ -2,7 +2,8 @@
 
 By structure, then by evidence, all found on the same text and replaced once:
 1. Where credentials sit (`positions`): the value slot of an assignment, option, header, URL
-   userinfo, call argument, or a prose sentence in English or Chinese, judged by the field's name.
+   userinfo, call argument, or a prose sentence in English or Chinese, judged by the field's name,
+   all read with Markdown's markup blanked (`markup`).
 2. Their own formats (`formats`): key blocks, vendor tokens, maintained detectors.
 3. Decoding: base64 that decodes to a private key, to `user:pass` or to a known token.
 4. Entropy (`evidence.looks_secret`), judged per value and never inside a grammar of things
@@ -18,7 +19,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
-from secbot.feedback.intake.redaction import classifier, evidence, formats, positions
+from secbot.feedback.intake.redaction import classifier, evidence, formats, markup, positions
 from secbot.feedback.intake.redaction.names import IDENTIFIER_HEADS, Field
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -95,6 +96,7 @@ class Redactor:
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
+        text = markup.blank(text)  # the same offsets, read without Markdown's markup
         found, kept = self.by_rules(text)
         weighed = classifier.model()
         found.extend((start, end, "likely_secret") for start, end in self.open_values(text, kept, found)
@@ -103,6 +105,7 @@ class Redactor:
 
     def unjudged(self, text: str) -> list[tuple[int, int]]:
         """The values of `text` left to the last signal (what `bench/redaction.py --fit` calibrates on)."""
+        text = markup.blank(text)
         found, kept = self.by_rules(text)
         return self.open_values(text, kept, found)
 
@@ -138,6 +141,19 @@ class Redactor:
             kind = evidence.decoded_secret(m.group(), formats.known_format)
             if kind:
                 found.append((m.start(), m.end(), kind))
+        verbatim = evidence.verbatim_spans(text)
+        for m in evidence.ENCODED_WORD.finditer(text):  # `=?UTF-8?B?…?=`: judged as the text it encodes
+            decoded = evidence.decoded_word(m.group())
+            if decoded is not None:
+                inner = self.find(decoded)
+                if inner:
+                    found.append((m.start(), m.end(), inner[0][2]))
+                else:
+                    verbatim.append(m.span())
+        if verbatim:
+            quoted = _Spans(verbatim)
+            found = [f for f in found if not quoted.covers(f[0], f[1])]
+            keep += verbatim
         kept = _Spans(keep)
         claimed = _Spans((s, e) for s, e, _ in found)
         for m in CANDIDATE.finditer(text):

@@ -1,0 +1,50 @@
+"""Markdown's inline markup, blanked so that the position grammars read the words it wraps.
+
+Analysts paste from wikis, runbooks and tickets: `**Token Security is Crucial:**` or
+`[AWS Secrets Manager](https://…)` is a sentence about a credential, not one, but read raw its
+last word (`Crucial:**`, `Manager](https://…`) looks like a value. `blank` replaces the markup
+characters (emphasis pairs, a link's brackets and parentheses, a heading's `#`s, HTML's formatting
+tags) with spaces, so
+every offset stays where it was and a value found in the blanked text is cut from the original.
+What the markup wraps stays: a password in `**hunter2**` is still in a slot after its keyword.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A pair of emphasis delimiters around words on one line: `**bold**`, `__bold__`, `*e.g.*`; never inside a
+# word (`pa**ss`, `snake_case_name`), and never a query's wildcards (`"*ptt /ticket*"`, `/password:*" OR "*`),
+# which open or close on punctuation.
+EMPHASIS = re.compile(r"(?<![\w*])(?P<d>\*\*\*|\*\*|\*|__)(?=[\w\[`(])(?P<body>[^\n]{1,300}?)(?<=[\w.:!?)\]`])(?P=d)"
+                      r"(?![\w*])")
+# `[text](target)` and `![alt](target "title")`: an inline link or image.
+LINK = re.compile(r"!?\[(?P<text>[^\[\]\n]{1,300})\]\((?P<target>[^()\s]{0,2000})(?:\s+\"[^\"\n]{0,200}\")?\)")
+HEADING = re.compile(r"^[ \t]{0,3}#{1,6}(?=[ \t])", re.MULTILINE)
+# The inline HTML that Markdown allows (`<br>`, `<b>…</b>`): only HTML's own formatting tags, so that a
+# placeholder (`<password>`) or an XML element (`<Password>…</Password>`) is read as before.
+HTML_TAG = re.compile(r"(?i)</?(?:br|b|i|u|p|em|strong|code|pre|kbd|div|span|small|sup|sub|li|ul|ol|td|tr|th|table"
+                      r"|h[1-6]|hr)(?:\s+[a-z-]+=\"[^\"<>\n]{0,200}\")*\s*/?>")
+
+
+def blank(text: str) -> str:
+    """`text` with its Markdown markup replaced by spaces: the same length, the same offsets."""
+    if not any(mark in text for mark in "*_[#<"):
+        return text
+    chars = list(text)
+
+    def spaces(start: int, end: int) -> None:
+        chars[start:end] = " " * (end - start)
+
+    for m in LINK.finditer(text):
+        spaces(m.start(), m.start("text"))
+        # a page's own anchor or a relative link names a page; a URL stays, for what its userinfo or query holds
+        spaces(m.end("text"), m.end() if not re.match(r"\w+:", m.group("target")) else m.start("target"))
+        spaces(m.end("target"), m.end())
+    for m in EMPHASIS.finditer(text):
+        spaces(m.start(), m.start("body"))
+        spaces(m.end("body"), m.end())
+    for rx in (HEADING, HTML_TAG):
+        for m in rx.finditer(text):
+            spaces(*m.span())
+    return "".join(chars)
