@@ -4,7 +4,7 @@ the held-out half is reported as figures only.
 
     python bench/redaction_outsider.py --trufflehog PATH --loghub PATH --splunk PATH --yara PATH \
         --iocs PATH --falco PATH --kql PATH --terraform PATH --helm PATH --ansible PATH --mail PATH \
-        --prose PATH [--show-misses]
+        --prose PATH --prose_zh PATH [--show-misses]
 
 - `--trufflehog`: a checkout of trufflesecurity/trufflehog. Its detectors' tests
   (`pkg/detectors/*/*_test.go`) give inputs written as configs, code, logs and chat, each with the
@@ -16,8 +16,8 @@ the held-out half is reported as figures only.
   logs (loghub), detections (Splunk's SPL and prose, signature-base's YARA rules and indicator
   lists, Falco's syscall and Kubernetes audit rules, Sentinel KQL), infrastructure code (Terraform
   modules, Helm charts, Ansible playbooks), mail headers (a mail parser's test messages, up to the
-  first blank line) and prose (OWASP's cheat sheets, outside their code blocks). Each counts its
-  distinct lines once.
+  first blank line) and prose (OWASP's cheat sheets; in Chinese, a book on building distributed Java
+  systems; both outside their code blocks). Each counts its distinct lines once.
 Target on the held-out halves, as for the project's own sets: >= 98% caught, <= 0.5% changed.
 """
 
@@ -94,6 +94,7 @@ ORDINARY = {
     "ansible": ("geerlingguy/ansible-for-devops", "**/*.yml", "file", _all),
     "mail": ("SpamScope/mail-parser", "tests/mails/*", "file", _mail_headers),
     "prose": ("OWASP/CheatSheetSeries", "cheatsheets/*.md", "file", _prose),
+    "prose_zh": ("doocs/advanced-java", "docs/**/*.md", "file", _prose),
 }
 
 

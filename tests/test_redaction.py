@@ -475,11 +475,12 @@ def test_a_credential_inside_markdown_markup_is_still_redacted(text, secret):
     "Authentication-Results: mx.example.net; spf=pass smtp.mailfrom=example.org; dkim=pass header.d=example.org",
     "Escalation path for authorization: existing tickets first, then the on-call lead.",
     "Our password managers are approved for team vaults only.",
+    "令牌桶算法里，token 按固定速率放进桶中，请求到来时取走一个 token。",
 ])
 def test_sentences_about_credentials_and_their_verbs_are_kept(line):
     """A keyword that heads a compound (`password hashing`, `password managers`), that is a verb
-    (`to pass`), or that is itself a value (`dkim=pass`), and a sentence word after `are` or after an
-    `authorization:` in prose, are not credentials."""
+    (`to pass`), or that is itself a value (`dkim=pass`), a sentence word after `are` or after an
+    `authorization:` in prose, and Chinese words after an English keyword, are not credentials."""
     assert REDACTOR.redact(line).text == line
 
 

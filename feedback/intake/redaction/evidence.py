@@ -304,5 +304,7 @@ def has_password_shape(value: str, minimum: int = 6) -> bool:
     """A word in prose that a person chose as a password: letters with digits or symbols."""
     if len(value) < minimum or is_not_secret(value) or re.fullmatch(r"[\d.,:/-]+", value):
         return False
+    if re.search(r"[\u4e00-\u9fff]{2}", value):
+        return False  # Chinese words: the sentence goes on (`token 以固定速度往桶内填充，`)
     letters = re.search(r"[^\W\d_]", value)
     return bool(letters and re.search(r"[\d\W_]", value) and not re.fullmatch(r"[A-Za-z]+(?:[-/][A-Za-z]+)+", value))
