@@ -541,3 +541,23 @@ def test_mail_encoded_words_are_judged_by_what_they_encode_and_signatures_over_f
               "\t Pq1Rs3Tu6Vw9Xy2Za5Bc4De7Fg0Hi3Jk6Lm9No2Xn4Tb1Vc6Hy3Jm8Pd5Fs0Ga2Ke8Ui==\n"
               "Subject: weekly report")
     assert REDACTOR.redact(signed).text == signed
+
+
+@pytest.mark.parametrize("text, words", [
+    ("vpn passphrase: lantern orchid gravel 77", ["lantern", "orchid", "gravel"]),
+    ("  backup_password: tundra mango cello ribbon", ["tundra", "mango", "cello", "ribbon"]),
+    ("ARCHIVE_PASSPHRASE=sable quartz ferry # shared in the vault", ["sable", "quartz", "ferry"]),
+])
+def test_a_passphrase_of_several_words_after_a_credential_name_is_redacted_whole(text, words):
+    """A YAML or .env value runs to the end of its line: every word of a passphrase goes, and a comment
+    after it stays."""
+    out = REDACTOR.redact(text).text
+    assert not any(word in out for word in words), out
+    assert "#" not in text or out.endswith(text[text.index("#"):])
+
+
+def test_a_sentence_after_a_password_stays_and_a_colon_inside_a_sentence_is_no_assignment():
+    assert REDACTOR.redact("db password: Wq7!zx3Lp is what staging uses").text == \
+        "db password: [REDACTED:assignment] is what staging uses"
+    line = "On rotation of machine secrets: each one should expire within a day"
+    assert REDACTOR.redact(line).text == line

@@ -227,6 +227,14 @@ def _english_word(word: str) -> bool:
     return zipf_frequency(word, "en") >= 3.0
 
 
+@lru_cache(maxsize=65536)
+def function_word(word: str) -> bool:
+    """One of the words every English sentence is built with (`is`, `the`, `should`, `never`)."""
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en") >= 5.9
+
+
 # Masked already: `1ba46982062b43redacted`, `ASIAXXXXXXXXXXXXXXXX`, `sk-****`.
 MASKED = re.compile(r"(?i)redacted|x{5,}|\*{3,}")
 

@@ -102,8 +102,12 @@ QUERY_STAGE = re.compile(r"(?i)^[ \t]*\|[ \t]*(?:extend|project(?:-\w+)?|where|s
                          r"|eventstats|streamstats|join|parse|mv-expand|mv-apply|lookup|sort|order|top|distinct|evaluate"
                          r"|make-series|search|rex|spath|fillnull|dedup|invoke|union|tstats|inputlookup|outputlookup)\b")
 # After a colon's first word, more words of a sentence: the colon introduced prose, not a value.
-SENTENCE_GOES_ON = re.compile(r"[ \t]+[^\W\d_]+[ \t]+[^\W\d_]+")
+# Up to six words after a colon's first word: a sentence when one is a function word (`is`, `should`, `the`);
+# a passphrase (`purple monkey dishwasher`) is made of content words.
+SENTENCE_GOES_ON = re.compile(r"(?:[ \t]+[^\W\d_]+){1,6}")
 WORDS_BEFORE = re.compile(r"[^\W\d_]{2,}[ \t]+$")  # and words before its key: the colon is inside a sentence
+# The words that end a line after an unquoted value: with no function word among them, one passphrase.
+PASSPHRASE_REST = re.compile(r"(?:[ \t]+[^\s=:#\"'`]+){1,6}[ \t]*(?=$|\n|[ \t]#)", re.MULTILINE)
 # The colon that ends a block header (`if not token:`) separates no key from a value.
 BLOCK_HEADER = re.compile(r"^[ \t]*(?:if|elif|else|while|for|with|except|try|def|class|lambda|match|case)\b")
 # In a URL's query, a signature grants what the URL grants (SAS `sig`, presigned `X-Amz-Signature`).
@@ -138,11 +142,16 @@ def assignments(text: str) -> Iterator[Slot]:
                 continue
         if not value[2] and QUERY_STAGE.match(text, line):
             continue
-        if m.group("sep") == ":" and not value[2] and SENTENCE_GOES_ON.match(text, value[1]) \
+        goes_on = m.group("sep") == ":" and not value[2] and SENTENCE_GOES_ON.match(text, value[1])
+        if goes_on and any(evidence.function_word(w) for w in goes_on.group().split()) \
                 and re.fullmatch(r"[^\W\d_]+", text[value[0]:value[1]]) \
                 and WORDS_BEFORE.search(text, max(line, m.start() - 40), m.start()):
             continue  # a colon in a sentence: `scope access to your secrets: one should not …`
         slot = judge(text, *value, field, "assignment")
+        if slot and not value[2] and not in_query:
+            rest = PASSPHRASE_REST.match(text, slot.end)
+            if rest and not any(evidence.function_word(w) for w in rest.group().split()):
+                slot = Slot(slot.start, rest.end(), slot.kind, slot.field)  # `passphrase: purple monkey dishwasher`
         if slot:
             yield slot
     for m in XML_ELEMENT.finditer(text):
