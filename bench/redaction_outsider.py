@@ -122,7 +122,7 @@ def main() -> None:
     if not (args.trufflehog or named):
         ap.error("name at least one checkout: --trufflehog or --" + ", --".join(ORDINARY))
     if args.trufflehog and not (args.trufflehog / "pkg" / "detectors").is_dir():
-        ap.error(f"--trufflehog {args.trufflehog} has no pkg/detectors/: point it at a trufflesecurity/trufflehog checkout")
+        ap.error(f"--trufflehog {args.trufflehog} has no pkg/detectors/: point it at a trufflehog checkout")
     for name, root in named.items():
         if not glob.glob(str(root / ORDINARY[name][1]), recursive=True):
             ap.error(f"--{name} {root} has no {ORDINARY[name][1]}: point it at a {ORDINARY[name][0]} checkout")

@@ -221,18 +221,19 @@ def _pronounceable(segment: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
-def _english_word(word: str) -> bool:
+def _zipf(word: str) -> float:
     from wordfreq import zipf_frequency
 
-    return zipf_frequency(word, "en") >= 3.0
+    return zipf_frequency(word, "en")
 
 
-@lru_cache(maxsize=65536)
+def _english_word(word: str) -> bool:
+    return _zipf(word) >= 3.0
+
+
 def function_word(word: str) -> bool:
     """One of the words every English sentence is built with (`is`, `the`, `should`, `never`)."""
-    from wordfreq import zipf_frequency
-
-    return zipf_frequency(word, "en") >= 5.9
+    return _zipf(word) >= 5.9
 
 
 # Masked already: `1ba46982062b43redacted`, `ASIAXXXXXXXXXXXXXXXX`, `sk-****`.

@@ -3,10 +3,10 @@
 Analysts paste from wikis, runbooks and tickets: `**Token Security is Crucial:**` or
 `[AWS Secrets Manager](https://…)` is a sentence about a credential, not one, but read raw its
 last word (`Crucial:**`, `Manager](https://…`) looks like a value. `blank` replaces the markup
-characters (emphasis pairs, a link's brackets and parentheses, a heading's `#`s, HTML's formatting
-tags) with spaces, so
-every offset stays where it was and a value found in the blanked text is cut from the original.
-What the markup wraps stays: a password in `**hunter2**` is still in a slot after its keyword.
+characters (emphasis pairs, a link's brackets and relative target, a heading's `#`s, HTML's
+formatting tags) with spaces, so every offset stays where it was and a value found in the blanked
+text is cut from the original. What the markup wraps stays: a password in `**hunter2**` is still in
+a slot after its keyword.
 """
 
 from __future__ import annotations

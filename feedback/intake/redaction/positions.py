@@ -98,12 +98,12 @@ JSON_LIST = re.compile(r"[ \t]*\[(?P<items>[^\[\]\n]{0,2000})\]")
 JSON_ITEM = re.compile(r"\"(?P<s>[^\"\n]*)\"")
 # A stage of a query pipeline (KQL, SPL): an unquoted value there is a column or an expression over columns
 # (`| extend TokenLevel = AF.OriginalTokenIntegrityLevel`); a literal is quoted.
-QUERY_STAGE = re.compile(r"(?i)^[ \t]*\|[ \t]*(?:extend|project(?:-\w+)?|where|summarize|eval|rename|fields|table|stats"
-                         r"|eventstats|streamstats|join|parse|mv-expand|mv-apply|lookup|sort|order|top|distinct|evaluate"
-                         r"|make-series|search|rex|spath|fillnull|dedup|invoke|union|tstats|inputlookup|outputlookup)\b")
-# After a colon's first word, more words of a sentence: the colon introduced prose, not a value.
-# Up to six words after a colon's first word: a sentence when one is a function word (`is`, `should`, `the`);
-# a passphrase (`purple monkey dishwasher`) is made of content words.
+QUERY_STAGE = re.compile(r"(?i)^[ \t]*\|[ \t]*(?:extend|project(?:-\w+)?|where|summarize|eval|rename|fields"
+                         r"|table|stats|eventstats|streamstats|join|parse|mv-expand|mv-apply|lookup|sort|order|top"
+                         r"|distinct|evaluate|make-series|search|rex|spath|fillnull|dedup|invoke|union|tstats"
+                         r"|inputlookup|outputlookup)\b")
+# Up to six words after a colon's first word: the colon introduced a sentence when one is a function word
+# (`is`, `should`, `the`); a passphrase (`purple monkey dishwasher`) is made of content words.
 SENTENCE_GOES_ON = re.compile(r"(?:[ \t]+[^\W\d_]+){1,6}")
 WORDS_BEFORE = re.compile(r"[^\W\d_]{2,}[ \t]+$")  # and words before its key: the colon is inside a sentence
 # The words that end a line after an unquoted value: with no function word among them, one passphrase.
@@ -188,8 +188,9 @@ def headers(text: str) -> Iterator[Slot]:
         start = m.start("rest")
         if name in ("authorization", "proxy-authorization"):
             value = AUTH_VALUE.match(rest)
+            # a word is a sentence going on (`authorization: existing tickets first`), not a token
             word = value and re.fullmatch(r"[^\W\d_]+", value.group("s")) and not evidence.looks_random(value.group("s"))
-            if value and not word and not evidence.is_reference(value.group("s"), False):  # `authorization: existing patterns`
+            if value and not word and not evidence.is_reference(value.group("s"), False):
                 yield Slot(start + value.start("s"), start + value.end("s"), "auth_header", Field.CREDENTIAL)
         elif name in ("cookie", "set-cookie"):
             for pair in COOKIE_PAIR.finditer(rest):
