@@ -77,21 +77,17 @@ def _prose(text: str) -> list[str]:
     return lines
 
 
-def _all(text: str) -> list[str]:
-    return text.splitlines()
-
-
-# Ordinary text: (the flag, what to point it at, the files, what a half is keyed by, the lines read).
+# Ordinary text, by flag: (the repository to point it at, its files, what a half is keyed by, the lines read).
 ORDINARY = {
-    "loghub": ("logpai/loghub", "*/*_2k.log", "system", _all),
-    "splunk": ("splunk/security_content", "detections/**/*.yml", "file", _all),
-    "yara": ("Neo23x0/signature-base", "yara/**/*.yar", "file", _all),
-    "iocs": ("Neo23x0/signature-base", "iocs/**/*.txt", "file", _all),
-    "falco": ("falcosecurity/rules", "rules/**/*.yaml", "file", _all),
-    "kql": ("reprise99/Sentinel-Queries", "**/*.kql", "file", _all),
-    "terraform": ("terraform-aws-modules/terraform-aws-rds", "**/*.tf", "file", _all),
-    "helm": ("prometheus-community/helm-charts", "charts/**/*.yaml", "file", _all),
-    "ansible": ("geerlingguy/ansible-for-devops", "**/*.yml", "file", _all),
+    "loghub": ("logpai/loghub", "*/*_2k.log", "system", str.splitlines),
+    "splunk": ("splunk/security_content", "detections/**/*.yml", "file", str.splitlines),
+    "yara": ("Neo23x0/signature-base", "yara/**/*.yar", "file", str.splitlines),
+    "iocs": ("Neo23x0/signature-base", "iocs/**/*.txt", "file", str.splitlines),
+    "falco": ("falcosecurity/rules", "rules/**/*.yaml", "file", str.splitlines),
+    "kql": ("reprise99/Sentinel-Queries", "**/*.kql", "file", str.splitlines),
+    "terraform": ("terraform-aws-modules/terraform-aws-rds", "**/*.tf", "file", str.splitlines),
+    "helm": ("prometheus-community/helm-charts", "charts/**/*.yaml", "file", str.splitlines),
+    "ansible": ("geerlingguy/ansible-for-devops", "**/*.yml", "file", str.splitlines),
     "mail": ("SpamScope/mail-parser", "tests/mails/*", "file", _mail_headers),
     "prose": ("OWASP/CheatSheetSeries", "cheatsheets/*.md", "file", _prose),
     "prose_zh": ("doocs/advanced-java", "docs/**/*.md", "file", _prose),
