@@ -82,14 +82,15 @@ def test_ordinary_security_text_passes_unchanged():
     assert changed == []
 
 
-# Only tuning material is tested here: the two newest sets' tuning halves, and the earlier sets whole (their
+# Only tuning material is tested here: the three newest sets' tuning halves, and the earlier sets whole (their
 # held-out halves were read once their figures were published). The newest held-out halves are measured by
 # bench/redaction.py and never used to choose a rule.
 SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
          for name, halves in (("redaction_fresh.json", {"tuning", "heldout"}),
                               ("redaction_round2.json", {"tuning", "heldout"}),
                               ("redaction_round3.json", {"tuning"}),
-                              ("redaction_round4.json", {"tuning"}))]
+                              ("redaction_round4.json", {"tuning"}),
+                              ("redaction_round5.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {"runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1"}  # no keyword, no slot
@@ -560,4 +561,22 @@ def test_a_sentence_after_a_password_stays_and_a_colon_inside_a_sentence_is_no_a
     assert REDACTOR.redact("db password: Wq7!zx3Lp is what staging uses").text == \
         "db password: [REDACTED:assignment] is what staging uses"
     line = "On rotation of machine secrets: each one should expire within a day"
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("could you sign into jira using svc_jira / Jr4!pLx9Qm and reindex?", "Jr4!pLx9Qm"),
+    ("logging on to the NAS w/ backup:Nb7#wQz2Lx works again", "Nb7#wQz2Lx"),
+    ("break-glass MFA seed KRSXG5CTMVRXEZLU (in the safe)", "KRSXG5CTMVRXEZLU"),
+])
+def test_an_account_and_its_password_after_a_login_and_an_otp_seed_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "okta user.authentication.sso outcome=FAILURE reason=INVALID_CREDENTIALS client.ipAddress=192.0.2.44",
+    "sign in using your badge, then log into the kiosk with SSO",
+])
+def test_a_field_name_before_its_value_and_a_login_without_a_secret_are_kept(line):
+    """The last signal weighs values: what stands before `=` names a field."""
     assert REDACTOR.redact(line).text == line

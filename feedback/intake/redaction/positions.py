@@ -505,7 +505,8 @@ def calls(text: str) -> Iterator[Slot]:
 
 # --- prose, English: a password word, a short window, a marker, then the value
 PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|psk|pin|creds|credentials|login|logon"
-                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key|secret|token|key)(?![\w-])")
+                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key"
+                       r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|secret|token|key)(?![\w-])")
 MARKERS = {"is", "was", "are", "=", ":", "now", "still", "to", "as", "be", "became"}
 CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
 FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
@@ -536,6 +537,9 @@ STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]|'\]")
 # be shaped like a chosen password (letters, digits and a symbol), so `and/or` or `origin/main` never are.
 LOGIN_AS = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)|sign(?:ing|ed|s)?\s*in|authenticat\w*|connect\w*)"
                       r"\s+(?:to\s+\S+\s+)?as\s+[\w.@\\$-]+\s+(?:with|using)\s+(?:(?:the\s+)?password\s+)?(?P<s>\S+)")
+# … or with the account and its secret as one pair: `logging into grafana w/ admin : X`, `login to the VPN using bob/X`.
+LOGIN_WITH_PAIR = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)(?:to)?|sign(?:ing|ed|s)?\s*in(?:to)?)"
+                             r"(?:\s+(?:to\s+)?\S+){0,3}?\s+(?:with|w/|using)\s+[\w.@\\$-]+[ \t]*[:/][ \t]*(?P<s>\S+)")
 # The account side is a built-in or vendor-default account (`root/calvin` on an iDRAC, `admin/…` on a camera): a
 # path, an image or an API route has a slash in the same place and no such word before it.
 DEFAULT_ACCOUNTS = ("root|admin|administrator|sa|sys|system|guest|ubnt|pi|oracle|postgres|cisco|manager|operator"
@@ -549,7 +553,7 @@ def _chosen_password(value: str) -> bool:
 
 
 def prose(text: str) -> Iterator[Slot]:
-    for rx in (LOGIN_AS, ACCOUNT_PAIR):
+    for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR):
         for m in rx.finditer(text):
             value = m.group("s").strip("\"'`").rstrip(VALUE_END)
             if _chosen_password(value):

@@ -29,6 +29,9 @@ NAMING_NOUNS = IDENTIFIER_HEADS | {"client", "zone", "distribution", "pool", "te
                                    "org", "organization", "device", "commit", "build", "job", "run", "pipeline", "app",
                                    "application", "deployment", "replicaset", "service", "stack", "table", "topic"}
 PREVIOUS_WORD = re.compile(r"([A-Za-z]+)[\s:=#]*$")
+# A value is what follows `=`; what precedes it names a field (`client.ipAddress=198.51.100.7`). Base64's
+# padding (`…Q=`, `…==`) is followed by nothing of a value.
+FIELD_NAME_AFTER = re.compile(r"[ \t]*=(?=[^=\s\"'])")
 BASE64 = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![\w+/=-])")
 
 
@@ -112,11 +115,12 @@ class Redactor:
     @staticmethod
     def open_values(text: str, kept: "_Spans", found: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
         """The values no rule has judged: not touching a secret found, not inside a span kept, not a
-        placeholder or template (`$objectRef.name$`, `%PASSWORD%`: it names a value, it holds none)."""
+        placeholder or template (`$objectRef.name$`, `%PASSWORD%`: it names a value, it holds none), not
+        a field's name before its `=`."""
         claimed = _Spans((s, e) for s, e, _ in found)
         return [(start, end) for start, end in classifier.candidates(text)
                 if not kept.covers(start, end) and not claimed.overlaps(start, end)
-                and not evidence.is_reference(text[start:end], True)]
+                and not evidence.is_reference(text[start:end], True) and not FIELD_NAME_AFTER.match(text, end)]
 
     def by_rules(self, text: str) -> tuple[list[tuple[int, int, str]], "_Spans"]:
         """What the grammars, formats, decoding and entropy find, and the spans they keep."""
