@@ -488,6 +488,7 @@ def test_sentences_about_credentials_and_their_verbs_are_kept(line):
 @pytest.mark.parametrize("line", [
     '| extend ElevatedTokenType = AdditionalFields.ElevationTokenKind',
     "| where AuthDetail !in (\"MFA completed\", \"Password\", \"Passkey\")",
+    '| where AuthMethod in~ ("Password", "FIDO2", "Other") | count',
     'let vaultOps = dynamic(["SecretSet", "KeyCreate", "VaultPatch"]);',
     '  verbs: ["get","list"]\n  resources: ["secrets","serviceaccounts"]',
     '  master_password = !var.create_replica && var.generate_password ? null : var.master_password',

@@ -474,8 +474,10 @@ NAMED_ARGUMENT = re.compile(r"""[(,\[]\s*(?P<q1>["'])(?P<name>[\w.\-]{2,80})(?P=
                             r"""(?P<q2>["'])(?P<s>[^"'\n]{3,})(?P=q2)""")
 
 # A third string beside a name and its value: the strings are a list, not a pair.
-STRING_ITEM_AFTER = re.compile(r"""["']\s*,\s*["']""")
+STRING_ITEM_AFTER = re.compile(r"""\s*,\s*["']""")
 STRING_ITEM_BEFORE = re.compile(r"""["']\s*$""")
+# The strings of a membership test (KQL's `in`, `!in`, `in~`, `has_any`, SQL's and Python's `in`), up to the pair.
+MEMBERSHIP = re.compile(r"""(?i)(?:!in~?|\bin~?|\bhas_any|\bhas_all)\s*\((?:\s*["'][^"'\n]*["']\s*,)*$""")
 
 
 def _overlapping(rx: re.Pattern, text: str) -> Iterator[re.Match]:
@@ -492,10 +494,12 @@ def calls(text: str) -> Iterator[Slot]:
     for m in _overlapping(NAMED_ARGUMENT, text):  # `config.set("db", "password", "…")`: the pair after `"db"`
         if text[m.start()] == "[" and m.group("sep") == ",":
             continue  # a list of names (`resources: ["secrets", "configmaps"]`), not an index (`env["TOKEN"] = …`)
+        if MEMBERSHIP.search(text[max(0, m.start() - 300):m.start() + 1]):
+            continue  # a set a value is tested against: `!in ("Password", "FIDO2")`, `IN ('password', 'token')`
         listed = STRING_ITEM_AFTER.match(text, m.end()) \
             or text[m.start()] == "," and STRING_ITEM_BEFORE.search(text[max(0, m.start() - 20):m.start()])
         if listed and re.fullmatch(r"[^\W\d_]+", m.group("s")):
-            continue  # a word among others: `!in ("Previously satisfied", "Password", "Other")`
+            continue  # a word among others: `dynamic("SecretGet", "KeyGet", "VaultGet")`
         field = classify(m.group("name"))
         if field in (Field.CREDENTIAL, Field.WEAK):
             slot = judge(text, m.start("s"), m.end("s"), True, field, "call_argument")
