@@ -120,7 +120,12 @@ def verbatim_spans(text: str) -> list[tuple[int, int]]:
     if "$" not in text:
         return []
     in_rule = bool(YARA_RULE.search(text))
-    return [m.span() for m in YARA_STRING.finditer(text) if in_rule or YARA_MODIFIERS.match(text[m.end():m.end() + 24])]
+    return [m.span() for m in YARA_STRING.finditer(text) if in_rule or yara_modifiers_at(text, m.end())]
+
+
+def yara_modifiers_at(text: str, at: int) -> bool:
+    """A YARA string's modifiers (`ascii wide`, `nocase`) begin at `at`: the string before them is a rule's."""
+    return bool(YARA_MODIFIERS.match(text[at:at + 24]))
 
 
 def is_reference(value: str, quoted: bool) -> bool:

@@ -79,7 +79,7 @@ def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str
         return None
     if evidence.is_reference(value, quoted) or evidence.is_not_secret(value.strip(), in_slot=True):
         return None
-    if evidence.YARA_MODIFIERS.match(text[end + 1:end + 24]):
+    if evidence.yara_modifiers_at(text, end + 1):
         return None  # a YARA string definition: `$pass = "password" nocase wide`
     if field is Field.WEAK and not evidence.looks_random(value):
         return None
