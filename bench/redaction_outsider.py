@@ -2,7 +2,7 @@
 detector, log or file name before anything in it was read (`split`): the tuning half may be read,
 the held-out half is reported as figures only.
 
-    python bench/redaction_outsider.py --trufflehog PATH --loghub PATH --splunk PATH --yara PATH \
+    python bench/redaction_outsider.py --trufflehog PATH --credsweeper PATH --loghub PATH --splunk PATH --yara PATH \
         --iocs PATH --falco PATH --kql PATH --terraform PATH --helm PATH --ansible PATH --mail PATH \
         --prose PATH --prose_zh PATH [--show-misses]
 
@@ -11,6 +11,11 @@ the held-out half is reported as figures only.
   secrets the detector must report; a case counts where the input is a literal and holds them. It
   is caught when its longest secret is gone (a detector also reports the user or host beside it).
   One half per detector.
+- `--credsweeper`: a checkout of Samsung/CredSweeper. Its test samples (`tests/samples/`) with the
+  credentials its own run reports in `tests/data/output.json` (the lines of one finding together, so
+  a key block is one paste). A case is caught when its longest value is gone. Findings that secbot
+  does not count as secrets are left out by rule name before anything was read: UUIDs, bucket and
+  domain names, app ids, nonces and salts are identifiers (issue 21). One half per sample file.
 - The others are ordinary text (`ORDINARY`: which repository and files each flag reads), one half
   per file, and per system for loghub (2,000 lines of each of 16 systems' logs):
   logs (loghub), detections (Splunk's SPL and prose, signature-base's YARA rules and indicator
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import json
 import re
 import time
 from pathlib import Path
@@ -59,6 +65,24 @@ def trufflehog_cases(root: Path) -> list[dict]:
                 cases.append({"source": f"trufflehog:{detector}", "text": text, "secret": max(secrets, key=len),
                               "split": split(f"trufflehog:{detector}")})
     return cases
+
+
+# CredSweeper's rules whose findings are identifiers, not secrets, to secbot.
+NOT_SECRETS = {"UUID", "AWS S3 Bucket", "Firebase Domain", "Tencent WeChat API App ID", "Nonce", "Salt"}
+
+
+def credsweeper_cases(root: Path) -> list[dict]:
+    cases = {}
+    for finding in json.loads((root / "tests" / "data" / "output.json").read_text(encoding="utf-8")):
+        if finding["rule"] in NOT_SECRETS:
+            continue
+        lines = sorted(finding["line_data_list"], key=lambda line: line["line_num"])
+        name = Path(lines[0]["path"]).name
+        text = "\n".join(dict.fromkeys(line["line"] for line in lines))
+        secret = max((line["value"] for line in lines), key=len)
+        cases[text, secret] = {"source": f"credsweeper:{name}", "text": text, "secret": secret,
+                               "split": split(f"credsweeper:{name}")}
+    return list(cases.values())
 
 
 def _mail_headers(text: str) -> list[str]:
@@ -110,29 +134,36 @@ def ordinary_lines(name: str, root: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trufflehog", type=Path, help="a trufflesecurity/trufflehog checkout")
+    ap.add_argument("--credsweeper", type=Path, help="a Samsung/CredSweeper checkout")
     for name, (repo, pattern, _, _) in ORDINARY.items():
         ap.add_argument(f"--{name}", type=Path, metavar="PATH", help=f"a {repo} checkout ({pattern})")
     ap.add_argument("--show-misses", action="store_true", help="print the tuning halves' misses and changed lines")
     args = ap.parse_args()
     named = {name: getattr(args, name) for name in ORDINARY if getattr(args, name)}
-    if not (args.trufflehog or named):
-        ap.error("name at least one checkout: --trufflehog or --" + ", --".join(ORDINARY))
+    if not (args.trufflehog or args.credsweeper or named):
+        ap.error("name at least one checkout: --trufflehog, --credsweeper or --" + ", --".join(ORDINARY))
     if args.trufflehog and not (args.trufflehog / "pkg" / "detectors").is_dir():
         ap.error(f"--trufflehog {args.trufflehog} has no pkg/detectors/: point it at a trufflehog checkout")
+    if args.credsweeper and not (args.credsweeper / "tests" / "data" / "output.json").is_file():
+        ap.error(f"--credsweeper {args.credsweeper} has no tests/data/output.json: point it at a CredSweeper checkout")
     for name, root in named.items():
         if not glob.glob(str(root / ORDINARY[name][1]), recursive=True):
             ap.error(f"--{name} {root} has no {ORDINARY[name][1]}: point it at a {ORDINARY[name][0]} checkout")
     redactor = Redactor()
-    pastes = trufflehog_cases(args.trufflehog) if args.trufflehog else []
+    pastes = ((trufflehog_cases(args.trufflehog) if args.trufflehog else [])
+              + (credsweeper_cases(args.credsweeper) if args.credsweeper else []))
     lines = [line for name, root in named.items() for line in ordinary_lines(name, root)]
     started = time.perf_counter()
     for half in ("heldout", "tuning"):
         label = "held-out" if half == "heldout" else "tuning"
-        cases = [c for c in pastes if c["split"] == half]
-        missed = [c for c in cases if c["secret"] in redactor.redact(c["text"]).text]
-        if cases:
-            print(f"trufflehog {label} half: {len(cases) - len(missed)}/{len(cases)} pasted credentials caught "
-                  f"({100 * (1 - len(missed) / len(cases)):.1f}%, {len({c['source'] for c in cases})} detectors)")
+        missed = []
+        for scanner in ("trufflehog", "credsweeper"):
+            cases = [c for c in pastes if c["split"] == half and c["source"].startswith(scanner + ":")]
+            missed += [c for c in cases if c["secret"] in redactor.redact(c["text"]).text]
+            if cases:
+                caught = len(cases) - sum(c["source"].startswith(scanner + ":") for c in missed)
+                print(f"{scanner} {label} half: {caught}/{len(cases)} pasted credentials caught "
+                      f"({100 * caught / len(cases):.1f}%, {len({c['source'] for c in cases})} detectors or files)")
         ordinary = [c for c in lines if c["split"] == half]
         changed = [c for c in ordinary if redactor.redact(c["text"]).text != c["text"]]
         by_source: dict[str, list[int]] = {}

@@ -203,7 +203,10 @@ def test_nul_characters_and_broken_surrogates_are_stored_without_error(store, in
                                   "req-" + "-".join(f"{i:08x}-1111-4222-8333-444455556666" for i in range(5_000)),
                                   # colons inside sentences, markup, lists of strings, encoded-words, folded lines
                                   "word secrets: one two " * 20_000, "**a " * 50_000, "[a](" * 50_000,
-                                  '("a", ' * 40_000, "=?utf-8?b?" * 40_000, "DKIM-Signature: a\n" + " b\n" * 100_000])
+                                  '("a", ' * 40_000, "=?utf-8?b?" * 40_000, "DKIM-Signature: a\n" + " b\n" * 100_000,
+                                  # SQL's users, secure strings, character references, name:value pairs
+                                  "grant to identified by " * 20_000, "ConvertTo-SecureString -Force" * 20_000,
+                                  "&quot;" * 100_000, "&amp;amp;" * 50_000, "pw:Ab1! " * 30_000])
 def test_long_adversarial_input_is_redacted_without_catastrophic_backtracking(text):
     assert REDACTOR.redact(text).text is not None
 
@@ -581,3 +584,51 @@ def test_an_account_and_its_password_after_a_login_and_an_otp_seed_are_redacted(
 def test_a_field_name_before_its_value_and_a_login_without_a_secret_are_kept(line):
     """The last signal weighs values: what stands before `=` names a field."""
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("vpn creds for the contractor -> user:jdoe_ext,pwd:Tr0ut-Lake!9", "Tr0ut-Lake!9"),
+    ("ipmi on 10.20.1.5 (pw:Qz7mB2vR) if the console hangs", "Qz7mB2vR"),
+    ("-User:svc_backup -Password:Wd4#kLq9z", "Wd4#kLq9z"),
+])
+def test_a_credential_name_a_colon_with_no_space_and_a_password_shaped_value(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "arn:aws:secretsmanager:us-east-2:111122223333:secret:ops/ldap/Bind-Pw9x2Q",
+    'export DB_PASSWORD="${DB_PASSWORD:?Pw-needed-9}"',
+    "tactic CredentialAccess:Kerberoasting, technique token:impersonation",
+    "Subject: password:reset requested for 3 accounts",
+])
+def test_a_colon_with_no_space_inside_a_name_or_before_a_word_is_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("CREATE USER 'grafana_ro'@'10.%' IDENTIFIED BY 'Gf9!ro-Read';", "Gf9!ro-Read"),
+    ("ALTER USER scott IDENTIFIED BY Tiger4Lily2024;", "Tiger4Lily2024"),
+    ("CREATE USER etl IDENTIFIED WITH caching_sha2_password BY 'Et1#pipeline'", "Et1#pipeline"),
+    ("$cred = ConvertTo-SecureString -AsPlainText -Force -String Vx8!mQ2rLw", "Vx8!mQ2rLw"),
+    ("--vault-unseal-token 5b1e7f0c-2d44-4c1a-9e8f-77a3b0c4d921 was pasted in the ticket",
+     "5b1e7f0c-2d44-4c1a-9e8f-77a3b0c4d921"),
+    ("<td>api_token=&quot;Zr4Kp9Wq2Lm7Xt5Bv8Nc&quot;</td>", "Zr4Kp9Wq2Lm7Xt5Bv8Nc"),
+    ("&lt;password&gt;Lq2!vXw8Tz&lt;/password&gt;", "Lq2!vXw8Tz"),
+])
+def test_sql_user_passwords_secure_strings_leading_options_and_html_escaped_values(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "we create user accounts that are identified by their badge number",
+    "$secure = ConvertTo-SecureString $env:SVC_PW -AsPlainText -Force",
+    "$token = Get-AzAccessToken -ResourceUrl https://vault.azure.net",
+    "Q&amp;A: rotate keys &gt; 90 days &quot;per policy&quot;",
+])
+def test_prose_about_identification_cmdlets_and_escaped_prose_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+def test_an_escaped_value_is_cut_from_the_original_text_with_its_references_intact():
+    assert REDACTOR.redact("token=&quot;Zr4Kp9Wq2Lm7Xt5Bv8Nc&quot; ok").text == \
+        "token=&quot;[REDACTED:assignment]&quot; ok"

@@ -75,6 +75,15 @@ PLACEHOLDER = re.compile(
 # keyword that opens one (`token = await getSecret(…)`, `key = new Key(…)`): a computed value, not a literal.
 EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*"
                         r"|await|new|yield|typeof|lambda|function|async|require|this|self)$")
+# PowerShell's approved verbs (`Get-Verb`): `$pw = ConvertTo-SecureString …` assigns what a cmdlet returns.
+CMDLET = re.compile(r"^(?:Add|Clear|Close|Copy|Enter|Exit|Find|Format|Get|Hide|Join|Lock|Move|New|Open|Optimize|Pop|Push"
+                    r"|Redo|Remove|Rename|Reset|Resize|Search|Select|Set|Show|Skip|Split|Step|Switch|Undo|Unlock"
+                    r"|Watch|Connect|Disconnect|Read|Receive|Send|Write|Backup|Checkpoint|Compare|Compress|ConvertFrom"
+                    r"|ConvertTo|Dismount|Edit|Expand|Export|Group|Import|Initialize|Limit|Merge|Mount|Out|Publish"
+                    r"|Restore|Save|Sync|Unpublish|Update|Approve|Assert|Build|Complete|Confirm|Deny|Deploy|Disable"
+                    r"|Enable|Install|Invoke|Register|Request|Restart|Resume|Start|Stop|Submit|Suspend|Uninstall"
+                    r"|Unregister|Wait|Debug|Measure|Ping|Repair|Resolve|Test|Trace|Block|Grant|Protect|Revoke"
+                    r"|Unblock|Unprotect|Use)-[A-Z][A-Za-z]+$")
 YARA_MODIFIERS = re.compile(r"^\s*(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b")
 FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|crt|p12|pfx|jks|kdbx|csv|log|xml|sh"
                        r"|ps1|py|tf|tfvars|zip|gz|tgz|7z|enc|gpg|asc)$", re.IGNORECASE)
@@ -132,7 +141,8 @@ def is_reference(value: str, quoted: bool) -> bool:
     """A placeholder, a template or (unquoted) an expression: it names a secret, it is not one."""
     value = value.strip()
     # `pQ7w….vT4r…` is a token; `!local.is_replica` a negated expression
-    expression = not quoted and EXPRESSION.match(value.removeprefix("!")) and not looks_secret(value)
+    expression = not quoted and (EXPRESSION.match(value.removeprefix("!")) and not looks_secret(value)
+                                 or CMDLET.match(value))
     return bool(PLACEHOLDER.match(value) or expression or "[REDACTED:" in value
                 or value.startswith(("(", "@(", "$(")) and not quoted
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))

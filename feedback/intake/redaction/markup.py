@@ -6,11 +6,13 @@ last word (`Crucial:**`, `Manager](https://…`) looks like a value. `blank` rep
 characters (emphasis pairs, a link's brackets and relative target, a heading's `#`s, HTML's
 formatting tags) with spaces, so every offset stays where it was and a value found in the blanked
 text is cut from the original. What the markup wraps stays: a password in `**hunter2**` is still in
-a slot after its keyword.
+a slot after its keyword. `unescaped` reads HTML's character references (`token=&quot;…&quot;`) as the
+characters they stand for, with a map back to the original offsets.
 """
 
 from __future__ import annotations
 
+import html
 import re
 
 # A pair of emphasis delimiters around words on one line: `**bold**`, `__bold__`, `*e.g.*`; never inside a
@@ -48,3 +50,38 @@ def blank(text: str) -> str:
         for m in rx.finditer(text):
             spaces(*m.span())
     return "".join(chars)
+
+
+# HTML's character references (`&quot;`, `&#39;`, `&#x27;`), as pasted from a page's source or a ticket's HTML.
+CHARACTER_REFERENCE = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]{2,10});")
+
+
+def unescaped(text: str) -> tuple[str, list[int], list[int]] | None:
+    """`text` with its character references decoded, and for each decoded character where it began and
+    ended in `text`, so a value found in the decoded text is cut from the original; None when it has none."""
+    if "&" not in text or not CHARACTER_REFERENCE.search(text):
+        return None
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    last = 0
+    for m in CHARACTER_REFERENCE.finditer(text):
+        char = html.unescape(m.group())
+        if char == m.group():
+            continue  # not a reference HTML knows
+        for i in range(last, m.start()):
+            out.append(text[i])
+            starts.append(i)
+            ends.append(i + 1)
+        for c in char:
+            out.append(c)
+            starts.append(m.start())
+            ends.append(m.end())
+        last = m.end()
+    if not out and not last:
+        return None  # none of them is a reference HTML knows
+    for i in range(last, len(text)):
+        out.append(text[i])
+        starts.append(i)
+        ends.append(i + 1)
+    return "".join(out), starts, ends

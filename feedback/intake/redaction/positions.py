@@ -114,6 +114,16 @@ BLOCK_HEADER = re.compile(r"^[ \t]*(?:if|elif|else|while|for|with|except|try|def
 QUERY_SIGNATURES = {"sig", "signature"}
 
 
+def _tight_pair(text: str, start: int, value_start: int, value_end: int, field: Field) -> bool:
+    """`PW:dipPr10Gg!`, `ID:admin,pwd:Hx9!r2`: a credential's name, a colon with no space and a value shaped
+    like a password. Inside an ARN (`:secret:prod/db`) or a shell expansion (`${PASSWORD:?}`) the colon
+    joins parts of one name."""
+    if field is not Field.CREDENTIAL or start > 0 and text[start - 1] in ":{":
+        return False
+    value = text[value_start:value_end]
+    return evidence.has_password_shape(value) or evidence.looks_random(value)
+
+
 def assignments(text: str) -> Iterator[Slot]:
     newlines = [m.start() for m in re.finditer("\n", text)]
     for m in ASSIGNMENT.finditer(text):
@@ -136,8 +146,8 @@ def assignments(text: str) -> Iterator[Slot]:
         if value is None:
             continue
         if m.group("sep") == ":" and not m.group("q") and not in_query:
-            if text[m.end():value[0]] == "":
-                continue  # `Recon:IAMUser`, `tcp:host`: a colon with no space is not a YAML/JSON separator
+            if text[m.end():value[0]] == "" and not _tight_pair(text, m.start(), *value[:2], field):
+                continue  # `Recon:IAMUser`, `tcp:host`: a colon with no space joins a name to a name
             if BLOCK_HEADER.match(text, line):
                 continue
         if not value[2] and QUERY_STAGE.match(text, line):
@@ -211,9 +221,10 @@ USERINFO_TOKEN = re.compile(r"(?<=://)(?P<s>[^\s:/@\"']{16,})@(?=[\w\[.-])")  # 
 PGPASS = re.compile(r"(?m)^[\w.*-]+:(?:\d{1,5}|\*):[\w.*-]+:[\w.@*-]+:(?P<s>(?!:+$)\S+)$")
 # pwdump / secretsdump / hashdump: user:rid:LM:NT::: (an NT hash logs on as the user: pass-the-hash)
 PWDUMP = re.compile(r"(?m)^[^:\s]+:\d+:(?P<lm>[0-9a-fA-F]{32}):(?P<s>[0-9a-fA-F]{32}):::")
-# The value next to an access key id is its secret: `AKIA…,wJalr…` (credentials CSV), `Client("AC…", "…")`.
-ACCESS_ID_PAIR = re.compile(r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|AC[0-9a-f]{32})\b[\"']?[ \t]*[,:;|]?[ \t]*[\"']?"
-                            r"(?!(?:AKIA|ASIA)[A-Z0-9]{16}\b)(?P<s>[A-Za-z0-9/+=_-]{20,})")  # not the next key id
+# The value next to an access key id (AWS, Twilio, Alibaba) is its secret: `AKIA…,wJalr…` (credentials CSV),
+# `Client("AC…", "…")`.
+ACCESS_ID_PAIR = re.compile(r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|AC[0-9a-f]{32}|LTAI[A-Za-z0-9]{12,20})\b"
+                            r"[\"']?[ \t]*[,:;|]?[ \t]*[\"']?(?!(?:AKIA|ASIA)[A-Z0-9]{16}\b)(?P<s>[A-Za-z0-9/+=_-]{20,})")  # not the next key id
 NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
 # John the Ripper's cracked line: the password, a run of spaces, the account in parentheses.
 JOHN = re.compile(r"(?m)^(?P<s>\S{3,})[ \t]{2,}\((?P<u>[^()\s]{1,64})\)[ \t]*$")
@@ -285,6 +296,15 @@ PASSWORD_STDIN = re.compile(r"--password-stdin|--passphrase-fd\s+0|\bsudo\s+(?:-
                             r"|(?<![\w-])-{0,2}(?:password|passwd|passphrase|secret|token)[=\s]-(?!\S)")
 
 
+# PowerShell's plain-text SecureString, its switches in any order: `ConvertTo-SecureString -Force -String X`.
+SECURE_STRING = re.compile(r"""(?i)\bConvertTo-SecureString(?:\s+-(?:String|AsPlainText|Force)\b)*\s+\\?"""
+                           r"""(?P<q>["']?)(?P<s>(?![-$(])[^"'\s\\]{3,})\\?(?P=q)""")
+# SQL's password in a user's definition: `CREATE USER u IDENTIFIED BY 'X'` (MySQL, Oracle, unquoted too),
+# `IDENTIFIED WITH mysql_native_password BY 'X'`.
+SQL_IDENTIFIED = re.compile(r"""(?i)\b(?:(?:create|alter)\s+(?:user|role|login)|grant\s[^;\n]{0,200}?\bto)\s[^;\n]{0,300}?\bidentified(?:\s+with\s+\w+)?\s+by\s+(?!password\b)"""
+                            r"""(?P<q>["'`]?)(?P<s>(?![-$:@])[^"'`\s;)]{3,})(?P=q)""")
+
+
 def _program(tokens: list[re.Match]) -> tuple[str, int]:
     for i, token in enumerate(tokens):
         word = token.group().strip("\"'")
@@ -343,7 +363,9 @@ def _command_lines(text: str) -> Iterator[Slot]:
             t.group() in USER_OPTIONS and j + 1 < len(tokens) and not tokens[j + 1].group().startswith("-")
             for j, t in enumerate(tokens[first + 1:], first + 1)) else INFERRED_PASSWORD_LETTERS
         yield from _positional(segment.group(), offset, tokens, program, first)
-        for i in range(first + 1, len(tokens)):
+        # a long option before any program (`--db-password X` quoted out of a command) is read too
+        leading = [i for i in range(first) if tokens[i].group().startswith("--")]
+        for i in [*leading, *range(first + 1, len(tokens))]:
             raw = tokens[i].group()
             start, end = tokens[i].span()
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
@@ -459,8 +481,12 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 break
     for m in re.finditer(r"-pass(?:in|out)?\s+pass:(?P<s>\S+)", text):
         yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
-    for m in re.finditer(r"(?i)\bConvertTo-SecureString\s+(?:-String\s+)?([\"'])(?P<s>[^\"'\n]{3,})\1", text):
-        yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
+    for rx in (SECURE_STRING, SQL_IDENTIFIED):
+        for m in rx.finditer(text):
+            value, quoted = m.group("s"), bool(m.group("q"))
+            if quoted or evidence.has_password_shape(value) or evidence.looks_random(value):  # not a word
+                if not evidence.is_reference(value, quoted):
+                    yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
 
 
 # --- calls: auth=("user", "pw"), HTTPBasicAuth('u', 'pw'), PSCredential("u", …), simple_bind_s(dn, pw)

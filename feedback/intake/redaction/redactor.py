@@ -99,6 +99,13 @@ class Redactor:
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
+        view = markup.unescaped(text)
+        if view:  # `token=&quot;…&quot;`: judged as the characters its references stand for, cut from `text`
+            decoded, starts, ends = view
+            return _merge([(starts[s], ends[e - 1], kind) for s, e, kind in self._find(decoded)])
+        return self._find(text)
+
+    def _find(self, text: str) -> list[tuple[int, int, str]]:
         text = markup.blank(text)  # the same offsets, read without Markdown's markup
         found, kept = self.by_rules(text)
         weighed = classifier.model()
