@@ -20,9 +20,10 @@ the held-out half is reported as figures only.
   per file, and per system for loghub (2,000 lines of each of 16 systems' logs):
   logs (loghub), detections (Splunk's SPL and prose, signature-base's YARA rules and indicator
   lists, Falco's syscall and Kubernetes audit rules, Sentinel KQL), infrastructure code (Terraform
-  modules, Helm charts, Ansible playbooks), mail headers (a mail parser's test messages, up to the
-  first blank line) and prose (OWASP's cheat sheets; in Chinese, a book on building distributed Java
-  systems; both outside their code blocks). Each counts its distinct lines once.
+  modules, Helm charts, Ansible playbooks), mail headers (a mail parser's test messages, each
+  message's header section redacted whole, as it is pasted) and prose (OWASP's cheat sheets; in
+  Chinese, a book on building distributed Java systems; both outside their code blocks). Each counts
+  its distinct lines once.
 Target on the held-out halves, as for the project's own sets: >= 98% caught, <= 0.5% changed.
 """
 
@@ -86,8 +87,9 @@ def credsweeper_cases(root: Path) -> list[dict]:
 
 
 def _mail_headers(text: str) -> list[str]:
-    """A message's header lines: what is pasted from a mail, before the body and its attachments."""
-    return text.split("\n\n", 1)[0].splitlines()
+    """A message's header section, whole: what is pasted from a mail (a folded header's lines say nothing
+    alone), before the body and its attachments."""
+    return [text.replace("\r\n", "\n").split("\n\n", 1)[0]]
 
 
 def _prose(text: str) -> list[str]:
@@ -118,16 +120,37 @@ ORDINARY = {
 }
 
 
-def ordinary_lines(name: str, root: Path) -> list[dict]:
-    """The distinct non-empty lines of one checkout, each file's (or system's) lines in one half."""
+def ordinary_texts(name: str, root: Path) -> list[dict]:
+    """The distinct texts one checkout is read as (lines, or a mail's header section), each file's (or
+    system's) in one half."""
     _, pattern, unit, read = ORDINARY[name]
-    lines: dict[str, dict] = {}
+    texts: dict[str, dict] = {}
     for path in sorted(glob.glob(str(root / pattern), recursive=True)):
         rel = Path(path).relative_to(root)
         key = f"{name}:{rel.parent.as_posix() if unit == 'system' else rel.as_posix()}"
-        for line in read(Path(path).read_text(encoding="utf-8", errors="replace")):
-            if line.strip() and line not in lines:
-                lines[line] = {"source": name, "text": line, "split": split(key)}
+        for text in read(Path(path).read_text(encoding="utf-8", errors="replace")):
+            if text.strip() and text not in texts:
+                texts[text] = {"source": name, "text": text, "split": split(key)}
+    return list(texts.values())
+
+
+def judged_lines(redactor: Redactor, texts: list[dict]) -> list[dict]:
+    """Each distinct non-empty line once, with what redacting the text it came in made of it (`None`: kept)."""
+    lines: dict[tuple[str, str], dict] = {}
+    for c in texts:
+        found, at = redactor.find(c["text"]), 0
+        for line in c["text"].split("\n"):
+            end = at + len(line)
+            inside = [(max(s, at), min(e, end), kind) for s, e, kind in found if s < end and e > at]
+            key = c["source"], line
+            if line.strip() and (key not in lines or inside and lines[key]["redacted"] is None):
+                out, last = [], at
+                for s, e, kind in inside:
+                    out += [c["text"][last:s], f"[REDACTED:{kind}]"]
+                    last = e
+                redacted = "".join(out) + c["text"][last:end] if inside else None
+                lines[key] = {**c, "text": line, "redacted": redacted}
+            at = end + 1
     return list(lines.values())
 
 
@@ -152,8 +175,8 @@ def main() -> None:
     redactor = Redactor()
     pastes = ((trufflehog_cases(args.trufflehog) if args.trufflehog else [])
               + (credsweeper_cases(args.credsweeper) if args.credsweeper else []))
-    lines = [line for name, root in named.items() for line in ordinary_lines(name, root)]
     started = time.perf_counter()
+    lines = judged_lines(redactor, [text for name, root in named.items() for text in ordinary_texts(name, root)])
     for half in ("heldout", "tuning"):
         label = "held-out" if half == "heldout" else "tuning"
         missed = []
@@ -165,7 +188,7 @@ def main() -> None:
                 print(f"{scanner} {label} half: {caught}/{len(cases)} pasted credentials caught "
                       f"({100 * caught / len(cases):.1f}%, {len({c['source'] for c in cases})} detectors or files)")
         ordinary = [c for c in lines if c["split"] == half]
-        changed = [c for c in ordinary if redactor.redact(c["text"]).text != c["text"]]
+        changed = [c for c in ordinary if c["redacted"] is not None]
         by_source: dict[str, list[int]] = {}
         for c in ordinary:
             by_source.setdefault(c["source"], [0, 0])[0] += 1
@@ -177,7 +200,7 @@ def main() -> None:
             for c in missed:
                 print("MISS", c["source"], repr(c["text"][:300]))
             for c in changed:
-                print("FP", c["source"], repr(c["text"][:300]), "->", repr(redactor.redact(c["text"]).text[:300]))
+                print("FP", c["source"], repr(c["text"][:300]), "->", repr(c["redacted"][:300]))
     total = len(pastes) + len(lines)
     print(f"speed: {1000 * (time.perf_counter() - started) / max(1, total):.2f} ms per text ({total})")
 

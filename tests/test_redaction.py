@@ -632,3 +632,33 @@ def test_prose_about_identification_cmdlets_and_escaped_prose_are_kept(line):
 def test_an_escaped_value_is_cut_from_the_original_text_with_its_references_intact():
     assert REDACTOR.redact("token=&quot;Zr4Kp9Wq2Lm7Xt5Bv8Nc&quot; ok").text == \
         "token=&quot;[REDACTED:assignment]&quot; ok"
+
+
+MAIL_SECTION = (
+    "Return-Path: <alerts@vendor-mail.example>\n"
+    "Received: from relay7.vendor-mail.example (relay7.vendor-mail.example [198.51.100.23])\n"
+    "\tby mx.corp.example with ESMTPS id 4Qx9Lk2mZ3z1Rw\n"
+    "Message-ID: <20261207.8842.q7Zk@vendor-mail.example>\n"
+    "X-Scan-Verdict: =?us-ascii?q?Tk8vRw2LpQ9zXc4mB7nA1sKd0fHj3gYtUeWr6iOq5?=\n"
+    "X-Gateway-Blob: B7c11:Tk8vRw2LpQ9zXc4mB7nA1sKd0fHj3gYtUeWr6iOq5vNb\n"
+    " Xm2Qp8Zr4Lk7Wt1Yc9Hv3Ns6Bf0Dg5Jh2Ka8Ue4Io7Ly1Tr3Ew6Qa9Zs2Xd5Cf8Vg\n"
+    "Subject: Re: VPN access\n"
+)
+
+
+def test_a_mail_systems_headers_are_kept_over_their_folded_lines_in_a_header_section():
+    assert REDACTOR.redact(MAIL_SECTION).text == MAIL_SECTION
+
+
+@pytest.mark.parametrize("line, secret", [
+    ("Subject: new vpn password: Hq3!zPw8Lm\n", "Hq3!zPw8Lm"),
+    ("X-Api-Key: Jp5nV2cXw8Rq1Lz6Mb3Kt9Hd\n", "Jp5nV2cXw8Rq1Lz6Mb3Kt9Hd"),
+    ("Comments: the share's password is Wd4#kLq9z\n", "Wd4#kLq9z"),
+])
+def test_free_text_and_credential_headers_in_a_header_section_are_still_judged(line, secret):
+    assert secret not in REDACTOR.redact(MAIL_SECTION + line).text
+
+
+def test_outside_a_mail_header_section_a_random_header_value_is_still_judged():
+    request = "GET /v2/export HTTP/1.1\nHost: api.example\nX-Session-Blob: Tk8vRw2LpQ9zXc4mB7nA1sKd0fHj3gYt\n"
+    assert "Tk8vRw2LpQ9zXc4mB7nA1sKd0fHj3gYt" not in REDACTOR.redact(request).text

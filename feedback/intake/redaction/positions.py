@@ -192,10 +192,27 @@ FOLDED = re.compile(r"[^\r\n]*(?:\r?\n[ \t]+[^\r\n]{1,1000}){0,200}")
 COOKIE_PAIR = re.compile(r"(?P<name>[\w.-]+)=(?P<s>[^\s;]{6,})")
 
 
+# A message's header section (RFC 5322), known by the headers only mail carries: there every header but the
+# free-text ones is written by the mail system (routes, ids, signatures, a gateway's scores and opaque data).
+MAIL_ONLY = re.compile(r"(?im)^(received|message-id|return-path|dkim-signature|arc-seal|arc-message-signature"
+                       r"|authentication-results|delivered-to|mime-version|x-mailer|in-reply-to|x-originating-ip):")
+FREE_TEXT = {"subject", "comments", "keywords", "content-description", "thread-topic", "x-subject"}
+
+
+def _mail_section(text: str) -> bool:
+    return len({m.group(1).lower() for m in MAIL_ONLY.finditer(text)}) >= 2
+
+
 def headers(text: str) -> Iterator[Slot]:
+    mail = _mail_section(text)
     for m in HEADER.finditer(text):
         name, rest = m.group("name").lower(), m.group("rest")
         start = m.start("rest")
+        at_line_start = m.start() == 0 or text[m.start() - 1] == "\n"
+        if mail and at_line_start and name not in FREE_TEXT and classify(name) is not Field.CREDENTIAL \
+                and name not in ("authorization", "proxy-authorization", "cookie", "set-cookie"):
+            yield Slot(start, FOLDED.match(text, m.end("rest")).end(), "header", Field.IDENTIFIER)
+            continue
         if name in ("authorization", "proxy-authorization"):
             value = AUTH_VALUE.match(rest)
             # a word is a sentence going on (`authorization: existing tickets first`), not a token
@@ -207,8 +224,7 @@ def headers(text: str) -> Iterator[Slot]:
                 yield Slot(start + pair.start("s"), start + pair.end("s"), "cookie", Field.CREDENTIAL)
         elif "-" in name and classify(name) is Field.IDENTIFIER and rest:
             # X-Request-Id, DKIM-Signature; a mail header's value goes on over its folded lines (RFC 5322)
-            end = FOLDED.match(text, m.end("rest")).end() if m.start() == 0 or text[m.start() - 1] == "\n" \
-                else m.end("rest")
+            end = FOLDED.match(text, m.end("rest")).end() if at_line_start else m.end("rest")
             yield Slot(start, end, "header", Field.IDENTIFIER)
 
 

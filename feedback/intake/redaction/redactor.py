@@ -134,11 +134,14 @@ class Redactor:
         found: list[tuple[int, int, str]] = []
         keep: list[tuple[int, int]] = evidence.protected_spans(text)
         identifiers: list[tuple[int, int]] = []
+        system_headers: list[tuple[int, int]] = []  # a mail system's headers: ids, signatures, a gateway's data
         templates = _Spans(m.span() for m in evidence.TEMPLATE.finditer(text))
         for slot in positions.slots(text):
             if slot.field is Field.IDENTIFIER:
                 keep.append(slot.value)
                 identifiers.append(slot.value)
+                if slot.kind == "header":
+                    system_headers.append(slot.value)
             elif slot.end > slot.start and not templates.covers(slot.start, slot.end):
                 found.append((slot.start, slot.end, slot.kind))  # inside `{{ … }}` a name is an expression
         formatted = formats.format_spans(text)
@@ -153,7 +156,10 @@ class Redactor:
             if kind:
                 found.append((m.start(), m.end(), kind))
         verbatim = evidence.verbatim_spans(text)
+        written_by_system = _Spans(system_headers)
         for m in evidence.ENCODED_WORD.finditer(text):  # `=?UTF-8?B?…?=`: judged as the text it encodes
+            if written_by_system.covers(*m.span()):
+                continue  # a gateway's opaque data, encoded
             decoded = evidence.decoded_word(m.group())
             if decoded is not None:
                 inner = self.find(decoded)
