@@ -6,7 +6,7 @@ false positives on ordinary security text.
         --ordinary 'panther-analysis/rules/**/*.yml'   # refit the last signal on outsider text too
 
 `--fit` fits the redactor's last signal (`feedback/intake/redaction/classifier.py`) on the tuning
-material only: (b), (c), (f), (g) whole and the tuning halves of (h), (d) and (e), labelled by their
+material only: (b), (c), (f), (g) whole and the tuning halves of (i), (h), (d) and (e), labelled by their
 secrets, and the `--ordinary` files (e.g. a detection-rule checkout) as text that holds none; its
 threshold is above every value of the project's ordinary lines, so it changes none of them, changes
 at most one in 10,000 lines of the `--ordinary` files, and is never below 0.5.
@@ -23,11 +23,12 @@ at most one in 10,000 lines of the `--ordinary` files, and is never below 0.5.
     when the file was written. Rules are chosen on the tuning halves; the held-out halves, which
     nobody has read, are the honest figures.
 (h) `data/redaction_round5.json`: the fifth set, written the same way after the seventh round's rules.
+(i) `data/redaction_round6.json`: the sixth set, written the same way after the eighth round's rules.
 (f) `data/redaction_round2.json` and (g) `data/redaction_fresh.json`: the sets written that way
     before them. Their held-out halves were read once their figures were published, so both halves
     are tuning material now; shown for regressions.
 Targets: (a) >= 95% of non-hex secrets, (b) >= 98%, (c) <= 1% false positives;
-(h), (d), (e) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
+(i), (h), (d), (e) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ from pathlib import Path
 from secbot.feedback.intake.redaction import Redactor
 
 DATA = Path(__file__).parent / "data"
-SPLIT_SETS = [("(h)", "redaction_round5.json"), ("(d)", "redaction_round4.json"), ("(e)", "redaction_round3.json"),
+SPLIT_SETS = [("(i)", "redaction_round6.json"), ("(h)", "redaction_round5.json"), ("(d)", "redaction_round4.json"),
+              ("(e)", "redaction_round3.json"),
               ("(f)", "redaction_round2.json"), ("(g)", "redaction_fresh.json")]
-HELD_OUT = {"(h)", "(d)", "(e)"}  # the sets whose held-out halves nobody has read
+HELD_OUT = {"(i)", "(h)", "(d)", "(e)"}  # the sets whose held-out halves nobody has read
 # The share of `--ordinary` lines (text the project did not write) the last signal may change at most
 # when it is fitted: a fiftieth of the 0.5% target, so one odd line there does not set the threshold.
 EXTRA_BUDGET = 0.0001

@@ -90,7 +90,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round2.json", {"tuning", "heldout"}),
                               ("redaction_round3.json", {"tuning"}),
                               ("redaction_round4.json", {"tuning"}),
-                              ("redaction_round5.json", {"tuning"}))]
+                              ("redaction_round5.json", {"tuning"}),
+                              ("redaction_round6.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {"runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1"}  # no keyword, no slot
@@ -662,3 +663,21 @@ def test_free_text_and_credential_headers_in_a_header_section_are_still_judged(l
 def test_outside_a_mail_header_section_a_random_header_value_is_still_judged():
     request = "GET /v2/export HTTP/1.1\nHost: api.example\nX-Session-Blob: Tk8vRw2LpQ9zXc4mB7nA1sKd0fHj3gYt\n"
     assert "Tk8vRw2LpQ9zXc4mB7nA1sKd0fHj3gYt" not in REDACTOR.redact(request).text
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("schtasks /change /tn backup /ru CORP\\svc_bk /rp Bk!task-2291", "Bk!task-2291"),
+    ("cmdkey /generic:TERMSRV/jump01 /user:CORP\\ops /pass Jmp-Rdp#55", "Jmp-Rdp#55"),
+    ('cfg.FormatDSN() gave "report:Rpt!ro-88@tcp(db-ro:3306)/analytics?parseTime=true"', "Rpt!ro-88"),
+])
+def test_windows_options_that_take_a_password_after_a_space_and_a_go_dsn_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "keytool -importkeystore -srckeystore old.p12 -srcstorepass:file /run/secrets/p12 -deststorepass:env TS_PW",
+    "schtasks /query /tn nightly /fo list /v",
+    'dsn := "root:@tcp(127.0.0.1:3306)/test"',
+])
+def test_where_a_password_is_read_from_and_an_empty_dsn_password_are_kept(line):
+    assert REDACTOR.redact(line).text == line

@@ -233,6 +233,8 @@ USERINFO = re.compile(r"://(?P<user>[^\s:/@\"']*):(?P<s>[^\s@/\"']+)@(?=[\w\[.-]
 ORACLE = re.compile(r"(?:\b(?:sqlplus|rman|expdp|impdp|exp|imp|sqlldr|dgmgrl)(?:\s+-\w+)*\s+"
                     r"|jdbc:oracle:\w+:|\bconnect\s+)"
                     r"['\"]?[\w.$#]+/(?P<s>[^\s@/\"']+)@")
+# Go's MySQL driver DSN: `user:password@tcp(host:3306)/db`, `user:password@unix(/path)/db`.
+DSN = re.compile(r"(?<![\w:/])[\w.$-]{1,64}:(?P<s>[^\s@\"'/:]{3,128})@(?:tcp6?|udp|unix)\(")
 USERINFO_TOKEN = re.compile(r"(?<=://)(?P<s>[^\s:/@\"']{16,})@(?=[\w\[.-])")  # `https://TOKEN@host`, DSNs
 PGPASS = re.compile(r"(?m)^[\w.*-]+:(?:\d{1,5}|\*):[\w.*-]+:[\w.@*-]+:(?P<s>(?!:+$)\S+)$")
 # pwdump / secretsdump / hashdump: user:rid:LM:NT::: (an NT hash logs on as the user: pass-the-hash)
@@ -247,7 +249,7 @@ JOHN = re.compile(r"(?m)^(?P<s>\S{3,})[ \t]{2,}\((?P<u>[^()\s]{1,64})\)[ \t]*$")
 
 
 def urls(text: str) -> Iterator[Slot]:
-    for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (PGPASS, "pgpass_password"),
+    for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (DSN, "url_password"), (PGPASS, "pgpass_password"),
                      (NETRC, "netrc_password"), (PWDUMP, "password_hash"), (JOHN, "cracked_password")):
         for m in rx.finditer(text):
             if not evidence.is_reference(m.group("s"), False):
@@ -277,6 +279,9 @@ SHORT_PASSWORD_OPTIONS = {
     "xfreerdp": "p", "wfreerdp": "p", "sftp": "", "vpnc": "", "openconnect": "", "ipmitool": "P", "racadm": "p",
     "winrs": "p", "wmic": "", "cmdkey": "", "gpg": "", "curl": "", "wget": "", "pg_dump": "", "psql": "",
 }
+# Windows programs whose options take a password after a space (`schtasks /rp X`, `cmdkey /pass X`).
+SLASH_PASSWORD_OPTIONS = {"schtasks": {"p", "rp"}, "cmdkey": {"pass"}, "wmic": {"password"}, "tscon": {"password"}}
+FROM_SOURCE = {"env", "file"}
 # Programs whose password option belongs to one subcommand (`docker login -p` is a password, `docker run -p` a port).
 SUBCOMMAND = {"docker": "login", "podman": "login", "nerdctl": "login", "buildah": "login"}
 # Passwords that are a positional argument: program → (the words that must lead its arguments (a subcommand) or an
@@ -389,13 +394,16 @@ def _command_lines(text: str) -> Iterator[Slot]:
             option = re.match(r"(--?|/)([A-Za-z][\w-]{0,40})(=|:)?", raw)
             if option and raw[option.end():option.end() + 1] in tuple(",);]}"):
                 option = None  # `options (-L, -P, -pw) used for …`: an option named in a list, not given
-            if option and (option.group(1) != "/" or option.group(3) == ":"):
+            slash_password = bool(option) and option.group(2).lower() in SLASH_PASSWORD_OPTIONS.get(program, ())
+            if option and (option.group(1) != "/" or option.group(3) == ":" or slash_password):
                 name, attached = option.group(2), option.group(3)
                 letter = option.group(1) in "-/" and len(name) == 1
                 value_span = None
                 if attached:
                     vstart = start + option.end()
-                    if vstart < end:
+                    if raw[option.end():].lower() in FROM_SOURCE and attached == ":":
+                        pass  # keytool's `-storepass:env NAME`, `-keypass:file PATH`: where the value is read from
+                    elif vstart < end:
                         quoted = raw[option.end():option.end() + 1] in "\"'"
                         value_span = (vstart + quoted, end - quoted, quoted)
                     elif nxt is not None and nxt.start() == end and nxt.group()[:1] in "\"'":
@@ -405,7 +413,9 @@ def _command_lines(text: str) -> Iterator[Slot]:
                     value_span = (s, e, nxt.group()[:1] in "\"'")
                 if letter and program in ATTACHED and not attached and not (nxt is not None and nxt.start() == end):
                     value_span = None  # `mysql -p db`: -p alone prompts; its value is only ever attached
-                if letter:
+                if slash_password:
+                    field = Field.CREDENTIAL
+                elif letter:
                     field = Field.CREDENTIAL if name in short else Field.OTHER
                     if program == "smbclient" and name == "U":
                         field = Field.OTHER
