@@ -681,3 +681,20 @@ def test_windows_options_that_take_a_password_after_a_space_and_a_go_dsn_are_red
 ])
 def test_where_a_password_is_read_from_and_an_empty_dsn_password_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("runas /user:CORP\\ops cmd.exe -- when it prompts, type Rn4s!ops-77", "Rn4s!ops-77"),
+    ("openssl asks for the PEM pass phrase; enter Pem#phr4se-9 twice", "Pem#phr4se-9"),
+])
+def test_a_value_typed_at_a_prompt_is_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "when prompted, enter your password and press enter",
+    "at the prompt type `show running-config` to read it",
+    '{"eventName":"RunInstances","requestParameters":{"clientToken":"3f6c1b2e-9d8a-4e7f-b5c4-0a1d2e3f4b5c"}}',
+])
+def test_prompts_without_a_password_and_an_aws_client_token_are_kept(line):
+    assert REDACTOR.redact(line).text == line

@@ -64,6 +64,9 @@ SETTING = {"update", "min", "max", "minimum", "maximum", "require", "requires", 
            "show", "hide", "mask", "reuse", "expire", "check", "validate", "total", "num",
            # a token that names a request, not a bearer: `clientRequestToken`, `idempotencyToken`, `nextToken`
            "request", "idempotency", "continuation", "pagination", "page", "next"}
+# Before a `token`, words that make it a request's id: AWS's `ClientToken` is an idempotency token (`clientToken`
+# in CloudTrail); a client's credential is its secret (`clientSecret`), not its token.
+REQUEST_TOKENS = {"client"}
 # Words that make any field a reference: `existingSecret`, `secretRef`, `valueFrom`, `passwordFile`.
 REFERENCE = {"existing", "ref", "from", "use", "ask", "no", "without", "is", "has", "should"}
 # A `key` after one of these is where that credential is kept (`passwordKey`, `passwordSecretKey`).
@@ -114,6 +117,8 @@ def classify(name: str) -> Field:
     head = heads[-1]
     word, before = parts[head], parts[head - 1] if head else None
     if any(w in META for w in parts[head + 1:]) or any(w in SETTING for w in parts[:head]):
+        return Field.IDENTIFIER
+    if word in ("token", "tokens") and before in REQUEST_TOKENS:
         return Field.IDENTIFIER
     if word == "key":
         if before in IDENTIFIER_KEYS or HOLDERS & set(parts[:head]):

@@ -600,6 +600,9 @@ LOGIN_WITH_PAIR = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)(?:to)?|si
 # path, an image or an API route has a slash in the same place and no such word before it.
 DEFAULT_ACCOUNTS = ("root|admin|administrator|sa|sys|system|guest|ubnt|pi|oracle|postgres|cisco|manager|operator"
                     "|service|support|superuser|sysadmin|user|test|demo|default|netadmin|enable")
+# A value typed at a prompt: `when it prompts type X`, `it asks for the passphrase, enter X`.
+PROMPT_ANSWER = re.compile(r"(?i)\b(?:prompt(?:s|ed|ing)?|asks?|asked|asking)\b[^.\n]{0,40}?\b"
+                           r"(?:type|enter|paste|input|answer\s+with)\s+(?P<s>\S+)")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
 
 
@@ -609,7 +612,7 @@ def _chosen_password(value: str) -> bool:
 
 
 def prose(text: str) -> Iterator[Slot]:
-    for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR):
+    for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR, PROMPT_ANSWER):
         for m in rx.finditer(text):
             value = m.group("s").strip("\"'`").rstrip(VALUE_END)
             if _chosen_password(value):
