@@ -2,9 +2,9 @@
 detector, log or file name before anything in it was read (`split`): the tuning half may be read,
 the held-out half is reported as figures only.
 
-    python bench/redaction_outsider.py --trufflehog PATH --credsweeper PATH --loghub PATH --splunk PATH --yara PATH \
-        --iocs PATH --falco PATH --kql PATH --terraform PATH --helm PATH --ansible PATH --mail PATH \
-        --prose PATH --prose_zh PATH [--show-misses]
+    python bench/redaction_outsider.py --trufflehog PATH --credsweeper PATH --loghub PATH --splunk PATH \
+        --yara PATH --iocs PATH --falco PATH --kql PATH --terraform PATH --helm PATH --ansible PATH \
+        --mail PATH --prose PATH --prose_zh PATH [--show-misses]
 
 - `--trufflehog`: a checkout of trufflesecurity/trufflehog. Its detectors' tests
   (`pkg/detectors/*/*_test.go`) give inputs written as configs, code, logs and chat, each with the

@@ -76,8 +76,8 @@ PLACEHOLDER = re.compile(
 EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*"
                         r"|await|new|yield|typeof|lambda|function|async|require|this|self)$")
 # PowerShell's approved verbs (`Get-Verb`): `$pw = ConvertTo-SecureString …` assigns what a cmdlet returns.
-CMDLET = re.compile(r"^(?:Add|Clear|Close|Copy|Enter|Exit|Find|Format|Get|Hide|Join|Lock|Move|New|Open|Optimize|Pop|Push"
-                    r"|Redo|Remove|Rename|Reset|Resize|Search|Select|Set|Show|Skip|Split|Step|Switch|Undo|Unlock"
+CMDLET = re.compile(r"^(?:Add|Clear|Close|Copy|Enter|Exit|Find|Format|Get|Hide|Join|Lock|Move|New|Open|Optimize"
+                    r"|Pop|Push|Redo|Remove|Rename|Reset|Resize|Search|Select|Set|Show|Skip|Split|Step|Switch|Undo|Unlock"
                     r"|Watch|Connect|Disconnect|Read|Receive|Send|Write|Backup|Checkpoint|Compare|Compress|ConvertFrom"
                     r"|ConvertTo|Dismount|Edit|Expand|Export|Group|Import|Initialize|Limit|Merge|Mount|Out|Publish"
                     r"|Restore|Save|Sync|Unpublish|Update|Approve|Assert|Build|Complete|Confirm|Deny|Deploy|Disable"

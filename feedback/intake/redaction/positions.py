@@ -242,15 +242,17 @@ PWDUMP = re.compile(r"(?m)^[^:\s]+:\d+:(?P<lm>[0-9a-fA-F]{32}):(?P<s>[0-9a-fA-F]
 # The value next to an access key id (AWS, Twilio, Alibaba) is its secret: `AKIA…,wJalr…` (credentials CSV),
 # `Client("AC…", "…")`.
 ACCESS_ID_PAIR = re.compile(r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|AC[0-9a-f]{32}|LTAI[A-Za-z0-9]{12,20})\b"
-                            r"[\"']?[ \t]*[,:;|]?[ \t]*[\"']?(?!(?:AKIA|ASIA)[A-Z0-9]{16}\b)(?P<s>[A-Za-z0-9/+=_-]{20,})")  # not the next key id
+                            r"[\"']?[ \t]*[,:;|]?[ \t]*[\"']?"
+                            r"(?!(?:AKIA|ASIA)[A-Z0-9]{16}\b)(?P<s>[A-Za-z0-9/+=_-]{20,})")  # not the next key id
 NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
 # John the Ripper's cracked line: the password, a run of spaces, the account in parentheses.
 JOHN = re.compile(r"(?m)^(?P<s>\S{3,})[ \t]{2,}\((?P<u>[^()\s]{1,64})\)[ \t]*$")
 
 
 def urls(text: str) -> Iterator[Slot]:
-    for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (DSN, "url_password"), (PGPASS, "pgpass_password"),
-                     (NETRC, "netrc_password"), (PWDUMP, "password_hash"), (JOHN, "cracked_password")):
+    for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (DSN, "url_password"),
+                     (PGPASS, "pgpass_password"), (NETRC, "netrc_password"), (PWDUMP, "password_hash"),
+                     (JOHN, "cracked_password")):
         for m in rx.finditer(text):
             if not evidence.is_reference(m.group("s"), False):
                 yield Slot(m.start("s"), m.end("s"), kind, Field.CREDENTIAL)
@@ -322,7 +324,8 @@ SECURE_STRING = re.compile(r"""(?i)\bConvertTo-SecureString(?:\s+-(?:String|AsPl
                            r"""(?P<q>["']?)(?P<s>(?![-$(])[^"'\s\\]{3,})\\?(?P=q)""")
 # SQL's password in a user's definition: `CREATE USER u IDENTIFIED BY 'X'` (MySQL, Oracle, unquoted too),
 # `IDENTIFIED WITH mysql_native_password BY 'X'`.
-SQL_IDENTIFIED = re.compile(r"""(?i)\b(?:(?:create|alter)\s+(?:user|role|login)|grant\s[^;\n]{0,200}?\bto)\s[^;\n]{0,300}?\bidentified(?:\s+with\s+\w+)?\s+by\s+(?!password\b)"""
+SQL_IDENTIFIED = re.compile(r"""(?i)\b(?:(?:create|alter)\s+(?:user|role|login)|grant\s[^;\n]{0,200}?\bto)\s"""
+                            r"""[^;\n]{0,300}?\bidentified(?:\s+with\s+\w+)?\s+by\s+(?!password\b)"""
                             r"""(?P<q>["'`]?)(?P<s>(?![-$:@])[^"'`\s;)]{3,})(?P=q)""")
 
 
