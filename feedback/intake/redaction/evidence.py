@@ -332,3 +332,9 @@ def has_password_shape(value: str, minimum: int = 6) -> bool:
         return False  # Chinese words: the sentence goes on (`token 以固定速度往桶内填充，`)
     letters = re.search(r"[^\W\d_]", value)
     return bool(letters and re.search(r"[\d\W_]", value) and not re.fullmatch(r"[A-Za-z]+(?:[-/][A-Za-z]+)+", value))
+
+
+def secret_shaped(value: str) -> bool:
+    """Shaped like a chosen password or random enough for a key: what a value needs where the position
+    alone is weak evidence (`PW:x`, `-P x` after `-u`, `set SMBPass x`)."""
+    return has_password_shape(value) or looks_random(value)

@@ -59,7 +59,7 @@ CHARACTER_REFERENCE = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]{2
 def unescaped(text: str) -> tuple[str, list[int], list[int]] | None:
     """`text` with its character references decoded, and for each decoded character where it began and
     ended in `text`, so a value found in the decoded text is cut from the original; None when it has none."""
-    if "&" not in text or not CHARACTER_REFERENCE.search(text):
+    if "&" not in text:
         return None
     out: list[str] = []
     starts: list[int] = []
@@ -69,19 +69,13 @@ def unescaped(text: str) -> tuple[str, list[int], list[int]] | None:
         char = html.unescape(m.group())
         if char == m.group():
             continue  # not a reference HTML knows
-        for i in range(last, m.start()):
-            out.append(text[i])
-            starts.append(i)
-            ends.append(i + 1)
-        for c in char:
-            out.append(c)
-            starts.append(m.start())
-            ends.append(m.end())
+        out += [text[last:m.start()], char]
+        starts += [*range(last, m.start()), *[m.start()] * len(char)]
+        ends += [*range(last + 1, m.start() + 1), *[m.end()] * len(char)]
         last = m.end()
-    if not out and not last:
-        return None  # none of them is a reference HTML knows
-    for i in range(last, len(text)):
-        out.append(text[i])
-        starts.append(i)
-        ends.append(i + 1)
+    if not last:
+        return None
+    out.append(text[last:])
+    starts += range(last, len(text))
+    ends += range(last + 1, len(text) + 1)
     return "".join(out), starts, ends

@@ -120,8 +120,7 @@ def _tight_pair(text: str, start: int, value_start: int, value_end: int, field: 
     joins parts of one name."""
     if field is not Field.CREDENTIAL or start > 0 and text[start - 1] in ":{":
         return False
-    value = text[value_start:value_end]
-    return evidence.has_password_shape(value) or evidence.looks_random(value)
+    return evidence.secret_shaped(text[value_start:value_end])
 
 
 def assignments(text: str) -> Iterator[Slot]:
@@ -424,7 +423,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
                         field = Field.OTHER
                     if field is Field.OTHER and name in inferred and value_span and not attached:
                         candidate = segment.group()[value_span[0]:value_span[1]]
-                        if evidence.has_password_shape(candidate, 6) or evidence.looks_random(candidate):
+                        if evidence.secret_shaped(candidate):
                             field = Field.CREDENTIAL
                 else:
                     field = classify(name)
@@ -475,7 +474,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 about = re.match(r"([A-Za-z]+)(?::|$)", candidate)
                 if about and about.group(1).lower() in META or candidate.endswith(":"):
                     continue  # `Password policy: …`, `Credential Access:Brute Force`: about the credential
-                if (evidence.has_password_shape(candidate, 6) or evidence.looks_random(candidate)) \
+                if evidence.secret_shaped(candidate) \
                         and not candidate.startswith("-"):
                     slot = judge(segment.group(), s, e, value.group()[:1] in "\"'", Field.CREDENTIAL, "command_password")
                     if slot:
@@ -513,7 +512,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
     for rx in (SECURE_STRING, SQL_IDENTIFIED):
         for m in rx.finditer(text):
             value, quoted = m.group("s"), bool(m.group("q"))
-            if quoted or evidence.has_password_shape(value) or evidence.looks_random(value):  # not a word
+            if quoted or evidence.secret_shaped(value):  # not a word
                 if not evidence.is_reference(value, quoted):
                     yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
 
