@@ -3,13 +3,16 @@ false positives on ordinary security text.
 
     python bench/redaction.py [--show-misses]
     python bench/redaction.py --fit --ordinary 'sigma/rules/**/*.yml' \
-        --ordinary 'panther-analysis/rules/**/*.yml'   # refit the last signal on outsider text too
+        --ordinary 'panther-analysis/rules/**/*.yml' \
+        --outsider credsweeper=CredSweeper --outsider loghub=loghub ...   # refit the last signal
 
 `--fit` fits the redactor's last signal (`feedback/intake/redaction/classifier.py`) on the tuning
-material only: (b), (c), (f), (g) whole and the tuning halves of (i), (h), (d) and (e), labelled by their
-secrets, and the `--ordinary` files (e.g. a detection-rule checkout) as text that holds none; its
-threshold is above every value of the project's ordinary lines, so it changes none of them, changes
-at most one in 10,000 lines of the `--ordinary` files, and is never below 0.5.
+material only: (b), (c), (f), (g) whole and the tuning halves of (j), (i), (h), (d) and (e), labelled by their
+secrets, the `--ordinary` files (e.g. a detection-rule checkout) as text that holds none, and the
+tuning halves of `--outsider NAME=PATH` checkouts (any flag of `redaction_outsider.py`: their
+labelled credentials and their ordinary text); its threshold is above every value of the project's
+ordinary lines, so it changes none of them, changes at most one in 10,000 texts of the `--ordinary`
+files and outsider checkouts, and is never below 0.5.
 
 (a) `data/secret_corpus.json`: gitleaks' rule samples (a secret from each rule's own pattern in
     its sample templates) and detect-secrets' plugin test payloads; built by
@@ -24,11 +27,12 @@ at most one in 10,000 lines of the `--ordinary` files, and is never below 0.5.
     nobody has read, are the honest figures.
 (h) `data/redaction_round5.json`: the fifth set, written the same way after the seventh round's rules.
 (i) `data/redaction_round6.json`: the sixth set, written the same way after the eighth round's rules.
+(j) `data/redaction_round7.json`: the seventh set, written the same way after the ninth round's changes.
 (f) `data/redaction_round2.json` and (g) `data/redaction_fresh.json`: the sets written that way
     before them. Their held-out halves were read once their figures were published, so both halves
     are tuning material now; shown for regressions.
 Targets: (a) >= 95% of non-hex secrets, (b) >= 98%, (c) <= 1% false positives;
-(i), (h), (d), (e) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
+(j), (i), (h), (d), (e) held-out: >= 98% of pasted credentials caught, <= 0.5% of ordinary lines changed.
 """
 
 from __future__ import annotations
@@ -44,10 +48,10 @@ from pathlib import Path
 from secbot.feedback.intake.redaction import Redactor
 
 DATA = Path(__file__).parent / "data"
-SPLIT_SETS = [("(i)", "redaction_round6.json"), ("(h)", "redaction_round5.json"), ("(d)", "redaction_round4.json"),
-              ("(e)", "redaction_round3.json"),
+SPLIT_SETS = [("(j)", "redaction_round7.json"), ("(i)", "redaction_round6.json"), ("(h)", "redaction_round5.json"),
+              ("(d)", "redaction_round4.json"), ("(e)", "redaction_round3.json"),
               ("(f)", "redaction_round2.json"), ("(g)", "redaction_fresh.json")]
-HELD_OUT = {"(i)", "(h)", "(d)", "(e)"}  # the sets whose held-out halves nobody has read
+HELD_OUT = {"(j)", "(i)", "(h)", "(d)", "(e)"}  # the sets whose held-out halves nobody has read
 # The share of `--ordinary` lines (text the project did not write) the last signal may change at most
 # when it is fitted: a fiftieth of the 0.5% target, so one odd line there does not set the threshold.
 EXTRA_BUDGET = 0.0001
@@ -65,10 +69,11 @@ def own_lines(pattern: str) -> list[str]:
                    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()})
 
 
-def tuning_material() -> tuple[list[dict], list[str]]:
-    """Every pasted credential and ordinary line that rules may be chosen on (never a held-out half)."""
+def tuning_material(extra_pastes: list[dict] = ()) -> tuple[list[dict], list[str]]:
+    """Every pasted credential and ordinary line that rules may be chosen on (never a held-out half),
+    with `extra_pastes` (outsider checkouts' tuning halves)."""
     cases = json.loads((DATA / "redaction_cases.json").read_text(encoding="utf-8"))
-    paste, ordinary = list(cases["paste"]), list(cases["ordinary"])
+    paste, ordinary = list(cases["paste"]) + list(extra_pastes), list(cases["ordinary"])
     for label, name in SPLIT_SETS:
         split = json.loads((DATA / name).read_text(encoding="utf-8"))
         halves = {"tuning"} if label in HELD_OUT else {"tuning", "heldout"}
@@ -77,7 +82,7 @@ def tuning_material() -> tuple[list[dict], list[str]]:
     return paste, ordinary
 
 
-def fit_classifier(extra_ordinary: list[str]) -> dict:
+def fit_classifier(extra_ordinary: list[str], extra_pastes: list[dict] = ()) -> dict:
     """Logistic regression over every value of the tuning material (a value is positive when it is
     the case's secret), then the threshold above every value the redactor leaves open in ordinary
     lines."""
@@ -85,7 +90,7 @@ def fit_classifier(extra_ordinary: list[str]) -> dict:
 
     from secbot.feedback.intake.redaction import classifier
 
-    paste, ordinary = tuning_material()
+    paste, ordinary = tuning_material(extra_pastes)
     x, y = [], []
     for case in paste:
         secret = case["secret"]
@@ -125,6 +130,8 @@ def fit_classifier(extra_ordinary: list[str]) -> dict:
 
 
 def main() -> None:
+    import redaction_outsider as outsider  # beside this script (the tests load this file by its path)
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--show-misses", action="store_true",
                     help="print what was missed or changed (the held-out half only as figures)")
@@ -132,9 +139,24 @@ def main() -> None:
                     help="also count the lines changed in text files of your own that hold no credentials "
                          "(a detection-rule checkout, exported logs), e.g. 'sigma/rules/**/*.yml'")
     ap.add_argument("--fit", action="store_true", help="fit the last signal on the tuning material and write it")
+    ap.add_argument("--outsider", metavar="NAME=PATH", action="append", default=[],
+                    help="with --fit, also the tuning half of a checkout redaction_outsider.py reads, "
+                         "e.g. credsweeper=CredSweeper or loghub=loghub")
     args = ap.parse_args()
+    checkouts = {}
+    for given in args.outsider:
+        name, _, path = given.partition("=")
+        names = [*outsider.PASTES, *outsider.ORDINARY]
+        if name not in names or not path:
+            ap.error(f"--outsider {given}: give NAME=PATH, NAME one of " + ", ".join(names))
+        if problem := outsider.not_a_checkout(name, Path(path)):
+            ap.error(problem.replace(f"--{name} ", f"--outsider {name}=", 1))
+        checkouts[name] = Path(path)
+    if checkouts and not args.fit:
+        ap.error("--outsider is read by --fit only; for its figures run bench/redaction_outsider.py")
     if args.fit:
-        fitted = fit_classifier([line for pattern in args.ordinary for line in own_lines(pattern)])
+        pastes, texts = outsider.tuning_halves(checkouts)
+        fitted = fit_classifier([line for pattern in args.ordinary for line in own_lines(pattern)] + texts, pastes)
         CLASSIFIER.write_text(json.dumps(fitted, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {CLASSIFIER}")
         return

@@ -2,7 +2,8 @@
 detector, log or file name before anything in it was read (`split`): the tuning half may be read,
 the held-out half is reported as figures only.
 
-    python bench/redaction_outsider.py --trufflehog PATH --credsweeper PATH --loghub PATH --splunk PATH \
+    python bench/redaction_outsider.py --trufflehog PATH --credsweeper PATH --secretlint PATH \
+        --loghub PATH --splunk PATH \
         --yara PATH --iocs PATH --falco PATH --kql PATH --terraform PATH --helm PATH --ansible PATH \
         --mail PATH --prose PATH --prose_zh PATH [--show-misses]
 
@@ -16,6 +17,12 @@ the held-out half is reported as figures only.
   a key block is one paste). A case is caught when its longest value is gone. Findings that secbot
   does not count as secrets are left out by rule name before anything was read: UUIDs, bucket and
   domain names, app ids, nonces and salts are identifiers (issue 21). One half per sample file.
+- `--secretlint`: a checkout of secretlint/secretlint. Its rules' snapshot tests
+  (`packages/@secretlint/secretlint-rule-*/test/snapshots/<case>/`): each input with the spans its own
+  run reported (`output.json`). A case is caught when its longest span is no longer whole. Rules that
+  report something other than a credential in the text (a file's name, a home directory, a manifest's
+  kind, a user's pattern) and findings that are identifiers to secbot (AWS account and key ids, Azure
+  tenant and client ids) were left out by name before anything was read. One half per snapshot.
 - The others are ordinary text (`ORDINARY`: which repository and files each flag reads), one half
   per file, and per system for loghub (2,000 lines of each of 16 systems' logs):
   logs (loghub), detections (Splunk's SPL and prose, signature-base's YARA rules and indicator
@@ -86,6 +93,37 @@ def credsweeper_cases(root: Path) -> list[dict]:
     return list(cases.values())
 
 
+# secretlint's rules that report something other than a credential in the text (a file's name, a home
+# directory, a manifest's kind, a user's own pattern, the project's examples), and the findings that are
+# identifiers to secbot (an AWS account or key id, an Azure tenant or client id; issue 21).
+SECRETLINT_OTHER = {"example", "filter-comments", "pattern", "no-dotenv", "no-homedir", "no-k8s-kind-secret"}
+SECRETLINT_IDS = {"AWSAccessKeyID", "AWSAccountID", "AzureClientId", "AzureTenantId"}
+
+
+def secretlint_cases(root: Path) -> list[dict]:
+    """secretlint's rule snapshots (`test/snapshots/<case>/`): each input with the findings its own run
+    recorded (`output.json`). A case is caught when its longest reported span is no longer whole."""
+    cases = []
+    for out in sorted(root.glob("packages/@secretlint/secretlint-rule-*/test/snapshots/*/output.json")):
+        rule = out.parts[-5].removeprefix("secretlint-rule-")
+        if rule in SECRETLINT_OTHER or rule.startswith(("internal-test", "preset-")):
+            continue
+        report = json.loads(out.read_text(encoding="utf-8"))
+        inputs = [p for p in out.parent.glob("input*")]
+        spans = [m["range"] for m in report.get("messages", []) if m.get("messageId") not in SECRETLINT_IDS]
+        if len(inputs) != 1 or not spans:
+            continue
+        try:
+            text = inputs[0].read_bytes().decode("utf-8")
+        except UnicodeDecodeError:  # a binary key store: nothing an analyst pastes
+            continue
+        key = f"secretlint:{rule}/{out.parent.name}"
+        secret = max((text[s:e] for s, e in spans), key=len)
+        if secret:
+            cases.append({"source": key, "text": text, "secret": secret, "split": split(key)})
+    return cases
+
+
 def _mail_headers(text: str) -> list[str]:
     """A message's header section, whole: what is pasted from a mail (a folded header's lines say nothing
     alone), before the body and its attachments."""
@@ -154,33 +192,55 @@ def judged_lines(redactor: Redactor, texts: list[dict]) -> list[dict]:
     return list(lines.values())
 
 
+# Checkouts of labelled credentials, by flag: (the repository, the file that shows it is one, the reader).
+PASTES = {
+    "trufflehog": ("trufflesecurity/trufflehog", "pkg/detectors", trufflehog_cases),
+    "credsweeper": ("Samsung/CredSweeper", "tests/data/output.json", credsweeper_cases),
+    "secretlint": ("secretlint/secretlint", "packages/@secretlint/*/test/snapshots", secretlint_cases),
+}
+
+
+def not_a_checkout(name: str, root: Path) -> str | None:
+    """One line saying what to point `--NAME` at, when `root` is not that checkout."""
+    repo, marker = PASTES[name][:2] if name in PASTES else ORDINARY[name][:2]
+    if not glob.glob(str(root / marker), recursive=True):
+        return f"--{name} {root} has no {marker}: point it at a {repo} checkout"
+    return None
+
+
+def tuning_halves(checkouts: dict[str, Path]) -> tuple[list[dict], list[str]]:
+    """The tuning halves of the named checkouts (flag -> path): their pasted credentials, and their
+    distinct ordinary texts, as the bench reads them (what `bench/redaction.py --fit --outsider` fits on)."""
+    pastes = [c for name, root in checkouts.items() if name in PASTES
+              for c in PASTES[name][2](root) if c["split"] == "tuning"]
+    texts = {text["text"] for name, root in checkouts.items() if name in ORDINARY
+             for text in ordinary_texts(name, root) if text["split"] == "tuning"}
+    return pastes, sorted(texts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trufflehog", type=Path, help="a trufflesecurity/trufflehog checkout")
-    ap.add_argument("--credsweeper", type=Path, help="a Samsung/CredSweeper checkout")
+    for name, (repo, marker, _) in PASTES.items():
+        ap.add_argument(f"--{name}", type=Path, metavar="PATH", help=f"a {repo} checkout ({marker})")
     for name, (repo, pattern, _, _) in ORDINARY.items():
         ap.add_argument(f"--{name}", type=Path, metavar="PATH", help=f"a {repo} checkout ({pattern})")
     ap.add_argument("--show-misses", action="store_true", help="print the tuning halves' misses and changed lines")
     args = ap.parse_args()
-    named = {name: getattr(args, name) for name in ORDINARY if getattr(args, name)}
-    if not (args.trufflehog or args.credsweeper or named):
-        ap.error("name at least one checkout: --trufflehog, --credsweeper or --" + ", --".join(ORDINARY))
-    if args.trufflehog and not (args.trufflehog / "pkg" / "detectors").is_dir():
-        ap.error(f"--trufflehog {args.trufflehog} has no pkg/detectors/: point it at a trufflehog checkout")
-    if args.credsweeper and not (args.credsweeper / "tests" / "data" / "output.json").is_file():
-        ap.error(f"--credsweeper {args.credsweeper} has no tests/data/output.json: point it at a CredSweeper checkout")
-    for name, root in named.items():
-        if not glob.glob(str(root / ORDINARY[name][1]), recursive=True):
-            ap.error(f"--{name} {root} has no {ORDINARY[name][1]}: point it at a {ORDINARY[name][0]} checkout")
+    checkouts = {name: getattr(args, name) for name in [*PASTES, *ORDINARY] if getattr(args, name)}
+    if not checkouts:
+        ap.error("name at least one checkout: --" + ", --".join([*PASTES, *ORDINARY]))
+    for name, root in checkouts.items():
+        if problem := not_a_checkout(name, root):
+            ap.error(problem)
+    named = {name: root for name, root in checkouts.items() if name in ORDINARY}
     redactor = Redactor()
-    pastes = ((trufflehog_cases(args.trufflehog) if args.trufflehog else [])
-              + (credsweeper_cases(args.credsweeper) if args.credsweeper else []))
+    pastes = [c for name, root in checkouts.items() if name in PASTES for c in PASTES[name][2](root)]
     started = time.perf_counter()
     lines = judged_lines(redactor, [text for name, root in named.items() for text in ordinary_texts(name, root)])
     for half in ("heldout", "tuning"):
         label = "held-out" if half == "heldout" else "tuning"
         missed = []
-        for scanner in ("trufflehog", "credsweeper"):
+        for scanner in PASTES:
             cases = [c for c in pastes if c["split"] == half and c["source"].startswith(scanner + ":")]
             missed += [c for c in cases if c["secret"] in redactor.redact(c["text"]).text]
             if cases:

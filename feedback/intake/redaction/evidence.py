@@ -145,6 +145,7 @@ def is_reference(value: str, quoted: bool) -> bool:
                                  or CMDLET.match(value))
     return bool(PLACEHOLDER.match(value) or expression or "[REDACTED:" in value
                 or value.startswith(("(", "@(", "$(")) and not quoted
+                or value.startswith("@") and (FILE_NAME.match(value[1:]) or value.startswith(("@/", "@./", "@~/")))
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))
 
 

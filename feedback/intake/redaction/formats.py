@@ -109,6 +109,12 @@ def _kingfisher():
 IDENTIFIER_FORMATS = {"aws_access_key"}
 
 
+def _rule_name(rule_id: str) -> str:
+    """A catalog rule's own name (`betterleaks.tailscale-api-key.1` -> `tailscale_api_key`): its last
+    part that is not a variant's number."""
+    return next(part for part in reversed(rule_id.split(".")) if not part.isdigit()).replace("-", "_")
+
+
 def format_spans(text: str) -> list[tuple[int, int, str]]:
     spans = [(m.start(), m.end(), kind) for kind, rx in KEY_BLOCKS + VENDOR_FORMATS for m in rx.finditer(text)]
     return [(s, e, kind) for s, e, kind in spans if e - s >= 8]
@@ -130,6 +136,5 @@ def detector_values(text: str) -> set[tuple[str, str]]:
                      for s in scan_line(line) if s.type in DETECT_SECRETS_KINDS and s.secret_value}
     hits = {(kind, value) for kind, value in hits if not re.fullmatch(r"[0-9a-fA-F]+", value)}
     # Kingfisher's rules ask for the vendor's own context around a hex key (`sonar.login=`, `NRAA-`).
-    hits |= {(finding.rule_id.rpartition(".")[2].replace("-", "_"), finding.secret)
-             for finding in _kingfisher().scan(text) if finding.visible}
+    hits |= {(_rule_name(finding.rule_id), finding.secret) for finding in _kingfisher().scan(text) if finding.visible}
     return {(kind, value) for kind, value in hits if len(value) >= 8}

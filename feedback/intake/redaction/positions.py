@@ -715,6 +715,7 @@ ZH_ACCOUNT = re.compile(r"(?:账号|帐号|账户|帐户|用户名|登录|登陆
 ZH_CLAUSE_END = re.compile(r"[，。！？；、\n（]|[,;!?(](?=\s|$)")
 ZH_MARKER = re.compile(r"^\s*(?:是|为|是：|：|:|=|就是|还是|改成了?|改为|设为|设置为|变成了?)\s*")
 ASCII_TOKEN = re.compile(r"[\x21-\x7e]+")
+INLINE_CODE = re.compile(r"`[^`\n]+`")
 # Nouns that make the clause about the credential, not its value (`密钥管理服务的别名是 …`, `密码策略 …`).
 ZH_ABOUT = re.compile(r"管理|策略|长度|复杂度|有效期|别名|名称|名字|编号|路径|文件|位置|类型|格式|规则|服务|(?i:\bid\b|\barn\b)")
 
@@ -722,7 +723,11 @@ ZH_ABOUT = re.compile(r"管理|策略|长度|复杂度|有效期|别名|名称|�
 def chinese(text: str) -> Iterator[Slot]:
     if not re.search(r"[\u4e00-\u9fff]", text):
         return
+    code = [m.span() for m in INLINE_CODE.finditer(text)]  # in order, not overlapping
     for key in ZH_KEY.finditer(text):
+        i = bisect.bisect_right(code, (key.start(), len(text))) - 1
+        if i >= 0 and code[i][0] < key.start() < code[i][1]:
+            continue  # a command quoted in the sentence (`vault kv put … token=@file`) is read as a command
         clause = text[key.end():key.end() + 40]
         cut = ZH_CLAUSE_END.search(clause)
         start = key.end()
@@ -736,7 +741,7 @@ def chinese(text: str) -> Iterator[Slot]:
         for token in ASCII_TOKEN.finditer(clause):
             if ZH_ABOUT.search(clause[:token.start()]):
                 break
-            value = token.group().strip("\"'“”")
+            value = token.group().strip("\"'“”`")
             immediate = direct and token.start() == direct.end() or token.start() == 0 \
                 or not clause[:token.start()].strip() and len(value) >= 8  # `授权码 qwmzxkplrtvbnhyc`
             if evidence.is_not_secret(value) or re.fullmatch(r"[A-Za-z]+", value) and not immediate:
