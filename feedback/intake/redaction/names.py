@@ -26,8 +26,8 @@ STRONG = {"password", "passwords", "passwd", "passwort", "pwd", "pw", "pass", "p
           "secrets", "token", "tokens", "apikey", "credential", "credentials", "creds", "psk", "privatekey",
           "accesskey", "secretkey", "authtoken", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码", "口令", "密钥",
           "令牌"}
-# The Chinese nouns for a secret (password, passphrase, key, secret key, token, private key, auth code).
-# ... and a one-time-password seed, named by what it seeds (`二次验证的种子`, `MFA 种子`; a random seed is not one).
+# The Chinese nouns for a secret (password, passphrase, key, secret key, token, private key, auth code), and
+# a one-time password's seed named by what it seeds (`二次验证的种子`, `MFA 种子`; a random seed is not one).
 ZH_SECRET_NOUNS = ("密码|口令|密钥|秘钥|令牌|私钥|授权码"
                    r"|(?:二次验证|两步验证|双因素|双因子|动态口令|身份验证器|验证器|(?i:mfa|otp|totp|2fa))\s*的?种子")
 WEAK_WORDS = {"key", "auth", "pin", "community"}
