@@ -109,7 +109,7 @@ def secretlint_cases(root: Path) -> list[dict]:
         if rule in SECRETLINT_OTHER or rule.startswith(("internal-test", "preset-")):
             continue
         report = json.loads(out.read_text(encoding="utf-8"))
-        inputs = [p for p in out.parent.glob("input*")]
+        inputs = list(out.parent.glob("input*"))
         spans = [m["range"] for m in report.get("messages", []) if m.get("messageId") not in SECRETLINT_IDS]
         if len(inputs) != 1 or not spans:
             continue

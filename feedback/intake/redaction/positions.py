@@ -474,8 +474,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 about = re.match(r"([A-Za-z]+)(?::|$)", candidate)
                 if about and about.group(1).lower() in META or candidate.endswith(":"):
                     continue  # `Password policy: …`, `Credential Access:Brute Force`: about the credential
-                if evidence.secret_shaped(candidate) \
-                        and not candidate.startswith("-"):
+                if evidence.secret_shaped(candidate) and not candidate.startswith("-"):
                     slot = judge(segment.group(), s, e, value.group()[:1] in "\"'", Field.CREDENTIAL, "command_password")
                     if slot:
                         yield Slot(offset + slot.start, offset + slot.end, slot.kind, slot.field)
