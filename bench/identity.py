@@ -2,9 +2,10 @@
 
     python bench/identity.py [--show-misses]
 
-`data/identity_cases.json`: answers that speak as another assistant or vendor and answers that
-only mention one, English and Chinese, each split into a tuning and a held-out half when written.
-The detector was tuned on the tuning half; the held-out half is the honest figure.
+`data/identity_cases.json` and `data/identity_round2.json` (a second round, written after the first
+set's detector was final): answers that speak as another assistant or vendor and answers that only
+mention one, English and Chinese, each split into a tuning and a held-out half when written. The
+detector is tuned on the tuning halves; the held-out halves are the honest figures.
 """
 
 from __future__ import annotations
@@ -17,31 +18,37 @@ from pathlib import Path
 from secbot.feedback.intake.identity import claims_other_identity
 
 DATA = Path(__file__).parent / "data"
+SETS = [("first set", "identity_cases.json"), ("second set", "identity_round2.json")]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--show-misses", action="store_true", help="print the tuning half's mistakes")
     args = ap.parse_args()
-    cases = json.loads((DATA / "identity_cases.json").read_text(encoding="utf-8"))["cases"]
-    started = time.perf_counter()
-    for half in ("heldout", "tuning"):
-        chosen = [c for c in cases if c["split"] == half]
-        said = [(c, claims_other_identity(c["text"])) for c in chosen]
-        tp = sum(1 for c, hit in said if hit and c["impostor"])
-        fp = [c["text"] for c, hit in said if hit and not c["impostor"]]
-        fn = [c["text"] for c, hit in said if not hit and c["impostor"]]
-        positives = sum(c["impostor"] for c in chosen)
-        precision = tp / (tp + len(fp)) if tp + len(fp) else 1.0
-        print(f"{'held-out' if half == 'heldout' else 'tuning'} half: precision {100 * precision:.1f}%, recall "
-              f"{100 * tp / positives:.1f}% ({tp}/{positives} impostor answers caught, {len(fp)}/"
-              f"{len(chosen) - positives} innocent answers flagged)")
-        if args.show_misses and half == "tuning":
-            for text in fn:
-                print("  missed:", text)
-            for text in fp:
-                print("  flagged:", text)
-    print(f"speed: {1000 * (time.perf_counter() - started) / len(cases):.2f} ms per answer")
+    started, answers = time.perf_counter(), 0
+    for label, name in SETS:
+        cases = json.loads((DATA / name).read_text(encoding="utf-8"))["cases"]
+        answers += len(cases)
+        for half in ("heldout", "tuning"):
+            _report(label, half, [c for c in cases if c["split"] == half], args.show_misses)
+    print(f"speed: {1000 * (time.perf_counter() - started) / answers:.2f} ms per answer")
+
+
+def _report(label: str, half: str, chosen: list[dict], show_misses: bool) -> None:
+    said = [(c, claims_other_identity(c["text"])) for c in chosen]
+    tp = sum(1 for c, hit in said if hit and c["impostor"])
+    fp = [c["text"] for c, hit in said if hit and not c["impostor"]]
+    fn = [c["text"] for c, hit in said if not hit and c["impostor"]]
+    positives = sum(c["impostor"] for c in chosen)
+    precision = tp / (tp + len(fp)) if tp + len(fp) else 1.0
+    print(f"{label}, {'held-out' if half == 'heldout' else 'tuning'} half: precision {100 * precision:.1f}%, "
+          f"recall {100 * tp / positives:.1f}% ({tp}/{positives} impostor answers caught, {len(fp)}/"
+          f"{len(chosen) - positives} innocent answers flagged)")
+    if show_misses and half == "tuning":
+        for text in fn:
+            print("  missed:", text)
+        for text in fp:
+            print("  flagged:", text)
 
 
 if __name__ == "__main__":

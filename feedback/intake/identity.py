@@ -29,9 +29,9 @@ ENTITY = re.compile(r"(?:chatgpt|gpt\d[a-z0-9]*|openai|claude(?:\d[a-z0-9]*)?|an
                     r"|\d[a-z0-9]*)?|bard|llama\d*|metaai|chatglm\d*|glm\d+[a-z0-9]*|zhipu(?:ai)?|ernie(?:bot)?"
                     r"|qwen\d*|tongyi|deepseek(?:v\d+|r\d+|coder|chat)?|kimi"
                     r"|moonshot(?:ai)?|copilot|mistral|doubao|grok|google|microsoft|meta|baidu|alibaba(?:cloud)?"
-                    r"|tsinghua|iflytek|sparkdesk|bytedance)")
+                    r"|tsinghua|iflytek|sparkdesk|bytedance|bing|xai|hunyuan|tencent|yuanbao)")
 ENTITY_ZH = re.compile(r"文心一言|文心|通义千问|通义|智谱清言|智谱|讯飞星火|星火|豆包|月之暗面|深度求索|百度|阿里云|阿里|谷歌|微软"
-                       r"|清华|字节跳动|元宝|混元")
+                       r"|清华|字节跳动|元宝|混元|腾讯|讯飞|小冰")
 # Words that may stand between "I am" and the name in a self-identification.
 FILLER = {"a", "an", "the", "actually", "really", "technically", "just", "simply", "basically", "officially",
           "ai", "artificial", "intelligence", "assistant", "chatbot", "bot", "model", "language", "large", "llm",
@@ -41,15 +41,29 @@ FILLER = {"a", "an", "the", "actually", "really", "technically", "just", "simply
 NEGATION = {"not", "no", "never", "nt", "isnt", "arent", "neither", "nor"}
 _CLAUSE_END = re.compile(r"[.,;:!?()\[\]\n—–\"“”]|\s-\s")
 _FRAME_EN = re.compile(
-    r"\b(?:i am|i'm|im|my name is|call me|this is|you are (?:talking|chatting|speaking) (?:to|with)"
-    r"|you're (?:talking|chatting|speaking) (?:to|with)|speaking as|(?:your|this) assistant(?: today)? is"
+    r"\b(?:i am|i'm|im|my name is|call me|this is|(?:you are|you're)(?: now| currently)? (?:talking|chatting"
+    r"|speaking) (?:to|with)|my (?:creators?|developers?|makers?) (?:at|is|are|was|were)|speaking as"
+    r"|(?:your|this) assistant(?: today)? is"
     r"|identity:|answer from|response from|(?:written|generated|produced) by me,?|i was (?:made|created|developed"
     r"|built|trained|designed|programmed) by|as an? (?:ai|language model|large language model|assistant|chatbot"
     r"|model)(?: (?:made|built|developed|trained|created|designed))?(?: by| from| of)?|(?:^|(?<=[.!?\n] ))as)\b"
     r"|identity:")
 _POSTFIX_EN = re.compile(r"^\s*(?:here\b|speaking\b|at your service\b)")
-_FRAME_ZH = re.compile(r"我是由|我是|我叫|我的名字(?:是|叫)|本助手(?:是)?|这里是|你正在(?:和|跟|与|使用)|你现在使用的是|你正在使用的是"
-                       r"|我由|作为(?:一个)?(?:由)?|我来自")
+_FRAME_ZH = re.compile(r"我是由|我是|我叫|我的名字(?:是|叫)|本(?:助手|模型|机器人|ai)(?:是|为)?|这里是|你现在使用的是"
+                       r"|你正在使用的是|你(?:现在|目前)?正在(?:和|跟|与|使用)|我由|作为(?:一个)?(?:由)?|我来自")
+# The frames that say what the speaker is (a copula), not whom they talk with or who made them.
+_COPULAR_ZH = re.compile(r"我是|我叫|我的名字(?:是|叫)|本(?:助手|模型|机器人|ai)(?:是|为)?|这里是|你现在使用的是|你正在使用的是"
+                         r"|作为(?:一个)?")
+# What ends a Chinese self-description (`……的智能助手～`), and the words for what the speaker is.
+_ZH_TAIL = " ~～!！吧呀啊哦呢😊"
+_SELF_ZH = r"助手|助理|模型|机器人|人工智能|智能体|ai|版"
+# Verbs that report or cite what someone else said or wrote.
+_REPORTING = re.compile(r"(?:recommend|suggest|say|note|report|describ|document|explain|advis|warn|stat|put|show"
+                        r"|mention|point|find|announc|writ|confirm|disclos|publish|observ|advertis|claim|ask|tell"
+                        r"|typ|pretend|impersonat|quot|read)(?:e|es|ed|s|d|ing)?|said|wrote|written|told|found"
+                        r"|repl(?:y|ies|ied)")
+_REPORTING_ZH = re.compile(r"说|称|写|问|回答|回复|声称|冒充|假装|自称|提示")
+_QUOTE = re.compile(r"\"[^\"]*\"|“[^”]*”|「[^」]*」|(?<![a-z])'[^']*'(?![a-z])")
 _ASKED_EN = re.compile(r"\b(?:are|r) (?:you|u)\b")
 _ASKED_ZH = re.compile(r"你(?:是|是不是|属于)")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -74,38 +88,77 @@ def mentions_entity(text: str) -> bool:
     return bool(ENTITY_ZH.search(text)) or any(_entity_at(words, i) for i in range(len(words)))
 
 
-def _claimed_after(window: str, allow_any_words: bool = False) -> bool:
-    """An entity in the words after a self-identification frame, with only filler before it."""
+def _claimed_after(window: str, allow_any_words: bool = False, citing: bool = False) -> bool:
+    """An entity in the words after a self-identification frame, with only filler before it. With
+    `citing` (a sentence that opens with "As"), not when a reporting verb follows the name: "As
+    Claude, I …" is a role, "As Microsoft recommends, …" cites a source."""
     cut = _CLAUSE_END.search(window.lstrip(" ,"))
     window = window.lstrip(" ,")[:cut.start()] if cut else window.lstrip(" ,")
     words = _WORD.findall(window.replace("n't", " not"))
     for i, word in enumerate(words[:8]):
         if word in NEGATION:
             return False
-        if _entity_at(words, i):
-            return True
+        if size := _entity_at(words, i):
+            return not (citing and i + size < len(words) and _REPORTING.fullmatch(words[i + size]))
         if word not in FILLER and not allow_any_words:
             return False
     return False
 
 
+def _quoted(text: str) -> list[tuple[int, int]]:
+    """Spans of speech quoted after a reporting verb (`the page claimed "I am Claude …"`, `说“我是豆包”`):
+    what someone else said."""
+    return [m.span() for m in _QUOTE.finditer(text)
+            if any(_REPORTING.fullmatch(w) for w in _WORD.findall(text[max(0, m.start() - 40):m.start()]))
+            or _REPORTING_ZH.search(text[max(0, m.start() - 6):m.start()])]
+
+
+def _names_self(clause: str) -> bool:
+    """A Chinese clause after 我是/这里是/作为 that names another assistant or maker as what the
+    speaker is: after the last name, no Chinese words but a word for an assistant (`……的智能助手`,
+    `ChatGPT 的中文版`); a version after it is still the name (`Claude 3.5 Sonnet`). Other things of
+    theirs are not the speaker (`百度网盘的分享链接`, `微软的合作伙伴`)."""
+    clause = clause.strip(_ZH_TAIL)
+    if clause.startswith("由"):  # made by: `本助手由OpenAI的GPT-4驱动`
+        return bool(ENTITY_ZH.search(clause)) or _claimed_after(clause, allow_any_words=True)
+    ends = [m.end() for m in ENTITY_ZH.finditer(clause)]
+    words = list(_WORD.finditer(clause))
+    tokens = [w.group() for w in words]
+    ends += [words[i + size - 1].end() for i in range(len(tokens)) if (size := _entity_at(tokens, i))]
+    if not ends:
+        return False
+    tail = clause[max(ends):]
+    return not re.search(r"[\u4e00-\u9fff]", tail) or bool(re.search(f"(?:{_SELF_ZH})$", tail))
+
+
 def claims_other_identity(text: str) -> bool:
-    """The speaker says they are (or were made by) another assistant or vendor."""
+    """The speaker says they are (or were made by) another assistant or vendor; words they quote
+    from someone else ("the page claimed \"I am Claude\"") are not theirs."""
     text = normalise(text)
+    quoted = _quoted(text)
+
+    def reported(at: int) -> bool:
+        return any(a <= at < b for a, b in quoted)
+
     for frame in _FRAME_EN.finditer(text):
         before = text[max(0, frame.start() - 12):frame.start()]
-        if not re.search(r"\b(?:not|never)\s*$", before) and _claimed_after(text[frame.end():frame.end() + 120]):
+        if reported(frame.start()) or re.search(r"\b(?:not|never)\s*$", before):
+            continue
+        if _claimed_after(text[frame.end():frame.end() + 120], citing=frame.group() == "as"):
             return True
     words = list(_WORD.finditer(text))
     tokens = [w.group() for w in words]
     for i in range(len(tokens)):
         size = _entity_at(tokens, i)
-        if size and _POSTFIX_EN.match(text[words[i + size - 1].end():]):
+        if size and not reported(words[i].start()) and _POSTFIX_EN.match(text[words[i + size - 1].end():]):
             return True  # "Claude here", "Mistral speaking", "ChatGPT at your service"
     for frame in _FRAME_ZH.finditer(text):
         clause = re.split(r"[，。！？；\n,.!?;]", text[frame.end():frame.end() + 30])[0]
-        negated = re.search(r"(?:不是|并非|不)$", text[max(0, frame.start() - 2):frame.start()])
-        if not negated and (ENTITY_ZH.search(clause) or _claimed_after(clause, allow_any_words=True)):
+        negated = re.search(r"(?:不是|并非|不)$", text[max(0, frame.start() - 2):frame.start()]) or re.match(
+            r"\s*(?:不是|并非|并不是|不)", clause)
+        if not negated and not reported(frame.start()) and (
+                _names_self(clause) if _COPULAR_ZH.fullmatch(frame.group()) else
+                ENTITY_ZH.search(clause) or _claimed_after(clause, allow_any_words=True)):
             return True
     return False
 
