@@ -317,6 +317,28 @@ def test_the_last_signal_weighs_look_and_surroundings_where_no_position_is_named
     assert secret not in out.text and "likely_secret" in out.kinds
 
 
+@pytest.mark.parametrize("text,secret", [
+    ("owner:Hn4$kz81Lp password:Hn4$kz81Lp", "Hn4$kz81Lp"),  # the login is the password
+    ("Hn4$kz81Lp is both; user Hn4$kz81Lp, pwd Hn4$kz81Lp", "Hn4$kz81Lp"),
+    ("the password is Zm8#Tq2!wX, so the check is: mysql -u app -pZm8#Tq2!wX -h db-3", "Zm8#Tq2!wX"),
+    ("密码：Lk5%Vb9qRt\n测试时直接用 Lk5%Vb9qRt 登录", "Lk5%Vb9qRt"),
+    ('api_key = "c2Vj-8fK3mQ9pLx7Wz4T"  # same key in the curl: -H "x-api-key: c2Vj-8fK3mQ9pLx7Wz4T"',
+     "c2Vj-8fK3mQ9pLx7Wz4T"),
+])
+def test_a_secret_found_once_is_redacted_wherever_it_recurs(text, secret):
+    """However the second occurrence is written, it is the same credential."""
+    out = REDACTOR.redact(text).text
+    assert secret not in out, out
+
+
+def test_a_recurring_secret_is_redacted_only_where_it_stands_whole():
+    """Part of a longer token is not the secret (`Summer2025_budget.xlsx`); a value glued to a short
+    option is (`-pX`)."""
+    out = REDACTOR.redact("password=Summer2025 then open Summer2025_budget.xlsx and run tool -pSummer2025").text
+    assert out == ("password=[REDACTED:assignment] then open Summer2025_budget.xlsx and run tool "
+                   "-p[REDACTED:assignment]"), out
+
+
 def test_the_last_signal_names_every_feature_it_reads():
     from secbot.feedback.intake.redaction import classifier
 

@@ -23,6 +23,9 @@ from secbot.feedback.intake.redaction import classifier, evidence, formats, mark
 from secbot.feedback.intake.redaction.names import IDENTIFIER_HEADS, Field
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+SPREAD_LIMIT = 64
+_TOKEN_CHAR = re.compile(r"\w")
+_GLUED_OPTION = re.compile(r"(?:^|\s)-[A-Za-z]$")
 CANDIDATE = re.compile(r"[A-Za-z0-9+/_~.\-]{20,}(?:={1,2}(?![\w=]))?")
 # A random-looking token right after one of these nouns is what the noun names (`app client 5k8q…`, `zone Z04…`).
 NAMING_NOUNS = IDENTIFIER_HEADS | {"client", "zone", "distribution", "pool", "tenant", "layer", "workspace", "project",
@@ -102,8 +105,8 @@ class Redactor:
         view = markup.unescaped(text)
         if view:  # `token=&quot;…&quot;`: judged as the characters its references stand for, cut from `text`
             decoded, starts, ends = view
-            return _merge([(starts[s], ends[e - 1], kind) for s, e, kind in self._find(decoded)])
-        return self._find(text)
+            return _everywhere(text, _merge([(starts[s], ends[e - 1], kind) for s, e, kind in self._find(decoded)]))
+        return _everywhere(text, self._find(text))
 
     def _find(self, text: str) -> list[tuple[int, int, str]]:
         text = markup.blank(text)  # the same offsets, read without Markdown's markup
@@ -202,6 +205,26 @@ class Redactor:
             if before and before.group(1).lower() in NAMING_NOUNS:
                 continue
             yield at, end, "high_entropy_secret"
+
+
+def _everywhere(text: str, found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """A secret found once is a secret wherever else it stands whole in the same text: as the login
+    beside its own password (`account:X password:X`), typed again in a command (`-pX` too), quoted
+    in a sentence. The first SPREAD_LIMIT distinct secrets are looked for, so a line of many stays linear."""
+    values: dict[str, str] = {}
+    for start, end, kind in found:
+        if end - start >= 6 and len(values) < SPREAD_LIMIT:
+            values.setdefault(text[start:end], kind)
+    more = []
+    for value, kind in values.items():
+        at = text.find(value)
+        while at != -1:
+            end = at + len(value)
+            glued = _GLUED_OPTION.search(text, max(0, at - 3), at)  # `-pX`: an option's value, glued to it
+            if (not at or glued or not _TOKEN_CHAR.match(text, at - 1)) and not _TOKEN_CHAR.match(text, end):
+                more.append((at, end, kind))
+            at = text.find(value, end)
+    return _merge(found + more) if more else found
 
 
 def _merge(found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
