@@ -9,7 +9,7 @@ from secbot.feedback.intake.identity import IdentityGuard, claims_other_identity
 from secbot.model.training.record_formats import Record
 
 # Only the tuning halves are tested; bench/identity.py reports the held-out halves.
-CASES = [c for name in ("identity_cases.json", "identity_round2.json")
+CASES = [c for name in ("identity_cases.json", "identity_round2.json", "identity_round3.json")
          for c in json.loads((Path(__file__).parents[1] / "bench" / "data" / name).read_text(encoding="utf-8"))["cases"]
          if c["split"] == "tuning"]
 
