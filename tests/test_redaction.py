@@ -339,6 +339,25 @@ def test_a_recurring_secret_is_redacted_only_where_it_stands_whole():
                    "-p[REDACTED:assignment]"), out
 
 
+@pytest.mark.parametrize("text,secret", [
+    ("webhook: curl -X POST https://hooks.example.net/api/token/7f9Kq2LmXw8PzR4tVb6NcY3hJ -d @alert.json",
+     "7f9Kq2LmXw8PzR4tVb6NcY3hJ"),
+    ('10.2.0.7 - - "GET /v2/auth/Zx8Qp3Lm7Rt2Vb9Nc4Wk/status HTTP/1.1" 200', "Zx8Qp3Lm7Rt2Vb9Nc4Wk"),
+])
+def test_a_token_in_a_url_path_after_a_credential_noun_is_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "gcloud iam service-accounts keys list: .../serviceAccounts/sa@p.iam.gserviceaccount.com/keys/"
+    "1f3a9c0b2e7d4f5a6b8c9d0e1f2a3b4c5d6e7f80",  # a member of a collection, by id
+    "vault kv get -mount=secret /v1/secret/data/prod-db-credentials",  # a secret's name
+    "POST https://auth.example.com/oauth2/token/introspect 200",
+])
+def test_url_paths_that_name_credentials_or_their_endpoints_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
 def test_the_last_signal_names_every_feature_it_reads():
     from secbot.feedback.intake.redaction import classifier
 

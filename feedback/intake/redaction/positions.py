@@ -243,6 +243,10 @@ PWDUMP = re.compile(r"(?m)^[^:\s]+:\d+:(?P<lm>[0-9a-fA-F]{32}):(?P<s>[0-9a-fA-F]
 ACCESS_ID_PAIR = re.compile(r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|AC[0-9a-f]{32}|LTAI[A-Za-z0-9]{12,20})\b"
                             r"[\"']?[ \t]*[,:;|]?[ \t]*[\"']?"
                             r"(?!(?:AKIA|ASIA)[A-Z0-9]{16}\b)(?P<s>[A-Za-z0-9/+=_-]{20,})")  # not the next key id
+# A URL path's segment after a singular credential noun (`…/api/token/<value>`) is what the noun names.
+# After a plural (`…/keys/<key id>`) it is a member of a collection, named by its id.
+PATH_TOKEN = re.compile(r"(?<=/)(?:token|access_token|apikey|api_key|api-key|secret|password|passwd|auth)/"
+                        r"(?P<s>[^/?#&\s\"'<>]{16,})")
 NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
 # John the Ripper's cracked line: the password, a run of spaces, the account in parentheses.
 JOHN = re.compile(r"(?m)^(?P<s>\S{3,})[ \t]{2,}\((?P<u>[^()\s]{1,64})\)[ \t]*$")
@@ -258,9 +262,10 @@ def urls(text: str) -> Iterator[Slot]:
     for m in ACCESS_ID_PAIR.finditer(text):
         if evidence.looks_random(m.group("s")):
             yield Slot(m.start("s"), m.end("s"), "paired_secret", Field.CREDENTIAL)
-    for m in USERINFO_TOKEN.finditer(text):
-        if evidence.looks_random(m.group("s")):
-            yield Slot(m.start("s"), m.end("s"), "url_token", Field.CREDENTIAL)
+    for rx in (USERINFO_TOKEN, PATH_TOKEN):
+        for m in rx.finditer(text):
+            if evidence.looks_random(m.group("s")):
+                yield Slot(m.start("s"), m.end("s"), "url_token", Field.CREDENTIAL)
 
 
 # --- command lines
