@@ -113,6 +113,11 @@ def _quoted(text: str) -> list[tuple[int, int]]:
             or _REPORTING_ZH.search(text[max(0, m.start() - 6):m.start()])]
 
 
+def _names_entity(clause: str) -> bool:
+    """A Chinese clause that names another assistant or maker anywhere in it."""
+    return bool(ENTITY_ZH.search(clause)) or _claimed_after(clause, allow_any_words=True)
+
+
 def _names_self(clause: str) -> bool:
     """A Chinese clause after 我是/这里是/作为 that names another assistant or maker as what the
     speaker is: after the last name, no Chinese words but a word for an assistant (`……的智能助手`,
@@ -120,7 +125,7 @@ def _names_self(clause: str) -> bool:
     theirs are not the speaker (`百度网盘的分享链接`, `微软的合作伙伴`)."""
     clause = clause.strip(_ZH_TAIL)
     if clause.startswith("由"):  # made by: `本助手由OpenAI的GPT-4驱动`
-        return bool(ENTITY_ZH.search(clause)) or _claimed_after(clause, allow_any_words=True)
+        return _names_entity(clause)
     ends = [m.end() for m in ENTITY_ZH.finditer(clause)]
     words = list(_WORD.finditer(clause))
     tokens = [w.group() for w in words]
@@ -157,8 +162,7 @@ def claims_other_identity(text: str) -> bool:
         negated = re.search(r"(?:不是|并非|不)$", text[max(0, frame.start() - 2):frame.start()]) or re.match(
             r"\s*(?:不是|并非|并不是|不)", clause)
         if not negated and not reported(frame.start()) and (
-                _names_self(clause) if _COPULAR_ZH.fullmatch(frame.group()) else
-                ENTITY_ZH.search(clause) or _claimed_after(clause, allow_any_words=True)):
+                _names_self(clause) if _COPULAR_ZH.fullmatch(frame.group()) else _names_entity(clause)):
             return True
     return False
 
@@ -171,7 +175,7 @@ def asks_about_entity(prompt: str) -> bool:
             return True
     for asked in _ASKED_ZH.finditer(text):
         clause = re.split(r"[，。！？；\n,.!?;？]", text[asked.end():asked.end() + 20])[0]
-        if ENTITY_ZH.search(clause) or _claimed_after(clause, allow_any_words=True):
+        if _names_entity(clause):
             return True
     return False
 
