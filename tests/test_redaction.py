@@ -82,7 +82,7 @@ def test_ordinary_security_text_passes_unchanged():
     assert changed == []
 
 
-# Only tuning material is tested here: the five newest sets' tuning halves, and the earlier sets whole (their
+# Only tuning material is tested here: the six newest sets' tuning halves, and the earlier sets whole (their
 # held-out halves were read once their figures were published). The newest held-out halves are measured by
 # bench/redaction.py and never used to choose a rule.
 SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
@@ -92,7 +92,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round4.json", {"tuning"}),
                               ("redaction_round5.json", {"tuning"}),
                               ("redaction_round6.json", {"tuning"}),
-                              ("redaction_round7.json", {"tuning"}))]
+                              ("redaction_round7.json", {"tuning"}),
+                              ("redaction_round8.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {"runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1"}  # no keyword, no slot
@@ -819,3 +820,48 @@ def test_a_value_typed_at_a_prompt_is_redacted(text, secret):
 ])
 def test_prompts_without_a_password_and_an_aws_client_token_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("locked out again so I changed it to Harbour!Mist7", "Harbour!Mist7"),  # a chosen password's symbol
+    ("your vpn login was reset, it's now Copper-Field-2291", "Copper-Field-2291"),
+    ("MFA reset done; reset that too, the new one: Quill_Stone_44", "Quill_Stone_44"),
+])
+def test_a_credential_named_by_a_pronoun_after_it_was_changed_is_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "the canary pod kept crashing, I reset it, new one is web-canary-88",  # no credential word near
+    "set it to 2026-12-07 and rerun the backfill",
+    "changed the log level, set it to DEBUG-2 for now",
+])
+def test_a_value_a_pronoun_was_changed_to_without_a_credential_is_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+CERTIFICATE_BODY = "MIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJRTESMBAGA1UE"
+
+
+@pytest.mark.parametrize("block", [
+    f"-----BEGIN CERTIFICATE-----\n{CERTIFICATE_BODY}\nChMJQmFsdGltb3JlMRMwEQYDVQQLEwpDeWJlclRydXN0\n-----END CERTIFICATE-----",
+    f"-----BEGIN CERTIFICATE----- {CERTIFICATE_BODY} -----END CERTIFICATE-----",  # a chat client joined its lines
+    f"-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: soc@corp.example\n\nmQINBG{CERTIFICATE_BODY}\n=Zk8m\n"
+    "-----END PGP PUBLIC KEY BLOCK-----",
+    f"-----BEGIN PUBLIC KEY-----\r\n{CERTIFICATE_BODY}\r\n-----END PUBLIC KEY-----",
+])
+def test_public_pem_blocks_are_kept(block):
+    assert REDACTOR.redact(block).text == block
+
+
+def test_a_private_key_or_a_secret_after_a_truncated_certificate_is_still_redacted():
+    truncated = f"-----BEGIN CERTIFICATE-----\n{CERTIFICATE_BODY}\nand the key is Zq8xVm3KpL2nR7tW9yB4cH6jD1fG5sA0eU8iO3pQ"
+    assert "Zq8xVm3KpL2nR7tW9yB4cH6jD1fG5sA0eU8iO3pQ" not in REDACTOR.redact(truncated).text
+    private = f"-----BEGIN RSA PRIVATE KEY-----\n{CERTIFICATE_BODY}\n-----END RSA PRIVATE KEY-----"
+    assert CERTIFICATE_BODY not in REDACTOR.redact(private).text
+
+
+def test_the_name_of_the_next_assignment_is_no_password_value():
+    line = 'resource "aws_db_instance" "main" { password = var.db_password  iam_database_authentication_enabled = true }'
+    assert REDACTOR.redact(line).text == line
+    assert "Qx7!kVm2" not in REDACTOR.redact("username netops password Qx7!kVm2 privilege 15").text

@@ -27,6 +27,11 @@ NOT_SECRET_GRAMMARS = [
     r"\b\d{1,6}:[A-Za-z0-9/+]{3,}:[A-Za-z0-9/+]{3,}(?![\w/+])",  # ssdeep
     r"\bT1[0-9A-F]{70}\b",  # TLSH
     r"\b(?:SHA256|SHA1|SHA512|MD5):[A-Za-z0-9+/:=]{16,}",  # key and certificate fingerprints
+    # PEM blocks of public material (RFC 7468 labels, OpenPGP's armor): their headers, then their base64
+    r"-----BEGIN (?:(?:TRUSTED |X509 )?CERTIFICATE|X509 CRL|(?:NEW )?CERTIFICATE REQUEST|(?:RSA |SSH2 )?PUBLIC KEY"
+    r"|PGP (?:PUBLIC KEY BLOCK|SIGNATURE|SIGNED MESSAGE)|PKCS7|CMS|ATTRIBUTE CERTIFICATE|(?:DH|EC) PARAMETERS)-----"
+    r"(?:[ \t]*\r?\n[ \t]*[\w-]+:[^\n]*)*(?:(?:[ \t]*\r?\n)+[ \t]*[A-Za-z0-9+/=]+|[ \t]+[A-Za-z0-9+/=]{40,})*"
+    r"(?:\s*-----END [A-Z0-9 ]+-----)?",  # line by line: a truncated block does not reach the words after it
     r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com)\s+AAAA[A-Za-z0-9+/]+={0,3}",
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",  # UUIDs
     # image references (a name of at most 255 characters, as the OCI spec has it: linear to match)

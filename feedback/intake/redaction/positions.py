@@ -470,6 +470,8 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 while at + 1 < len(tokens) and at < i + 3 and VALUE_TYPE.fullmatch(tokens[at].group()):
                     at += 1
                 value = tokens[at]
+                if at + 1 < len(tokens) and tokens[at + 1].group()[:1] == "=":
+                    continue  # `password = var.db_password  manage_password = false`: the next assignment's name
                 s, e = _unquote(value)
                 candidate = segment.group()[s:e]
                 if value.group()[:1] not in "\"'":  # a sentence's punctuation, `code` quotes
@@ -609,6 +611,14 @@ DEFAULT_ACCOUNTS = ("root|admin|administrator|sa|sys|system|guest|ubnt|pi|oracle
 # A value typed at a prompt: `when it prompts type X`, `it asks for the passphrase, enter X`.
 PROMPT_ANSWER = re.compile(r"(?i)\b(?:prompt(?:s|ed|ing)?|asks?|asked|asking)\b[^.\n]{0,40}?\b"
                            r"(?:type|enter|paste|input|answer\s+with)\s+(?P<s>\S+)")
+# A credential named by a pronoun once the sentence has changed it: `I set it to X`, `reset it, new one is X`,
+# `changed that to X`, `it's now X`. The value is a credential when it is shaped like a chosen one (a symbol
+# besides `_-./`), or shaped like a password with a credential's word near it (`password`, `logon`, `creds`).
+ANAPHORA = re.compile(r"(?i)\b(?:(?:re)?set|changed?|rotated?|updated?|regenerated|reissued|switched)\s+"
+                      r"(?:it|that|this|them|his|hers|theirs|yours|mine)\b[^.?!\n]{0,30}?"
+                      r"(?:\bto|\bnew\s+one\s*(?:is|=|:)|\bit'?s\s+now|\bnow\s+it'?s|\bnow\s+(?:is|=|:))\s+(?P<s>\S+)")
+CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
+                             r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
 
 
@@ -624,6 +634,13 @@ def prose(text: str) -> Iterator[Slot]:
             if _chosen_password(value):
                 s = m.start("s") + m.group("s").find(value)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in ANAPHORA.finditer(text):
+        value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+        near = CREDENTIAL_NEAR.search(text, max(0, m.start() - 120), m.end() + 80)
+        if _chosen_password(value) or near and evidence.has_password_shape(value, 8) \
+                and not evidence.is_reference(value, False):
+            s = m.start("s") + m.group("s").find(value)
+            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for key in PROSE_KEY.finditer(text):
         before = text[max(0, key.start() - 12):key.start()].split()
         if before and before[-1].lower() in RESOURCE_VERBS:
