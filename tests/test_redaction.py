@@ -865,3 +865,28 @@ def test_the_name_of_the_next_assignment_is_no_password_value():
     line = 'resource "aws_db_instance" "main" { password = var.db_password  iam_database_authentication_enabled = true }'
     assert REDACTOR.redact(line).text == line
     assert "Qx7!kVm2" not in REDACTOR.redact("username netops password Qx7!kVm2 privilege 15").text
+
+
+@pytest.mark.parametrize("line", [
+    '    $c = "hostname;net user /domain" wide ascii xor(0x01-0xff)',  # a YARA string's modifiers are part of it
+    '    $fmt = "login=%s password=%s\\r\\n"',  # printf placeholders and their escapes
+    '    $key_pass = "Please enter the vault passphrase:"',  # a prompt asks for a credential, it holds none
+    'rule HKTL_Credential_Stealer : T1555_003 T1003 {',  # MITRE tags as YARA and Sigma write them
+    '<Reference Include="Corp.Auth, Version=2.1.0.0, Culture=neutral, PublicKeyToken=9f3c2a7e1b8d4f6a" />',
+    '.text:0040123A  mov     [rsp+0A8h+pCredBuffer.cbSize], 18h',  # a disassembler's memory operand
+    'banner: SSH-2.0-libssh2_1.10.0x seen on 7 hosts',
+    '$password = $_SERVER["PHP_AUTH_PW"];',  # an expression with a subscript names a value
+    '<label>Password: <input type="password" name="pw"></label>',
+])
+def test_yara_modifiers_format_strings_prompts_tags_and_disassembly_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ('password = "Enter!Now-42"', "Enter!Now-42"),  # no space: a password, not a prompt
+    ('passphrase: "river: Otter 2019!"', "river: Otter 2019!"),  # a passphrase with a colon inside
+    ('$pw = "Xq7$Lm2!vR9"', "Xq7$Lm2!vR9"),
+    ('private_key_token = "Zq8xVm3KpL2nR7tW9yB4cH6j"', "Zq8xVm3KpL2nR7tW9yB4cH6j"),
+])
+def test_values_that_only_resemble_prompts_or_expressions_are_still_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text

@@ -44,7 +44,10 @@ NOT_SECRET_GRAMMARS = [
     r"\b[A-Za-z][\w.-]{0,63}/v?\d+(?:\.\d+)+[\w.+-]*(?:[ \t]+\([^()\n]{1,200}\))?",
     r"\b(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\b",  # IPv4
     r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
-    r"\b(?:T\d{4}(?:\.\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE, CVE, CWE
+    r"\b(?:T\d{4}(?:[._]\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE (`T1552.004`, tags' `T1552_004`), CVE, CWE
+    # a disassembler's memory operand: `[rsp+98h+pExecInfo.lpVerb]`, `[ebp+var_1C]`
+    r"\[(?:[re]?[a-z]{2}|r\d{1,2}[dwb]?)(?:[+-][0-9A-Fa-f]+h?)*(?:[+-][A-Za-z_][\w.@]*)+(?:[+-][0-9A-Fa-f]+h?)*\]",
+    r"\bSSH-[12]\.\d{1,2}-[\w.+-]{1,100}",  # an SSH protocol banner: `SSH-2.0-OpenSSH_9.6p1`
     r"\b(?:sha256|sha384|sha512)-[A-Za-z0-9+/]{43,86}={0,2}",  # Subresource Integrity and CSP hash sources
     r"(?:(?<=[\s\"'=(])|^)(?:[A-Za-z]:\\|\\\\|~/|\./|\.\./|/)[^\s\"'<>|]*",  # paths
     r"\bhttps?://[^\s\"'<>]+",  # URLs: their credentials are found by position (userinfo, query keys)
@@ -69,7 +72,7 @@ TEMPLATE = re.compile(r"\{\{.{0,400}?\}\}|\{%.{0,400}?%\}")
 DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
 
 PLACEHOLDER = re.compile(
-    r"(?ix)^(?:\$\{?[\w.:-]+\}?|\$[a-z_][a-z_.]*\$|\$\(.*\)|%\(?\w+\)?s?%?|<[^>]*>|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
+    r"(?ix)^(?:\$\{?[\w.:-]+\}?(?:\[[^\]]*\]?)*|\$[a-z_][a-z_.]*\$|\$\(.*\)|%\(?\w+\)?s?%?(?:\\(?:[nrt0]|x[0-9a-f]{2}))*|<[^>]*>|<[a-z][\w:-]*|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|(?:id|src|source|env|type|target|dst|required)=[^,\s]*(?:,\w+=[^,\s]*)+"  # a mount spec: `id=npmrc,src=.npmrc`
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
@@ -90,6 +93,9 @@ CMDLET = re.compile(r"^(?:Add|Clear|Close|Copy|Enter|Exit|Find|Format|Get|Hide|J
                     r"|Unregister|Wait|Debug|Measure|Ping|Repair|Resolve|Test|Trace|Block|Grant|Protect|Revoke"
                     r"|Unblock|Unprotect|Use)-[A-Z][A-Za-z]+$")
 YARA_MODIFIERS = re.compile(r"^\s*(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b")
+# All the modifiers after a string, with their arguments (`xor(0x01-0xff)`, `base64("…")`): part of the evidence.
+YARA_MODIFIER_LIST = re.compile(r"(?:[ \t]+(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b"
+                                r"(?:\([^)\n]{0,200}\))?)*")
 FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|crt|p12|pfx|jks|kdbx|csv|log|xml|sh"
                        r"|ps1|py|tf|tfvars|zip|gz|tgz|7z|enc|gpg|asc)$", re.IGNORECASE)
 IOC_SHAPES = [
@@ -134,7 +140,8 @@ def verbatim_spans(text: str) -> list[tuple[int, int]]:
     if "$" not in text:
         return []
     in_rule = bool(YARA_RULE.search(text))
-    return [m.span() for m in YARA_STRING.finditer(text) if in_rule or yara_modifiers_at(text, m.end())]
+    return [(m.start(), m.end() + len(YARA_MODIFIER_LIST.match(text, m.end()).group()))
+            for m in YARA_STRING.finditer(text) if in_rule or yara_modifiers_at(text, m.end())]
 
 
 def yara_modifiers_at(text: str, at: int) -> bool:
@@ -148,7 +155,8 @@ def is_reference(value: str, quoted: bool) -> bool:
     # `pQ7w….vT4r…` is a token; `!local.is_replica` a negated expression
     expression = not quoted and (EXPRESSION.match(value.removeprefix("!")) and not looks_secret(value)
                                  or CMDLET.match(value))
-    return bool(PLACEHOLDER.match(value) or expression or "[REDACTED:" in value
+    prompt = re.fullmatch(r"[^\W\d][^:\n]{0,200}\s[^:\n]{0,200}:", value)  # `Enter your passphrase:` asks for one
+    return bool(PLACEHOLDER.match(value) or expression or prompt or "[REDACTED:" in value
                 or value.startswith(("(", "@(", "$(")) and not quoted
                 or value.startswith("@") and (FILE_NAME.match(value[1:]) or value.startswith(("@/", "@./", "@~/")))
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))

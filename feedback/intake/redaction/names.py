@@ -122,6 +122,8 @@ def classify(name: str) -> Field:
         return Field.IDENTIFIER
     if word in ("token", "tokens") and before in REQUEST_TOKENS:
         return Field.IDENTIFIER
+    if "public" in parts[:head] and "key" in parts[:head + 1]:
+        return Field.IDENTIFIER  # a public key and what is derived from it (.NET's `PublicKeyToken`)
     if word == "key":
         if before in IDENTIFIER_KEYS or HOLDERS & set(parts[:head]):
             return Field.IDENTIFIER
