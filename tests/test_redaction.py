@@ -890,3 +890,13 @@ def test_yara_modifiers_format_strings_prompts_tags_and_disassembly_are_kept(lin
 ])
 def test_values_that_only_resemble_prompts_or_expressions_are_still_redacted(text, secret):
     assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("[worker] auth key=acme_live_7c2e9f4a1b3d5e8f0a6c2b9d7e1f3a5c sent", False),  # a vendor's prefix, then 128 bits
+    ("key: prod_webhook_4e8a1c3b5d7f9e2a4c6b8d0f1e3a5c7b9d2f", False),
+    ("rule Trojan_Win32_Agent_9c4e2a7f1b3d5e8a0c6f2b9d7e1a3c5f {", True),  # a name with a hash is a name
+    ("cache_key: session_3f8a2c9d1e7b4a6f0c5d8e2b9a1f3c7d", True),  # a cache's key names an entry
+])
+def test_a_prefixed_hex_body_in_a_keys_slot_is_a_key_and_a_hashed_name_is_not(text, kept):
+    assert (REDACTOR.redact(text).text == text) is kept

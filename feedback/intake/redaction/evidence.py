@@ -328,8 +328,12 @@ def looks_secret(token: str) -> bool:
 def looks_random(value: str) -> bool:
     """Evidence for a value in a field that is only sometimes a credential (`key`, `auth`)."""
     value = value.strip()
-    if len(value) < 12 or _identifier_like(value) or is_not_secret(value):
+    if len(value) < 12 or is_not_secret(value):
         return False
+    if _identifier_like(value):
+        # words with a hash (`Erbium-UA-4ce7…`) are a name; in a key's slot, a body of 128 random bits or more
+        # after a vendor's prefix (`sk_pr_…_fa02…`) is the key
+        return bool(re.search(r"(?:^|[_-])(?=[a-f]*\d)(?=\d*[a-f])[0-9a-f]{32,}$", value))
     if re.fullmatch(r"[\w.%-]+(?:/[\w.%-]+)+", value) and not any(looks_secret(p) for p in value.split("/")):
         return False  # an object key or a relative path
     if re.fullmatch(r"[0-9a-fA-F]{16,}", value):
