@@ -900,3 +900,35 @@ def test_values_that_only_resemble_prompts_or_expressions_are_still_redacted(tex
 ])
 def test_a_prefixed_hex_body_in_a_keys_slot_is_a_key_and_a_hashed_name_is_not(text, kept):
     assert (REDACTOR.redact(text).text == text) is kept
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("the vpn psk is on the wiki under net-ops, but until friday it's Wq8#Lake-Frost", "Wq8#Lake-Frost"),  # a place, then
+    ("paste \"Ocelot%Rain42\" into the prompt", "Ocelot%Rain42"),  # an instruction, quoted
+    ("if the jump host login fails try Harvest2026!", "Harvest2026!"),  # an instruction near a credential's word
+    ("ran the api key rotation, generated value: Zq8xVm3KpL2nR7tW9yB4cH6j", "Zq8xVm3KpL2nR7tW9yB4cH6j"),
+    ("guest network SSID Lobby-5G, key Lobby-Visitor-9", "Lobby-Visitor-9"),
+    ("containers:\n  - env:\n      - name: GRAFANA_API_TOKEN\n        value: 7c2e9f4a-1b3d-4e8f-a6c2-0d9b7e5f3a18",
+     "7c2e9f4a-1b3d-4e8f-a6c2-0d9b7e5f3a18"),  # a setting's name beside its value
+    ('"environment": [{"name": "DB_PASSWORD", "value": "Qx7!ecs-Task"}]', "Qx7!ecs-Task"),
+    ('gpg --batch --passphrase-file <(echo "Kf1le-Pass-88") -d backup.tar.gpg', "Kf1le-Pass-88"),
+    ("WS01$::CORP:1122334455667788:8a3f2c9d1e7b4a6f0c5d8e2b9a1f3c7d:0101000000000000c0653150de09d201",
+     "8a3f2c9d1e7b4a6f0c5d8e2b9a1f3c7d"),  # NetNTLMv2 as a capture tool prints it
+    ("recovery: 412313-500412-098765-334455-667788-990011-223344-556677", "412313-500412-098765-334455-667788-990011-223344"),
+])
+def test_credentials_given_after_a_place_an_instruction_a_label_or_a_settings_name_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "if the build fails try v2.3.1-rc! and report back",  # a version
+    "for the login page please use TLS1.3+ only",
+    "current value: enabled-v2 for the password policy",  # a generic label, no random value
+    "the api token is in the CI settings, it is scoped to read:packages",
+    '[{"name": "REGION", "value": "eu-west-1"}, {"name": "LOG_LEVEL", "value": "debug"}]',
+    "vault token lookup -accessor 8Hk2ZqP4Lx9Vt3Rm6Ns1Wb7Y",  # an accessor names a token, it grants nothing
+    "diff <(echo \"abc-def-123\") expected.txt",
+    "WS01$::CORP:1122334455667788 is the challenge we logged",
+])
+def test_versions_generic_labels_accessors_and_plain_settings_are_kept(line):
+    assert REDACTOR.redact(line).text == line

@@ -72,7 +72,7 @@ TEMPLATE = re.compile(r"\{\{.{0,400}?\}\}|\{%.{0,400}?%\}")
 DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
 
 PLACEHOLDER = re.compile(
-    r"(?ix)^(?:\$\{?[\w.:-]+\}?(?:\[[^\]]*\]?)*|\$[a-z_][a-z_.]*\$|\$\(.*\)|%\(?\w+\)?s?%?(?:\\(?:[nrt0]|x[0-9a-f]{2}))*|<[^>]*>|<[a-z][\w:-]*|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
+    r"(?ix)^(?:\$\{?[\w.:-]+\}?(?:\[[^\]]*\]?)*|\$[a-z_][a-z_.]*\$|\$\(.*\)|%\(?\w+\)?s?%?(?:\\(?:[nrt0]|x[0-9a-f]{2}))*|%[a-z_]+(?:\.[\w\[\]]+)+(?:=.*)?|<[^>]*>|<[a-z][\w:-]*|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|(?:id|src|source|env|type|target|dst|required)=[^,\s]*(?:,\w+=[^,\s]*)+"  # a mount spec: `id=npmrc,src=.npmrc`
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
@@ -331,9 +331,9 @@ def looks_random(value: str) -> bool:
     if len(value) < 12 or is_not_secret(value):
         return False
     if _identifier_like(value):
-        # words with a hash (`Erbium-UA-4ce7…`) are a name; in a key's slot, a body of 128 random bits or more
-        # after a vendor's prefix (`sk_pr_…_fa02…`) is the key
-        return bool(re.search(r"(?:^|[_-])(?=[a-f]*\d)(?=\d*[a-f])[0-9a-f]{32,}$", value))
+        # words with a hash (`Erbium-UA-4ce7…`, a cache's `Linux-npm-4f3b…`) are a name; in a key's slot, a body of
+        # 128 random bits or more after a vendor's lower-case, underscored prefix (`sk_pr_…_fa02…`) is the key
+        return bool(re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*_(?=[a-f]*\d)(?=\d*[a-f])[0-9a-f]{32,}", value))
     if re.fullmatch(r"[\w.%-]+(?:/[\w.%-]+)+", value) and not any(looks_secret(p) for p in value.split("/")):
         return False  # an object key or a relative path
     if re.fullmatch(r"[0-9a-fA-F]{16,}", value):

@@ -49,6 +49,11 @@ VENDOR_FORMATS: list[tuple[str, re.Pattern]] = [(kind, re.compile(rx)) for kind,
     # crypt(3) password hashes (shadow, htpasswd, device configs): crackable, so as secret as the password
     ("password_hash", r"\$(?:1|2[abxy]|5|6|y|gy|7|apr1|md5|sha1|argon2(?:id|i|d)?|scrypt|pbkdf2(?:-sha\d+)?)\$"
                       r"[./A-Za-z0-9$=,+-]{8,}"),
+    # NetNTLMv2 and v1 responses as capture tools print them (`user::DOMAIN:challenge:NTProofStr:blob`,
+    # `user::DOMAIN:LM:NT:challenge`): cracked offline; the account, domain and challenge stay
+    ("netntlm_hash", r"(?<=:[0-9a-fA-F]{16}:)[0-9a-fA-F]{32}:[0-9a-fA-F]{32,}"
+                     r"|(?<=:)[0-9a-fA-F]{48}:[0-9a-fA-F]{48}(?=:[0-9a-fA-F]{16}\b)"),
+    ("bitlocker_recovery_key", r"\b\d{6}(?:-\d{6}){7}\b"),  # eight groups of six digits
     ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     ("shopify_token", r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
     ("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}"),

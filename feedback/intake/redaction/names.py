@@ -60,7 +60,7 @@ META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename"
         "grant", "request", "response", "error", "errors", "validity", "valid", "exchange", "introspection",
         "revocation", "refresh", "audience", "aud", "claims", "lifespan", "rotator", "spray", "spraying",
         "string", "hash", "hashes", "salt", "mfa", "reuse", "ok", "success", "failed", "failure", "attempts",
-        "sync", "inventory", "kv", "engine", "mount", "arns", "identifier", "identifiers", "access"}
+        "sync", "inventory", "kv", "engine", "mount", "arns", "identifier", "identifiers", "access", "accessor"}
 # Before the head: the field is a setting about the credential (`update_password: always`, `min_password_length`).
 SETTING = {"update", "min", "max", "minimum", "maximum", "require", "requires", "enforce", "allow", "allowed",
            "show", "hide", "mask", "reuse", "expire", "check", "validate", "total", "num",
@@ -82,7 +82,7 @@ IDENTIFIER_HEADS = {"id", "ids", "uuid", "guid", "arn", "name", "uri", "url", "p
                     "correlation", "request", "event", "finding", "detector", "alert", "incident", "case",
                     "ticket", "pod", "node", "namespace", "container", "cluster", "arn", "resource", "rule",
                     "policy", "role", "group", "vpc", "subnet", "instance", "volume", "snapshot", "query", "kid",
-                    "jti", "nonce", "imphash", "tlsh", "ssdeep", "ja3", "ja3s", "jarm", "cursor", "page"}
+                    "jti", "nonce", "imphash", "tlsh", "ssdeep", "ja3", "ja3s", "jarm", "cursor", "page", "accessor"}
 
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+|[\u4e00-\u9fff]+")
 

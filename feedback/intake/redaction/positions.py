@@ -16,7 +16,7 @@ from typing import Iterator
 from nltk.stem.snowball import SnowballStemmer
 
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import IDENTIFIER_KEYS, META, ZH_SECRET_NOUNS, Field, classify, words
+from secbot.feedback.intake.redaction.names import IDENTIFIER_KEYS, META, STRONG, ZH_SECRET_NOUNS, Field, classify, words
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,10 @@ ASSIGNMENT = re.compile(r"(?<![\w$.])" + NAME + TYPED + r"[ \t]*(?P<sep>:=|=>|\?
 XML_ELEMENT = re.compile(r"<(?P<name>[\w:.-]{1,60})>(?P<value>[^<\n]{1,300})</(?P=name)>")
 XML_PAIR = re.compile(r"""(?:key|name)\s*=\s*["'](?P<name>[^"'\n]{1,80})["']\s*"""
                       r"""(?:value\s*=\s*["'](?P<value>[^"'\n]*)["']|>(?P<text>[^<\n]{1,300})<)""")
+# A setting given as a name and a value side by side: Kubernetes' and ECS's `env` (`- name: DB_PASSWORD` then
+# `value: …`), JSON's `{"name": "API_TOKEN", "value": "…"}`: the value is in the named field's slot.
+NAME_VALUE = re.compile(r"""(?<![\w-])(?P<q>["']?)name(?P=q)[ \t]*[:=][ \t]*["']?(?P<name>[A-Za-z_][\w.-]{0,80})["']?"""
+                        r"""[ \t]*,?[ \t]*(?:\r?\n[ \t]*(?:-[ \t]+)?)?(?P<v>["']?)value(?P=v)[ \t]*[:=]""")
 HCL_VARIABLE = re.compile(r"""\bvariable\s+"(?P<name>[^"]+)"\s*\{[^}]*?\bdefault\s*=\s*""")
 JSON_LIST = re.compile(r"[ \t]*\[(?P<items>[^\[\]\n]{0,2000})\]")
 JSON_ITEM = re.compile(r"\"(?P<s>[^\"\n]*)\"")
@@ -171,6 +175,12 @@ def assignments(text: str) -> Iterator[Slot]:
         group = "value" if m.group("value") is not None else "text"
         if m.group(group):
             slot = judge(text, m.start(group), m.end(group), True, classify(m.group("name")), "assignment")
+            if slot:
+                yield slot
+    for m in NAME_VALUE.finditer(text):
+        value = read_value(text, m.end())
+        if value:
+            slot = judge(text, *value, classify(m.group("name")), "assignment")
             if slot:
                 yield slot
     for m in HCL_VARIABLE.finditer(text):
@@ -434,6 +444,8 @@ def _command_lines(text: str) -> Iterator[Slot]:
                     field = classify(name)
                     if field is Field.WEAK:
                         field = Field.OTHER  # `--key file.pem`, `--auth sso`: not a secret by name alone
+                if field is Field.IDENTIFIER and value_span and not letter:
+                    yield Slot(offset + value_span[0], offset + value_span[1], "option", Field.IDENTIFIER)
                 if field is Field.CREDENTIAL and value_span:
                     slot = judge(segment.group(), *value_span, field, "command_password")
                     if slot:
@@ -504,7 +516,11 @@ def _command_lines(text: str) -> Iterator[Slot]:
                     yield Slot(offset + s, offset + e, slot.kind, slot.field)
         # `… echo X | docker login --password-stdin`: the echo may follow prose in the same segment.
         echo = next((i for i, t in enumerate(tokens) if t.group() in ("echo", "printf", "<(echo")), None)
-        if echo is not None and (stdin_password or program == "sshpass" and "<(echo" in segment.group()):
+        # `--password-file <(echo X)`: the file a credential option reads is the echoed value
+        substituted = echo is not None and tokens[echo].group() == "<(echo" and echo > 0 \
+            and tokens[echo - 1].group().startswith("-") and any(
+                w in STRONG for w in words(tokens[echo - 1].group().lstrip("-").split("=")[0]))
+        if echo is not None and (stdin_password or substituted or program == "sshpass" and "<(echo" in segment.group()):
             for token in tokens[echo + 1:]:
                 if token.group().startswith("-") or token.group() in ("<(echo", "echo"):
                     continue
@@ -617,6 +633,17 @@ PROMPT_ANSWER = re.compile(r"(?i)\b(?:prompt(?:s|ed|ing)?|asks?|asked|asking)\b[
 ANAPHORA = re.compile(r"(?i)\b(?:(?:re)?set|changed?|rotated?|updated?|regenerated|reissued|switched)\s+"
                       r"(?:it|that|this|them|his|hers|theirs|yours|mine)\b[^.?!\n]{0,30}?"
                       r"(?:\bto|\bnew\s+one\s*(?:is|=|:)|\bit'?s\s+now|\bnow\s+it'?s|\bnow\s+(?:is|=|:))\s+(?P<s>\S+)")
+# A generic noun that stands for a credential named near it: `password reset output: New value: X`.
+STANDS_FOR = re.compile(r"(?i)\b(?:new|generated|current|temporary|temp|initial)\s+(?:value|one)\s*(?:is\s|=|:)\s*(?P<s>\S+)")
+# An instruction to enter a value: `use 'X' without the quotes`, `try X`; the value must be shaped like a chosen
+# password (letters, digits and a symbol), so `use v2.1` or `try again` never are.
+ENTER_VALUE = re.compile(r"(?i)(?:(?<=\s)|^)(?:use|try|type|enter|paste)\s+(?P<s>[\"'`]?[^\s\"'`]{6,64}[\"'`]?)(?=[\s,.;!)]|$)")
+# Before a `key`, words that make it a credential's: `Wi-Fi: SSID X / key Y`, `license key`, `recovery key`.
+KEY_CONTEXT = re.compile(r"(?i)(?<![\w-])(?:wi-?fi|ssid|wpa[23]?|psk|licen[cs]e|activation|product|recovery|encryption"
+                         r"|decryption)(?![\w-])")
+# After a marker, a place: the sentence says where the credential is kept and may go on to give it
+# (`the pw is in 1password under prod-db but for now it's X`).
+PLACE_WORDS = {"in", "inside", "under", "on", "at", "from"}
 CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
                              r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
@@ -634,11 +661,18 @@ def prose(text: str) -> Iterator[Slot]:
             if _chosen_password(value):
                 s = m.start("s") + m.group("s").find(value)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-    for m in ANAPHORA.finditer(text):
+    for m in ENTER_VALUE.finditer(text):  # quoted, or with a credential's word near; never a version (`TLS1.3+`)
+        value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+        quoted = m.group("s")[:1] in "\"'`"
+        if _chosen_password(value) and not re.search(r"\d\.\d", value) \
+                and (quoted or CREDENTIAL_NEAR.search(text, max(0, m.start() - 80), m.end() + 80)):
+            s = m.start("s") + m.group("s").find(value)
+            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in [*ANAPHORA.finditer(text), *STANDS_FOR.finditer(text)]:
         value = m.group("s").strip("\"'`").rstrip(VALUE_END)
         near = CREDENTIAL_NEAR.search(text, max(0, m.start() - 120), m.end() + 80)
-        if _chosen_password(value) or near and evidence.has_password_shape(value, 8) \
-                and not evidence.is_reference(value, False):
+        shaped = evidence.has_password_shape(value, 8) if m.re is ANAPHORA else evidence.looks_random(value)
+        if (_chosen_password(value) or near and shaped) and not evidence.is_reference(value, False):
             s = m.start("s") + m.group("s").find(value)
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for key in PROSE_KEY.finditer(text):
@@ -656,8 +690,8 @@ def prose(text: str) -> Iterator[Slot]:
         window = window[:closed.start()] if closed else window
         if not re.match(r"\s|[:=]\s", window):
             continue  # `pass-the-hash`, `login.microsoftonline.com`, `secret:prod/…`: not a sentence
-        words = list(WORD.finditer(window))[:9]
-        marker, previous = False, key.group().lower()
+        words = list(WORD.finditer(window))[:13]
+        marker, previous, limit = False, key.group().lower(), 6
         needs_marker = previous in ("login", "logon", "creds", "credentials")
         pin = previous in PIN_KEYS
         # `the key is …` is a credential only as that sentence, with a value plainly one (letters and digits);
@@ -667,7 +701,10 @@ def prose(text: str) -> Iterator[Slot]:
                            and re.match(r"\s+(?:is|was)\s", window)):
             first_word = re.match(r"\s+(\S+)", window)
             value = first_word and first_word.group(1).rstrip(VALUE_END)
-            if value and _chosen_password(value):  # `WPA2 key Tiger@3344gg`: a value no identifier looks like
+            line_start = text.rfind("\n", 0, key.start()) + 1
+            context = KEY_CONTEXT.search(text, max(line_start, key.start() - 40), key.start())
+            if value and (_chosen_password(value) or context and evidence.has_password_shape(value, 8)):
+                # `WPA2 key Tiger@3344gg`: a value no identifier looks like; `SSID X / key Y`: a Wi-Fi's key
                 s = key.end() + first_word.start(1)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
             continue
@@ -688,6 +725,12 @@ def prose(text: str) -> Iterator[Slot]:
             if marker and bare in FILLER_AFTER_MARKER:
                 previous = bare
                 continue
+            if marker and bare in PLACE_WORDS and previous in ("is", "was", "are"):
+                marker, previous, limit = False, bare, 11  # where it is kept; the sentence may go on to give it
+                continue
+            if limit > 6 and bare in ("it's", "it’s", "its"):
+                marker, previous = True, bare
+                continue
             direct = n == 0 or (n == 1 and re.fullmatch(r"\d", words[0].group()))
             paired = direct and re.match(r"\s+/\s+\S", window[word.end():])  # `login admin / S3cret!`
             if marker or (direct and (not needs_marker or paired)):
@@ -706,7 +749,7 @@ def prose(text: str) -> Iterator[Slot]:
                 yield from found
                 if found or marker:
                     break
-            if n >= 6 or raw.endswith((".", "?", "!")) and not marker:
+            if n >= limit or raw.endswith((".", "?", "!")) and not marker:
                 break
             previous = bare
 
