@@ -932,3 +932,26 @@ def test_credentials_given_after_a_place_an_instruction_a_label_or_a_settings_na
 ])
 def test_versions_generic_labels_accessors_and_plain_settings_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("Sable!Moor-31 is the new pw for the jump box", "Sable!Moor-31"),  # the value first, then what it is
+    ("'Quartz-Echo-77' was the old password, don't reuse it", "Quartz-Echo-77"),
+    ("Lx8$tern-Wave (that's the shared password) — rotate monday", "Lx8$tern-Wave"),
+    ("Fz9-Kite-2026 就是新的口令", "Fz9-Kite-2026"),
+    ("sign-in only worked with Heron#Lake-6 after the reset", "Heron#Lake-6"),
+    ("dial-in passcode 55190342 then #", "55190342"),
+])
+def test_a_value_before_its_credential_noun_a_login_with_a_value_and_a_bare_passcode_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "edge-router-02 is the key node in that ring",  # the noun does not end the clause
+    "rotation-2026 is the token policy we adopted",
+    "Argon2id is the password hash we recommend for new apps",
+    "login with SSO-2026 profile selected",  # no symbol a chosen password has
+    "the incident bridge pin 2 of the agenda covers MFA",
+])
+def test_names_before_a_credential_word_that_does_not_end_the_clause_are_kept(line):
+    assert REDACTOR.redact(line).text == line

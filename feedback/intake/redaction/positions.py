@@ -644,6 +644,17 @@ KEY_CONTEXT = re.compile(r"(?i)(?<![\w-])(?:wi-?fi|ssid|wpa[23]?|psk|licen[cs]e|
 # After a marker, a place: the sentence says where the credential is kept and may go on to give it
 # (`the pw is in 1password under prod-db but for now it's X`).
 PLACE_WORDS = {"in", "inside", "under", "on", "at", "from"}
+# The value first, then what it is: `X is the new password for the lab`, `X (that's the vpn password)`, `X 是新密码`.
+# The credential's noun ends the clause, so `X is the key node` or `X is the token policy` never are.
+_QUALIFIERS = r"(?:(?:new|current|temp|temporary|default|initial|old|admin|root|shared|same|real)\s+)?(?:[\w-]{2,20}\s+)?"
+VALUE_FIRST = re.compile(r"(?i)(?:^|(?<=[\s(`\"']))(?P<s>[`\"']?[^\s`\"']{6,64}[`\"']?)\s+(?:is|was|=|\(\s*(?:that'?s|that\s+is"
+                         r"|it'?s|is|=))\s+(?:(?:the|our|my|your|his|her|their|a)\s+)?" + _QUALIFIERS
+                         + r"(?:password|passphrase|passcode|pw|pwd|pass|psk|secret|token)(?=\s*(?:[.,;:!?)]|$|\s(?:for|to|on|of"
+                         r"|in|at|now|today|btw|fyi|until|from)\b))")
+VALUE_FIRST_ZH = re.compile(r"(?:^|(?<=[\s，。：:（(]))(?P<s>[\x21-\x7e]{6,64})\s*(?:是|为|就是)(?:新|初始|默认|临时|统一)?的?"
+                            r"(?:密码|口令|密钥|秘钥|令牌)")
+# After a login, `with` gives what it was done with: `login works with X now`.
+LOGIN_WITH = re.compile(r"(?i)\b(?:log(?:in|on)|sign[- ]?in|auth(?:entication)?)\b[^.\n]{0,20}?\bwith\s+(?P<s>\S+)")
 CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
                              r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
@@ -655,12 +666,18 @@ def _chosen_password(value: str) -> bool:
 
 
 def prose(text: str) -> Iterator[Slot]:
-    for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR, PROMPT_ANSWER):
+    for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR, PROMPT_ANSWER, LOGIN_WITH):
         for m in rx.finditer(text):
             value = m.group("s").strip("\"'`").rstrip(VALUE_END)
             if _chosen_password(value):
                 s = m.start("s") + m.group("s").find(value)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in [*VALUE_FIRST.finditer(text), *VALUE_FIRST_ZH.finditer(text)]:
+        value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+        if (_chosen_password(value) or evidence.has_password_shape(value, 8) and re.search(r"\d", value)) \
+                and not evidence.is_reference(value, False):
+            s = m.start("s") + m.group("s").find(value)
+            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in ENTER_VALUE.finditer(text):  # quoted, or with a credential's word near; never a version (`TLS1.3+`)
         value = m.group("s").strip("\"'`").rstrip(VALUE_END)
         quoted = m.group("s")[:1] in "\"'`"
@@ -740,7 +757,7 @@ def prose(text: str) -> Iterator[Slot]:
                 if value.startswith("--"):
                     break  # an option: `rotate-secret --secret-id …`
                 s = key.end() + word.start() + raw.find(value)
-                if pin and marker and re.fullmatch(r"\d{4,10}", value):
+                if pin and (marker and re.fullmatch(r"\d{4,10}", value) or re.fullmatch(r"\d{6,10}", value)):
                     yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
                     break
                 if strict and not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
