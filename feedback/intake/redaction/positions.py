@@ -177,13 +177,7 @@ def assignments(text: str) -> Iterator[Slot]:
             slot = judge(text, m.start(group), m.end(group), True, classify(m.group("name")), "assignment")
             if slot:
                 yield slot
-    for m in NAME_VALUE.finditer(text):
-        value = read_value(text, m.end())
-        if value:
-            slot = judge(text, *value, classify(m.group("name")), "assignment")
-            if slot:
-                yield slot
-    for m in HCL_VARIABLE.finditer(text):
+    for m in [*NAME_VALUE.finditer(text), *HCL_VARIABLE.finditer(text)]:  # the value is read after the match
         value = read_value(text, m.end())
         if value:
             slot = judge(text, *value, classify(m.group("name")), "assignment")
