@@ -659,32 +659,33 @@ def _chosen_password(value: str) -> bool:
                 and not evidence.is_not_secret(value) and not evidence.is_reference(value, False))
 
 
+def _given(m: re.Match) -> tuple[str, int]:
+    """The value a sentence's pattern captured (`s`), without its quotes and closing marks, and where it starts."""
+    value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+    return value, m.start("s") + m.group("s").find(value)
+
+
 def prose(text: str) -> Iterator[Slot]:
     for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR, PROMPT_ANSWER, LOGIN_WITH):
         for m in rx.finditer(text):
-            value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+            value, s = _given(m)
             if _chosen_password(value):
-                s = m.start("s") + m.group("s").find(value)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in [*VALUE_FIRST.finditer(text), *VALUE_FIRST_ZH.finditer(text)]:
-        value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+        value, s = _given(m)
         if (_chosen_password(value) or evidence.has_password_shape(value, 8) and re.search(r"\d", value)) \
                 and not evidence.is_reference(value, False):
-            s = m.start("s") + m.group("s").find(value)
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in ENTER_VALUE.finditer(text):  # quoted, or with a credential's word near; never a version (`TLS1.3+`)
-        value = m.group("s").strip("\"'`").rstrip(VALUE_END)
-        quoted = m.group("s")[:1] in "\"'`"
+        value, s = _given(m)
         if _chosen_password(value) and not re.search(r"\d\.\d", value) \
-                and (quoted or CREDENTIAL_NEAR.search(text, max(0, m.start() - 80), m.end() + 80)):
-            s = m.start("s") + m.group("s").find(value)
+                and (m.group("s")[:1] in "\"'`" or CREDENTIAL_NEAR.search(text, max(0, m.start() - 80), m.end() + 80)):
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in [*ANAPHORA.finditer(text), *STANDS_FOR.finditer(text)]:
-        value = m.group("s").strip("\"'`").rstrip(VALUE_END)
+        value, s = _given(m)
         near = CREDENTIAL_NEAR.search(text, max(0, m.start() - 120), m.end() + 80)
         shaped = evidence.has_password_shape(value, 8) if m.re is ANAPHORA else evidence.looks_random(value)
         if (_chosen_password(value) or near and shaped) and not evidence.is_reference(value, False):
-            s = m.start("s") + m.group("s").find(value)
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for key in PROSE_KEY.finditer(text):
         before = text[max(0, key.start() - 12):key.start()].split()
