@@ -955,3 +955,20 @@ def test_a_value_before_its_credential_noun_a_login_with_a_value_and_a_bare_pass
 ])
 def test_names_before_a_credential_word_that_does_not_end_the_clause_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("pam_sss: authtok = Pam!Sss-Token9", "Pam!Sss-Token9"),  # PAM's and sssd's word for a password
+    ("worked once I used the login they gave us [ops_ro / R3ad-0nly-2026]", "R3ad-0nly-2026"),
+    ("shared account: kiosk / Kiosk-Lobby-26", "Kiosk-Lobby-26"),
+])
+def test_pams_authtok_and_an_account_password_pair_after_a_word_for_credentials_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "credentials live in vault / 1password for now",  # places, not a pair
+    "the account (finance / payroll-2026 share) is locked",  # the bracket goes on: not a pair
+])
+def test_places_and_open_brackets_after_a_word_for_credentials_are_kept(line):
+    assert REDACTOR.redact(line).text == line

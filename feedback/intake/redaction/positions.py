@@ -649,6 +649,10 @@ VALUE_FIRST_ZH = re.compile(r"(?:^|(?<=[\s，。：:（(]))(?P<s>[\x21-\x7e]{6,6
                             r"(?:密码|口令|密钥|秘钥|令牌)")
 # After a login, `with` gives what it was done with: `login works with X now`.
 LOGIN_WITH = re.compile(r"(?i)\b(?:log(?:in|on)|sign[- ]?in|auth(?:entication)?)\b[^.\n]{0,20}?\bwith\s+(?P<s>\S+)")
+# An account and its password as a pair, bracketed or after a colon, a few words after a word for credentials:
+# `got in with the creds you sent (svc_etl / X)`, `login for the demo: admin / X`.
+CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account)\b[^.\n]{0,40}?(?:[(\[]\s*[\w.@\\-]{2,64}"
+                              r"\s+/\s+(?P<s>[^\s)\]]{6,64})\s*[)\]]|:\s*[\w.@\\-]{2,64}\s+/\s+(?P<t>\S{6,64})(?!\S))")
 CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
                              r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
@@ -659,10 +663,10 @@ def _chosen_password(value: str) -> bool:
                 and not evidence.is_not_secret(value) and not evidence.is_reference(value, False))
 
 
-def _given(m: re.Match) -> tuple[str, int]:
-    """The value a sentence's pattern captured (`s`), without its quotes and closing marks, and where it starts."""
-    value = m.group("s").strip("\"'`").rstrip(VALUE_END)
-    return value, m.start("s") + m.group("s").find(value)
+def _given(m: re.Match, group: str = "s") -> tuple[str, int]:
+    """The value a sentence's pattern captured, without its quotes and closing marks, and where it starts."""
+    value = m.group(group).strip("\"'`").rstrip(VALUE_END)
+    return value, m.start(group) + m.group(group).find(value)
 
 
 def prose(text: str) -> Iterator[Slot]:
@@ -671,6 +675,10 @@ def prose(text: str) -> Iterator[Slot]:
             value, s = _given(m)
             if _chosen_password(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in CREDENTIALS_PAIR.finditer(text):
+        value, s = _given(m, "s" if m.group("s") else "t")
+        if evidence.has_password_shape(value, 8) and re.search(r"\d", value) and not evidence.is_reference(value, False):
+            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in [*VALUE_FIRST.finditer(text), *VALUE_FIRST_ZH.finditer(text)]:
         value, s = _given(m)
         if (_chosen_password(value) or evidence.has_password_shape(value, 8) and re.search(r"\d", value)) \
