@@ -972,3 +972,11 @@ def test_pams_authtok_and_an_account_password_pair_after_a_word_for_credentials_
 ])
 def test_places_and_open_brackets_after_a_word_for_credentials_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+def test_context_is_read_with_a_text_but_never_returned_or_changed():
+    context = "what's the lab login now? the old password=Old!Lab-Pass-1, it stopped working"
+    out = REDACTOR.redact("I set it to Lantern_Cove_72, and Old!Lab-Pass-1 is dead", context)
+    assert out.text == "I set it to [REDACTED:prose_password], and [REDACTED:assignment] is dead"
+    assert REDACTOR.redact("I set it to Lantern_Cove_72").text == "I set it to Lantern_Cove_72"  # no context, no reading
+    assert REDACTOR.redact("nothing secret here", context).text == "nothing secret here"

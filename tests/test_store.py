@@ -355,3 +355,16 @@ def test_memory_answers_are_counted_on_their_record_with_the_feedback_they_got(s
         (a.id, 3, 1, 1), (b.id, 1, 0, 2)]
     assert used[0].record.last_hit_at is not None
     assert [u.record.id for u in store.records.memory_usage(5, by="down")] == [b.id, a.id]
+
+
+def test_each_text_of_an_imported_record_is_redacted_knowing_what_was_asked_before_it(store, intake, tmp_path):
+    intake.import_file(_write(tmp_path / "context.jsonl", [
+        {"prompt": "What is the vpn password now?", "response": "I reset it this morning, new one is Heron_Field_2026",
+         "history": [["can you check the lab login?", "sure, I set it to Quill_Marsh_44 for now"]]},
+        {"prompt": "Which pod did you restart?", "response": "I reset it, new one is web-canary-88"}]))
+    by_prompt = {r.prompt: r for r in store.records.list()}
+    kept = by_prompt["What is the vpn password now?"]
+    assert "Heron_Field_2026" not in kept.response and "Quill_Marsh_44" not in kept.history[0][1]
+    assert kept.prompt == "What is the vpn password now?" and kept.history[0][0] == "can you check the lab login?"
+    # a question about something else gives no such reading: the pod's name stays
+    assert by_prompt["Which pod did you restart?"].response == "I reset it, new one is web-canary-88"

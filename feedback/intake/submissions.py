@@ -212,14 +212,18 @@ class Intake:
         """The record with every field redacted, and how many secrets were replaced."""
         found = 0
 
-        def redact(text: str) -> str:
+        def redact(text: str, context: str = "") -> str:
             nonlocal found
-            result = self.redactor.redact(text)
+            result = self.redactor.redact(text, context)
             found += result.count
             return result.text
 
-        return Record(redact(record.prompt), redact(record.response),
-                      tuple((redact(q), redact(a)) for q, a in record.history)), found
+        # Each text is read after the one it follows in the conversation, as analysts wrote them.
+        history, before = [], ""
+        for q, a in record.history:
+            history.append((redact(q, before), redact(a, q)))
+            before = a
+        return Record(redact(record.prompt, before), redact(record.response, record.prompt), tuple(history)), found
 
     def _new(self, record: Record, source: RecordSource, author: str | None, *, approve: bool,
              turn: Turn | None = None, extra_flags: tuple[str, ...] = ()) -> NewRecord:
@@ -237,7 +241,7 @@ class Intake:
         extra = []
         if {a for a in askers if a} - self.trusted - {author}:
             extra.append(RecordFlag.HISTORY.value)  # one analyst's record may not carry another's turns unreviewed
-        if self._repeats_revoked(turn, record.response):
+        if self._repeats_revoked(turn, record):
             extra.append(RecordFlag.REVOKED.value)
         new = self._new(record, source, author, approve=author in self.trusted, turn=turn, extra_flags=tuple(extra))
         stored, created = self.store.records.add(new)
@@ -245,12 +249,13 @@ class Intake:
             stored, created = self.store.records.resubmit_revoked(stored.id, author), True
         return Submission(stored, created)
 
-    def _repeats_revoked(self, turn: Turn, response: str) -> bool:
+    def _repeats_revoked(self, turn: Turn, record: Record) -> bool:
         """The answer came from a record an admin revoked, or is that record's text."""
         answered_by = self.store.records.get(turn.memory_record_id) if turn.memory_record_id else None
         if answered_by is not None and answered_by.status is RecordStatus.REVOKED:
             return True
-        return self.store.records.revoked_with_response(self.redactor.redact(response).text) is not None
+        response = self.redactor.redact(record.response, record.prompt).text  # as `clean` stores it
+        return self.store.records.revoked_with_response(response) is not None
 
     def import_records(self, records: Sequence[Record], *, status: RecordStatus | str, author: str,
                        labelled: Sequence[Labelled] = ()) -> ImportResult:

@@ -24,6 +24,7 @@ from secbot.feedback.intake.redaction.names import IDENTIFIER_HEADS, Field
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 SPREAD_LIMIT = 64
+CONTEXT_LIMIT = 400  # characters of the conversation before a text that are read with it
 _TOKEN_CHAR = re.compile(r"\w")
 _GLUED_OPTION = re.compile(r"(?:^|\s)-[A-Za-z]$")
 CANDIDATE = re.compile(r"[A-Za-z0-9+/_~.\-]{20,}(?:={1,2}(?![\w=]))?")
@@ -83,12 +84,15 @@ class Redactor:
         on a machine), so the first question does not wait for them."""
         self.redact("warm up: password=Xq7-warm-up-9z AKIAIOSFODNN7EXAMPLE")
 
-    def redact(self, text: str) -> Redacted:
+    def redact(self, text: str, context: str = "") -> Redacted:
+        """`text` with its secrets replaced. `context` is what was said just before it in the same
+        conversation (the question an answer replies to): read with the text, never changed or returned,
+        so `reset it, new one is X` is judged knowing that the question was about a password."""
         if not text:
             return Redacted(text or "", 0)
         # No store keeps NUL characters or unpaired surrogates (PostgreSQL refuses both).
         text = _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
-        found = self.find(text)
+        found = self.find(text, context)
         if not found:
             return Redacted(text, 0)
         out, kinds, last = [], [], 0
@@ -100,8 +104,12 @@ class Redactor:
         out.append(text[last:])
         return Redacted("".join(out), len(kinds), tuple(kinds))
 
-    def find(self, text: str) -> list[tuple[int, int, str]]:
+    def find(self, text: str, context: str = "") -> list[tuple[int, int, str]]:
         """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
+        if context:  # its last lines, then a blank line: a sentence ends there, a block does not run on
+            before = _SURROGATE.sub("\ufffd", context.replace("\x00", ""))[-CONTEXT_LIMIT:] + "\n\n"
+            return [(max(start - len(before), 0), end - len(before), kind)
+                    for start, end, kind in self.find(before + text) if end > len(before)]
         view = markup.unescaped(text)
         if view:  # `token=&quot;…&quot;`: judged as the characters its references stand for, cut from `text`
             decoded, starts, ends = view
