@@ -44,7 +44,8 @@ NOT_SECRET_GRAMMARS = [
     r"\b[A-Za-z][\w.-]{0,63}/v?\d+(?:\.\d+)+[\w.+-]*(?:[ \t]+\([^()\n]{1,200}\))?",
     r"\b(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\b",  # IPv4
     r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
-    r"\b(?:T\d{4}(?:[._]\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",  # MITRE (`T1552.004`, tags' `T1552_004`), CVE, CWE
+    # MITRE (`T1552.004`, and tags' `T1552_004`), CVE, CWE
+    r"\b(?:T\d{4}(?:[._]\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",
     # a disassembler's memory operand: `[rsp+98h+pExecInfo.lpVerb]`, `[ebp+var_1C]`
     r"\[(?:[re]?[a-z]{2}|r\d{1,2}[dwb]?)(?:[+-][0-9A-Fa-f]+h?)*(?:[+-][A-Za-z_][\w.@]*)+(?:[+-][0-9A-Fa-f]+h?)*\]",
     r"\bSSH-[12]\.\d{1,2}-[\w.+-]{1,100}",  # an SSH protocol banner: `SSH-2.0-OpenSSH_9.6p1`
@@ -72,7 +73,10 @@ TEMPLATE = re.compile(r"\{\{.{0,400}?\}\}|\{%.{0,400}?%\}")
 DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
 
 PLACEHOLDER = re.compile(
-    r"(?ix)^(?:\$\{?[\w.:-]+\}?(?:\[[^\]]*\]?)*|\$[a-z_][a-z_.]*\$|\$\(.*\)|%\(?\w+\)?s?%?(?:\\(?:[nrt0]|x[0-9a-f]{2}))*|%[a-z_]+(?:\.[\w\[\]]+)+(?:=.*)?|<[^>]*>|<[a-z][\w:-]*|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
+    r"(?ix)^(?:\$\{?[\w.:-]+\}?(?:\[[^\]]*\]?)*|\$[a-z_][a-z_.]*\$|\$\(.*\)"
+    r"|%\(?\w+\)?s?%?(?:\\(?:[nrt0]|x[0-9a-f]{2}))*"  # printf's `%s\n`
+    r"|%[a-z_]+(?:\.[\w\[\]]+)+(?:=.*)?"  # Falco's output fields: `%proc.name`
+    r"|<[^>]*>|<[a-z][\w:-]*|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|(?:id|src|source|env|type|target|dst|required)=[^,\s]*(?:,\w+=[^,\s]*)+"  # a mount spec: `id=npmrc,src=.npmrc`
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"

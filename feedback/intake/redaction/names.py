@@ -24,8 +24,8 @@ class Field(Enum):
 # Words that are a credential by themselves.
 STRONG = {"password", "passwords", "passwd", "passwort", "pwd", "pw", "pass", "passphrase", "passcode", "secret",
           "secrets", "token", "tokens", "apikey", "credential", "credentials", "creds", "psk", "privatekey",
-          "accesskey", "secretkey", "authtoken", "authtok", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码", "口令", "密钥",
-          "令牌"}
+          "accesskey", "secretkey", "authtoken", "authtok", "licensekey", "sas", "ntlm", "nthash", "lmhash", "密码",
+          "口令", "密钥", "令牌"}
 # The Chinese nouns for a secret (password, passphrase, key, secret key, token, private key, auth code), and
 # a one-time password's seed named by what it seeds (`二次验证的种子`, `MFA 种子`; a random seed is not one).
 ZH_SECRET_NOUNS = ("密码|口令|密钥|秘钥|令牌|私钥|授权码"

@@ -16,7 +16,8 @@ from typing import Iterator
 from nltk.stem.snowball import SnowballStemmer
 
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import IDENTIFIER_KEYS, META, STRONG, ZH_SECRET_NOUNS, Field, classify, words
+from secbot.feedback.intake.redaction.names import (IDENTIFIER_KEYS, META, STRONG, ZH_SECRET_NOUNS, Field, classify,
+                                                    words)
 
 
 @dataclass(frozen=True)
@@ -628,10 +629,12 @@ ANAPHORA = re.compile(r"(?i)\b(?:(?:re)?set|changed?|rotated?|updated?|regenerat
                       r"(?:it|that|this|them|his|hers|theirs|yours|mine)\b[^.?!\n]{0,30}?"
                       r"(?:\bto|\bnew\s+one\s*(?:is|=|:)|\bit'?s\s+now|\bnow\s+it'?s|\bnow\s+(?:is|=|:))\s+(?P<s>\S+)")
 # A generic noun that stands for a credential named near it: `password reset output: New value: X`.
-STANDS_FOR = re.compile(r"(?i)\b(?:new|generated|current|temporary|temp|initial)\s+(?:value|one)\s*(?:is\s|=|:)\s*(?P<s>\S+)")
+STANDS_FOR = re.compile(r"(?i)\b(?:new|generated|current|temporary|temp|initial)\s+(?:value|one)\s*(?:is\s|=|:)"
+                        r"\s*(?P<s>\S+)")
 # An instruction to enter a value: `use 'X' without the quotes`, `try X`; the value must be shaped like a chosen
 # password (letters, digits and a symbol), so `use v2.1` or `try again` never are.
-ENTER_VALUE = re.compile(r"(?i)(?:(?<=\s)|^)(?:use|try|type|enter|paste)\s+(?P<s>[\"'`]?[^\s\"'`]{6,64}[\"'`]?)(?=[\s,.;!)]|$)")
+ENTER_VALUE = re.compile(r"(?i)(?:(?<=\s)|^)(?:use|try|type|enter|paste)\s+"
+                         r"(?P<s>[\"'`]?[^\s\"'`]{6,64}[\"'`]?)(?=[\s,.;!)]|$)")
 # Before a `key`, words that make it a credential's: `Wi-Fi: SSID X / key Y`, `license key`, `recovery key`.
 KEY_CONTEXT = re.compile(r"(?i)(?<![\w-])(?:wi-?fi|ssid|wpa[23]?|psk|licen[cs]e|activation|product|recovery|encryption"
                          r"|decryption)(?![\w-])")
@@ -640,19 +643,22 @@ KEY_CONTEXT = re.compile(r"(?i)(?<![\w-])(?:wi-?fi|ssid|wpa[23]?|psk|licen[cs]e|
 PLACE_WORDS = {"in", "inside", "under", "on", "at", "from"}
 # The value first, then what it is: `X is the new password for the lab`, `X (that's the vpn password)`, `X 是新密码`.
 # The credential's noun ends the clause, so `X is the key node` or `X is the token policy` never are.
-_QUALIFIERS = r"(?:(?:new|current|temp|temporary|default|initial|old|admin|root|shared|same|real)\s+)?(?:[\w-]{2,20}\s+)?"
-VALUE_FIRST = re.compile(r"(?i)(?:^|(?<=[\s(`\"']))(?P<s>[`\"']?[^\s`\"']{6,64}[`\"']?)\s+(?:is|was|=|\(\s*(?:that'?s|that\s+is"
-                         r"|it'?s|is|=))\s+(?:(?:the|our|my|your|his|her|their|a)\s+)?" + _QUALIFIERS
-                         + r"(?:password|passphrase|passcode|pw|pwd|pass|psk|secret|token)(?=\s*(?:[.,;:!?)]|$|\s(?:for|to|on|of"
-                         r"|in|at|now|today|btw|fyi|until|from)\b))")
+_QUALIFIERS = (r"(?:(?:new|current|temp|temporary|default|initial|old|admin|root|shared|same|real)\s+)?"
+               r"(?:[\w-]{2,20}\s+)?")
+VALUE_FIRST = re.compile(r"(?i)(?:^|(?<=[\s(`\"']))(?P<s>[`\"']?[^\s`\"']{6,64}[`\"']?)\s+"
+                         r"(?:is|was|=|\(\s*(?:that'?s|that\s+is|it'?s|is|=))\s+"
+                         r"(?:(?:the|our|my|your|his|her|their|a)\s+)?" + _QUALIFIERS
+                         + r"(?:password|passphrase|passcode|pw|pwd|pass|psk|secret|token)"
+                         r"(?=\s*(?:[.,;:!?)]|$|\s(?:for|to|on|of|in|at|now|today|btw|fyi|until|from)\b))")
 VALUE_FIRST_ZH = re.compile(r"(?:^|(?<=[\s，。：:（(]))(?P<s>[\x21-\x7e]{6,64})\s*(?:是|为|就是)(?:新|初始|默认|临时|统一)?的?"
                             r"(?:密码|口令|密钥|秘钥|令牌)")
 # After a login, `with` gives what it was done with: `login works with X now`.
 LOGIN_WITH = re.compile(r"(?i)\b(?:log(?:in|on)|sign[- ]?in|auth(?:entication)?)\b[^.\n]{0,20}?\bwith\s+(?P<s>\S+)")
 # An account and its password as a pair, bracketed or after a colon, a few words after a word for credentials:
 # `got in with the creds you sent (svc_etl / X)`, `login for the demo: admin / X`.
-CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account)\b[^.\n]{0,40}?(?:[(\[]\s*[\w.@\\-]{2,64}"
-                              r"\s+/\s+(?P<s>[^\s)\]]{6,64})\s*[)\]]|:\s*[\w.@\\-]{2,64}\s+/\s+(?P<t>\S{6,64})(?!\S))")
+CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account)\b[^.\n]{0,40}?"
+                              r"(?:[(\[]\s*[\w.@\\-]{2,64}\s+/\s+(?P<s>[^\s)\]]{6,64})\s*[)\]]"  # `(user / X)`
+                              r"|:\s*[\w.@\\-]{2,64}\s+/\s+(?P<t>\S{6,64})(?!\S))")  # `: user / X`
 CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
                              r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
@@ -677,7 +683,8 @@ def prose(text: str) -> Iterator[Slot]:
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in CREDENTIALS_PAIR.finditer(text):
         value, s = _given(m, "s" if m.group("s") else "t")
-        if evidence.has_password_shape(value, 8) and re.search(r"\d", value) and not evidence.is_reference(value, False):
+        if evidence.has_password_shape(value, 8) and re.search(r"\d", value) \
+                and not evidence.is_reference(value, False):
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in [*VALUE_FIRST.finditer(text), *VALUE_FIRST_ZH.finditer(text)]:
         value, s = _given(m)

@@ -106,7 +106,7 @@ class Redactor:
 
     def find(self, text: str, context: str = "") -> list[tuple[int, int, str]]:
         """The secrets in `text`, as non-overlapping (start, end, kind), in order."""
-        if context:  # its last lines, then a blank line: a sentence ends there, a block does not run on
+        if context:  # its last characters, then a blank line, so a sentence in it ends before the text begins
             before = _SURROGATE.sub("\ufffd", context.replace("\x00", ""))[-CONTEXT_LIMIT:] + "\n\n"
             return [(max(start - len(before), 0), end - len(before), kind)
                     for start, end, kind in self.find(before + text) if end > len(before)]
