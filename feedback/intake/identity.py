@@ -49,11 +49,11 @@ _FRAME_EN = re.compile(
     r"|model)(?: (?:made|built|developed|trained|created|designed))?(?: by| from| of)?|(?:^|(?<=[.!?\n] ))as)\b"
     r"|identity:")
 _POSTFIX_EN = re.compile(r"^\s*(?:here\b|speaking\b|at your service\b)")
-_FRAME_ZH = re.compile(r"我是由|我是|我叫|我的名字(?:是|叫)|本(?:助手|模型|机器人|ai)(?:是|为)?|这里是|你现在使用的是"
-                       r"|你正在使用的是|你(?:现在|目前)?正在(?:和|跟|与|使用)|我由|作为(?:一个)?(?:由)?|我来自")
-# The frames that say what the speaker is (a copula), not whom they talk with or who made them.
-_COPULAR_ZH = re.compile(r"我是|我叫|我的名字(?:是|叫)|本(?:助手|模型|机器人|ai)(?:是|为)?|这里是|你现在使用的是|你正在使用的是"
-                         r"|作为(?:一个)?")
+# The frames that say what the speaker is (a copula), then those that say whom they talk with or who made them.
+_COPULAR_ZH_FRAMES = (r"我是|我叫|我的名字(?:是|叫)|本(?:助手|模型|机器人|ai)(?:是|为)?|这里是|你现在使用的是|你正在使用的是"
+                      r"|作为(?:一个)?")
+_COPULAR_ZH = re.compile(_COPULAR_ZH_FRAMES)
+_FRAME_ZH = re.compile(r"我是由|作为(?:一个)?由|" + _COPULAR_ZH_FRAMES + r"|你(?:现在|目前)?正在(?:和|跟|与|使用)|我由|我来自")
 # What ends a Chinese self-description (`……的智能助手～`), and the words for what the speaker is.
 _ZH_TAIL = " ~～!！吧呀啊哦呢😊"
 _SELF_ZH = r"助手|助理|模型|机器人|人工智能|智能体|ai|版"

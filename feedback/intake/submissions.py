@@ -226,8 +226,9 @@ class Intake:
         return Record(redact(record.prompt, before), redact(record.response, record.prompt), tuple(history)), found
 
     def _new(self, record: Record, source: RecordSource, author: str | None, *, approve: bool,
-             turn: Turn | None = None, extra_flags: tuple[str, ...] = ()) -> NewRecord:
-        record, redactions = self.clean(record)
+             turn: Turn | None = None, extra_flags: tuple[str, ...] = (),
+             cleaned: tuple[Record, int] | None = None) -> NewRecord:
+        record, redactions = cleaned or self.clean(record)
         flags = tuple(dict.fromkeys(self.guard.flags(record) + extra_flags))
         approved = approve and not flags
         return NewRecord(record, source, RecordStatus.APPROVED if approved else RecordStatus.PENDING, author,
@@ -241,20 +242,21 @@ class Intake:
         extra = []
         if {a for a in askers if a} - self.trusted - {author}:
             extra.append(RecordFlag.HISTORY.value)  # one analyst's record may not carry another's turns unreviewed
-        if self._repeats_revoked(turn, record):
+        cleaned = self.clean(record)
+        if self._repeats_revoked(turn, cleaned[0].response):
             extra.append(RecordFlag.REVOKED.value)
-        new = self._new(record, source, author, approve=author in self.trusted, turn=turn, extra_flags=tuple(extra))
+        new = self._new(record, source, author, approve=author in self.trusted, turn=turn, extra_flags=tuple(extra),
+                        cleaned=cleaned)
         stored, created = self.store.records.add(new)
         if not created and stored.status is RecordStatus.REVOKED:
             stored, created = self.store.records.resubmit_revoked(stored.id, author), True
         return Submission(stored, created)
 
-    def _repeats_revoked(self, turn: Turn, record: Record) -> bool:
-        """The answer came from a record an admin revoked, or is that record's text."""
+    def _repeats_revoked(self, turn: Turn, response: str) -> bool:
+        """The answer came from a record an admin revoked, or is that record's (redacted) text."""
         answered_by = self.store.records.get(turn.memory_record_id) if turn.memory_record_id else None
         if answered_by is not None and answered_by.status is RecordStatus.REVOKED:
             return True
-        response = self.redactor.redact(record.response, record.prompt).text  # as `clean` stores it
         return self.store.records.revoked_with_response(response) is not None
 
     def import_records(self, records: Sequence[Record], *, status: RecordStatus | str, author: str,

@@ -100,6 +100,7 @@ YARA_MODIFIERS = re.compile(r"^\s*(?:ascii|wide|nocase|fullword|private|xor|base
 # All the modifiers after a string, with their arguments (`xor(0x01-0xff)`, `base64("…")`): part of the evidence.
 YARA_MODIFIER_LIST = re.compile(r"(?:[ \t]+(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b"
                                 r"(?:\([^)\n]{0,200}\))?)*")
+PROMPT = re.compile(r"[^\W\d][^:\n]{0,200}\s[^:\n]{0,200}:")  # `Enter your passphrase:` asks for one, holds none
 FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|crt|p12|pfx|jks|kdbx|csv|log|xml|sh"
                        r"|ps1|py|tf|tfvars|zip|gz|tgz|7z|enc|gpg|asc)$", re.IGNORECASE)
 IOC_SHAPES = [
@@ -159,8 +160,7 @@ def is_reference(value: str, quoted: bool) -> bool:
     # `pQ7w….vT4r…` is a token; `!local.is_replica` a negated expression
     expression = not quoted and (EXPRESSION.match(value.removeprefix("!")) and not looks_secret(value)
                                  or CMDLET.match(value))
-    prompt = re.fullmatch(r"[^\W\d][^:\n]{0,200}\s[^:\n]{0,200}:", value)  # `Enter your passphrase:` asks for one
-    return bool(PLACEHOLDER.match(value) or expression or prompt or "[REDACTED:" in value
+    return bool(PLACEHOLDER.match(value) or expression or PROMPT.fullmatch(value) or "[REDACTED:" in value
                 or value.startswith(("(", "@(", "$(")) and not quoted
                 or value.startswith("@") and (FILE_NAME.match(value[1:]) or value.startswith(("@/", "@./", "@~/")))
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))
