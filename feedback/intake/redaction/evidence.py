@@ -18,6 +18,9 @@ from functools import lru_cache
 # Grammars of things that are not secrets. Matched on the text; a candidate found only by its
 # look (entropy) inside one of these spans is kept.
 NOT_SECRET_GRAMMARS = [
+    # a DNS resource record as zone files and `dig` print it (first: it is a whole line): what DNS publishes
+    # is public (DKIM keys, SPF, site-verification tokens)
+    r"^[ \t]*(?:@|(?:[\w*-]{1,63}\.){0,32}[\w*-]{1,63}\.?)[ \t]+(?:\d{1,10}[ \t]+)?IN[ \t]+[A-Z][A-Z0-9]{0,9}[ \t]+[^\n]*",
     r"\barn:aws[\w-]*:[\w-]+:[\w-]*:(?:\d{12}|aws)?:[^\s\"'<>,;)\]}]+",  # ARNs
     r"\b(?:i|vpc|sg|sgr|subnet|vol|ami|snap|eni|rtb|igw|nat|acl|eipalloc|eipassoc|lt|tgw|tgw-attach|vpce|pcx|dopt"
     r"|fs|fsap|r|rb|elb|db|mrk|key|ri|aki|ari|fleet|cvpn-endpoint|eigw|vgw|cgw|ipam|pl|prefix)-[0-9a-f]{8,32}\b",
@@ -168,7 +171,7 @@ def is_reference(value: str, quoted: bool) -> bool:
 
 def is_not_secret(value: str, in_slot: bool = False) -> bool:
     """The whole value is something other than a secret: a path, URL, host, ARN, IP, file name, date."""
-    if FILE_NAME.match(value) or DATE.fullmatch(value):
+    if FILE_NAME.match(value) or DATE.fullmatch(value) or public_key_material(value):
         return True
     if re.search(r"://[^/\s@]*:[^/\s@]*@", value):
         return False  # a URL with a password in it
@@ -215,6 +218,41 @@ def decodes_to_text(token: str) -> bool:
         if raw is not None and _printable(raw) is not None:
             return True
     return False
+
+
+# The algorithms of public keys (rsaEncryption, RSASSA-PSS, id-ecPublicKey, DSA, Ed25519, X25519, Ed448, X448),
+# DER-encoded: a SubjectPublicKeyInfo names one of these first; an encrypted private key names PBES2.
+PUBLIC_KEY_ALGORITHMS = tuple(bytes.fromhex(oid) for oid in (
+    "2a864886f70d010101", "2a864886f70d01010a", "2a8648ce3d0201", "2a8648ce380401", "2b6570", "2b656e", "2b6571",
+    "2b656f"))
+SSH_PUBLIC_BLOB = re.compile(rb"\x00\x00\x00[\x07-\x28](?:ssh-|ecdsa-|sk-)")
+
+
+def _der_header(raw: bytes, at: int, tag: int) -> int | None:
+    """Where the content of the DER element with `tag` at `at` starts, or None."""
+    if len(raw) < at + 2 or raw[at] != tag:
+        return None
+    size = raw[at + 1]
+    return at + 2 if size < 0x80 else at + 2 + (size & 0x7F) if 0x81 <= size <= 0x84 else None
+
+
+def public_key_material(token: str) -> bool:
+    """Base64 whose decoding is a public key or a certificate (DER), or an SSH public key's blob: a DKIM
+    record's `p=`, a JWKS's `x5c`, an `authorized_keys` body. A prefix is enough, as records are cut."""
+    body = token.strip("=")
+    raw = _b64(body[:len(body) - len(body) % 4]) if len(body) >= 24 else None
+    if not raw:
+        return False
+    if SSH_PUBLIC_BLOB.match(raw):
+        return True
+    inner = _der_header(raw, 0, 0x30)
+    algorithm = inner is not None and _der_header(raw, inner, 0x30)
+    if not algorithm:
+        return False
+    if raw[algorithm:algorithm + 1] in (b"\xa0", b"\x02"):
+        return True  # a certificate: SEQUENCE { tbsCertificate SEQUENCE { [0] version | serialNumber …
+    oid = _der_header(raw, algorithm, 0x06)
+    return oid is not None and raw[oid:oid + raw[algorithm + 1]].startswith(PUBLIC_KEY_ALGORITHMS)
 
 
 USER_PASS = re.compile(r"[\x21-\x39\x3b-\x7e]{1,64}:[\x21-\x7e]{3,128}")
@@ -311,7 +349,8 @@ def _identifier_like(token: str) -> bool:
 def looks_secret(token: str) -> bool:
     """A long token that looks random, and not like an identifier or an indicator."""
     token = token.strip(".-_=")
-    if len(token) < 20 or any(rx.match(token) for rx in IOC_SHAPES) or decodes_to_text(token):
+    if len(token) < 20 or any(rx.match(token) for rx in IOC_SHAPES) or decodes_to_text(token) \
+            or public_key_material(token):
         return False
     if re.fullmatch(r"[A-Z0-9_]+", token) and token.count("_") >= 2:
         return False  # CONSTANT_NAMES, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
@@ -353,7 +392,12 @@ def has_password_shape(value: str, minimum: int = 6) -> bool:
     if re.search(r"[\u4e00-\u9fff]{2}", value):
         return False  # Chinese words: the sentence goes on (`token 以固定速度往桶内填充，`)
     letters = re.search(r"[^\W\d_]", value)
-    return bool(letters and re.search(r"[\d\W_]", value) and not re.fullmatch(r"[A-Za-z]+(?:[-/][A-Za-z]+)+", value))
+    if re.fullmatch(r"[A-Za-z]+(?:[-/][A-Za-z]+)+", value):  # words joined (`read-only`), not `kzqw-hbtr-mfxa-pvne`
+        groups = re.split(r"[-/]", value)
+        named = [len(g) <= 2 or g.isupper() or g.istitle() and _pronounceable(g) or _english_word(g.lower())
+                 for g in groups]  # words, acronyms, names: `read-only`, `AES-GCM`, `Kerberos/NTLM`
+        return sum(named) * 2 < len(groups)
+    return bool(letters and re.search(r"[\d\W_]", value))
 
 
 def secret_shaped(value: str) -> bool:

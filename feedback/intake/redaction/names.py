@@ -75,7 +75,8 @@ REFERENCE = {"existing", "ref", "from", "use", "ask", "no", "without", "is", "ha
 HOLDERS = {"password", "passwd", "pwd", "pass", "token"}
 # Fields that name or identify things: their values are never judged by their look.
 IDENTIFIER_HEADS = {"id", "ids", "uuid", "guid", "arn", "name", "uri", "url", "path", "hash", "digest", "sha",
-                    "sha1", "sha256", "md5", "fingerprint", "thumbprint", "serial", "etag", "tag", "image", "agent",
+                    "sha1", "sha256", "sha384", "sha512", "md5", "checksum", "integrity", "fingerprint", "thumbprint",
+                    "serial", "etag", "tag", "image", "agent",
                     "trace", "span", "region", "account", "bucket", "type", "version", "signature", "seal", "bh", "sig",
                     "fqdn", "hostname", "host", "domain", "ip", "addr", "address", "email", "sid", "oid", "upn",
                     "principal", "principalid", "identity", "user", "username", "login", "owner", "subject", "sub",

@@ -256,14 +256,31 @@ NETRC = re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+(?P<s>\S+)")
 # John the Ripper's cracked line: the password, a run of spaces, the account in parentheses.
 JOHN = re.compile(r"(?m)^(?P<s>\S{3,})[ \t]{2,}\((?P<u>[^()\s]{1,64})\)[ \t]*$")
 
+# A passwd-format line (`/etc/passwd`, `john --show`): its second field is the password, or its hash, unless it
+# says the password lives elsewhere or is locked (`x`, `*`, `!`).
+PASSWD_LINE = re.compile(r"(?m)^[\w.$-]{1,64}:(?P<s>[^:\s]{1,200}):\d{1,10}:\d{1,10}:[^:\n]{0,200}"
+                         r":(?:/[^:\s]{0,200})?:(?:/[^:\s]{0,200})?(?=\s|$)")
+NO_PASSWORD = re.compile(r"[x*!]+|\*?LK\*|NP")
+RELATIVE_PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)+")
+# A cracked hash, as hashcat's potfile and `--show` print it: the hash (hex, or crypt's `$id$…`), then the password.
+POTFILE = re.compile(r"(?m)^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|[0-9a-fA-F]{128}|\$[\w$./+=*-]{16,500})"
+                     r":(?P<s>[^\s:]{4,128})[ \t]*$")
+
 
 def urls(text: str) -> Iterator[Slot]:
     for rx, kind in ((USERINFO, "url_password"), (ORACLE, "url_password"), (DSN, "url_password"),
                      (PGPASS, "pgpass_password"), (NETRC, "netrc_password"), (PWDUMP, "password_hash"),
-                     (JOHN, "cracked_password")):
+                     (JOHN, "cracked_password"), (PASSWD_LINE, "cracked_password")):
         for m in rx.finditer(text):
-            if not evidence.is_reference(m.group("s"), False):
+            if rx is PGPASS and PASSWD_LINE.match(text, m.start()):
+                continue  # `nobody:*:65534:65534:…`: a passwd line, not host:port:database:user:password
+            if not evidence.is_reference(m.group("s"), False) and not (rx is PASSWD_LINE and NO_PASSWORD.fullmatch(
+                    m.group("s"))):
                 yield Slot(m.start("s"), m.end("s"), kind, Field.CREDENTIAL)
+    for m in POTFILE.finditer(text):
+        value = m.group("s")  # not `<commit>:src/app.py`, a file at a revision
+        if not (evidence.is_reference(value, False) or evidence.is_not_secret(value) or RELATIVE_PATH.fullmatch(value)):
+            yield Slot(m.start("s"), m.end("s"), "cracked_password", Field.CREDENTIAL)
     for m in ACCESS_ID_PAIR.finditer(text):
         if evidence.looks_random(m.group("s")):
             yield Slot(m.start("s"), m.end("s"), "paired_secret", Field.CREDENTIAL)
@@ -306,6 +323,15 @@ POSITIONAL = {"wpa_passphrase": [((), 2)], "htpasswd": [(("-b",), 3)],
 # its value (after a one-digit type, as network device configs write it).
 PAIR_NAMES = re.compile(r"[A-Za-z_][\w.-]{1,60}")
 VALUE_TYPE = re.compile(r"(?i)\d|ascii(?:-text)?|hex|plain(?:-?text)?|clear(?:-?text)?|unencrypted|raw")
+# Network devices' configuration (IOS, NX-OS, ASA, Junos, FortiOS): in the commands that configure AAA servers,
+# routing protocols, SNMP, NTP, IPsec and accounts, `key` and `key-string` hold a shared key and an SNMPv3 user's
+# `auth ALG X priv ALG [BITS] Y` its passphrases; an algorithm and a key id or length may come before the value.
+DEVICE_COMMANDS = {"tacacs-server", "radius-server", "tacacs", "radius", "snmp-server", "crypto", "ntp", "key-string",
+                   "username", "enable", "neighbor", "ip", "ipv6", "standby", "vrrp", "aaa", "isakmp", "tunnel-group",
+                   "ikev1", "ikev2", "pre-shared-key", "authentication", "set", "server", "snmp", "snmp-user"}
+DEVICE_SECRET_WORDS = {"key-string", "priv"}
+DEVICE_VALUE_TYPE = re.compile(r"(?i)\d{1,3}|md5|sha(?:1|224|256|384|512)?|aes(?:128|192|256)?|3?des|ascii(?:-text)?"
+                               r"|hex|plain(?:-?text)?|clear(?:-?text)?|unencrypted")
 ATTACHED = {"mysql", "mysqldump", "mysqladmin", "mariadb", "mysqlimport", "mysqlshow", "7z", "7za", "7zr"}
 IMPACKET = {"secretsdump", "psexec", "wmiexec", "smbexec", "atexec", "dcomexec", "getuserspns", "getnpusers",
             "gettgt", "getst", "mssqlclient", "lookupsid"}
@@ -468,13 +494,17 @@ def _command_lines(text: str) -> Iterator[Slot]:
                         and not re.search(r"@sha\d+:", segment.group()[s:e]):
                     yield Slot(offset + s + target.start("s"), offset + s + target.end("s"), "command_password",
                                Field.CREDENTIAL)
+        device = program in DEVICE_COMMANDS
+        value_type, skip = (DEVICE_VALUE_TYPE, 4) if device else (VALUE_TYPE, 3)
         for i in range(first, len(tokens) - 1):
             if i > first and tokens[i - 1].group().lower() in RESOURCE_VERBS:
                 continue  # `kubectl get secret NAME`: the name of a secret
-            if PAIR_NAMES.fullmatch(tokens[i].group()) and (
-                    classify(tokens[i].group()) is Field.CREDENTIAL or tokens[i].group().lower() == "community"):
+            name = tokens[i].group()
+            field = classify(name) if PAIR_NAMES.fullmatch(name) else Field.OTHER
+            if field is Field.CREDENTIAL or name.lower() == "community" or device and (
+                    field is Field.WEAK or name.lower() in DEVICE_SECRET_WORDS):
                 at = i + 1  # past a one-digit type and an encoding word, as device configs write them
-                while at + 1 < len(tokens) and at < i + 3 and VALUE_TYPE.fullmatch(tokens[at].group()):
+                while at + 1 < len(tokens) and at < i + skip and value_type.fullmatch(tokens[at].group()):
                     at += 1
                 value = tokens[at]
                 if at + 1 < len(tokens) and tokens[at + 1].group()[:1] == "=":
@@ -655,10 +685,10 @@ VALUE_FIRST_ZH = re.compile(r"(?:^|(?<=[\s，。：:（(]))(?P<s>[\x21-\x7e]{6,6
 # After a login, `with` gives what it was done with: `login works with X now`.
 LOGIN_WITH = re.compile(r"(?i)\b(?:log(?:in|on)|sign[- ]?in|auth(?:entication)?)\b[^.\n]{0,20}?\bwith\s+(?P<s>\S+)")
 # An account and its password as a pair, bracketed or after a colon, a few words after a word for credentials:
-# `got in with the creds you sent (svc_etl / X)`, `login for the demo: admin / X`.
+# `got in with the creds you sent (svc_etl / X)`, `login for the demo: admin/X`.
 CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account)\b[^.\n]{0,40}?"
-                              r"(?:[(\[]\s*[\w.@\\-]{2,64}\s+/\s+(?P<s>[^\s)\]]{6,64})\s*[)\]]"  # `(user / X)`
-                              r"|:\s*[\w.@\\-]{2,64}\s+/\s+(?P<t>\S{6,64})(?!\S))")  # `: user / X`
+                              r"(?:[(\[]\s*[\w.@\\-]{2,64}\s*/\s*(?P<s>[^\s)\]]{6,64})\s*[)\]]"  # `(user / X)`
+                              r"|:\s*[\w.@\\-]{2,64}\s*/\s*(?P<t>\S{6,64})(?!\S))")  # `: user/X`
 CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
                              r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
