@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from secbot.feedback.intake.redaction import evidence, positions
-from secbot.feedback.intake.redaction.names import META, ZH_SECRET_NOUNS, Field, classify
+from secbot.feedback.intake.redaction import evidence, prose
+from secbot.feedback.intake.redaction.names import META, RESOURCE_VERBS, ZH_SECRET_NOUNS, Field, classify
 
 WEIGHTS = Path(__file__).with_name("classifier.json")
 # A value: a run of characters no config, shell or prose (English or Chinese) uses to delimit one.
@@ -78,7 +78,7 @@ def _words(before: str, value: str = "") -> list[tuple[int, Field]]:
             break
         word = m.group()
         if "\u4e00" <= word[0] <= "\u9fff":
-            out += [(m.start() + k.end(), Field.OTHER if positions.ZH_ABOUT.match(word, k.end()) else Field.CREDENTIAL)
+            out += [(m.start() + k.end(), Field.OTHER if prose.ZH_ABOUT.match(word, k.end()) else Field.CREDENTIAL)
                     for k in ZH_CREDENTIAL.finditer(word)]
             continue
         kind = classify(word)
@@ -86,7 +86,7 @@ def _words(before: str, value: str = "") -> list[tuple[int, Field]]:
         if kind is Field.CREDENTIAL and following and following.group().lower() in META \
                 and re.fullmatch(r"[\s_-]+", (before + value)[m.end():following.start()]):
             kind = Field.IDENTIFIER  # `password policy`, `Credential Access:…`
-        if kind is Field.CREDENTIAL and i and found[i - 1].group().lower() in positions.RESOURCE_VERBS:
+        if kind is Field.CREDENTIAL and i and found[i - 1].group().lower() in RESOURCE_VERBS:
             kind = Field.OTHER  # `kubectl get secret NAME`: a kind of resource, and the value its name
         out.append((m.end(), kind))
     return out

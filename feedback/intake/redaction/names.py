@@ -73,6 +73,9 @@ REQUEST_TOKENS = {"client"}
 REFERENCE = {"existing", "ref", "from", "use", "ask", "no", "without", "is", "has", "should"}
 # A `key` after one of these is where that credential is kept (`passwordKey`, `passwordSecretKey`).
 HOLDERS = {"password", "passwd", "pwd", "pass", "token"}
+# `kubectl get secret NAME`, `vault delete token X`: after a verb, a credential word is a kind of resource.
+RESOURCE_VERBS = {"get", "describe", "delete", "create", "edit", "patch", "rotate", "show", "list", "read", "rm",
+                  "remove", "inspect", "label", "annotate", "view", "revoke", "renew", "lookup", "rollout", "logs"}
 # Fields that name or identify things: their values are never judged by their look.
 IDENTIFIER_HEADS = {"id", "ids", "uuid", "guid", "arn", "name", "uri", "url", "path", "hash", "digest", "sha",
                     "sha1", "sha256", "sha384", "sha512", "md5", "checksum", "integrity", "fingerprint", "thumbprint",

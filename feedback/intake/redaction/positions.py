@@ -1,4 +1,5 @@
-"""Where credentials sit: the value slots of assignments, options, headers, URLs, calls and prose.
+"""Where credentials sit: the value slots of assignments, options, headers, URLs, calls and prose
+(`prose` reads sentences, English and Chinese).
 
 Each finder reads one grammar and yields a `Slot` for the value in a credential position; the
 field's name decides (`names.classify`), and the value is then judged on its own
@@ -10,26 +11,12 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
 from typing import Iterator
 
-from nltk.stem.snowball import SnowballStemmer
-
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import (IDENTIFIER_KEYS, META, STRONG, ZH_SECRET_NOUNS, Field, classify,
-                                                    words)
-
-
-@dataclass(frozen=True)
-class Slot:
-    start: int
-    end: int
-    kind: str
-    field: Field  # CREDENTIAL, WEAK or IDENTIFIER
-
-    @property
-    def value(self) -> tuple[int, int]:
-        return self.start, self.end
+from secbot.feedback.intake.redaction.names import META, RESOURCE_VERBS, STRONG, Field, classify, words
+from secbot.feedback.intake.redaction.prose import chinese, prose
+from secbot.feedback.intake.redaction.slot import VALUE_END, Slot
 
 
 _STOP = set(" \t\r\n\"'`,;)]}>")
@@ -344,9 +331,6 @@ USER_PASS_OPTIONS = {"-u", "--user", "-U", "--username", "/user:", "-user"}  # `
 # -P (mosquitto_pub, influx, sqlcmd-likes): such a value counts when it is shaped like one, not a port or a file.
 USER_OPTIONS = {"-u", "-U", "--user", "--username", "-user", "-username"}
 INFERRED_PASSWORD_LETTERS = "pP"
-# `kubectl get secret NAME`, `vault delete token X`: after a verb, a credential word is a kind of resource.
-RESOURCE_VERBS = {"get", "describe", "delete", "create", "edit", "patch", "rotate", "show", "list", "read", "rm",
-                  "remove", "inspect", "label", "annotate", "view", "revoke", "renew", "lookup", "rollout", "logs"}
 # A command inside another: `sh 'deploy.sh --db-pass X'`, `$(openssl passwd -1 'X')`, backticks.
 NESTED = re.compile(r"\$\((?P<sub>[^()\n]{3,400})\)|`(?P<tick>[^`\n]{3,400})`")
 PASSWORD_STDIN = re.compile(r"--password-stdin|--passphrase-fd\s+0|\bsudo\s+(?:-\w+\s+)*-S\b|\bpasswd\s+--stdin"
@@ -606,276 +590,6 @@ def calls(text: str) -> Iterator[Slot]:
             slot = judge(text, m.start("s"), m.end("s"), True, field, "call_argument")
             if slot:
                 yield slot
-
-
-# --- prose, English: a password word, a short window, a marker, then the value
-PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|psk|pin|creds|credentials|login|logon"
-                       r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key"
-                       r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|secret|token|key)(?![\w-])")
-MARKERS = {"is", "was", "are", "=", ":", "now", "still", "to", "as", "be", "became"}
-CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
-FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
-                       "changed", "the", "same", "as", "be", "it's", "its", "literally", "probably"}
-WORD = re.compile(r"[^\s]+")
-# A sentence that names something about the credential (`the secret id is …`, `the API key header is …`),
-# in any of its forms (`password hashing is …`, `password managers are …`): compared by stem.
-ABOUT = (META | {"named", "called"}) - CHANGE_VERBS - FILLER_AFTER_MARKER - MARKERS
-_STEM = SnowballStemmer("english").stem
-ABOUT_STEMS = {_STEM(w) for w in ABOUT} - {_STEM(w) for w in CHANGE_VERBS | FILLER_AFTER_MARKER | MARKERS}
-# Before `pass`/`login`, a word that makes it a verb: `the token to pass to …`, `enter it to logon`.
-VERB_BEFORE = {"to", "will", "would", "can", "could", "must", "should", "may", "might", "cannot", "can't", "won't",
-               "please", "not", "don't", "doesn't", "didn't", "then"}
-VERB_KEYS = {"pass", "login", "logon"}
-# `the key is …`, `your API2CART key is …`: a determiner, perhaps with the vendor's or the system's name.
-DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+(?:[\w.-]{1,30}\s+)?$")
-PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
-VALUE_END = ".,;?)\"'}]”’"
-# A field's dotted name (`event.name`, `objectRef.namespace`): a marker after it assigns to that field (an
-# account's name, `svc_deploy`, is not one: `login svc_deploy = …` gives its password).
-FIELD_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
-# Where the string a sentence lives in ends (`"displayMessage":"… password is reset","target"…`), or a
-# bracketed name (`['Time of Password Reset']`).
-STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]|'\]")
-
-
-# An account and its secret in a sentence: `logging in as svc_scanner with X`, `still has root/X`. The secret must
-# be shaped like a chosen password (letters, digits and a symbol), so `and/or` or `origin/main` never are.
-LOGIN_AS = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)|sign(?:ing|ed|s)?\s*in|authenticat\w*|connect\w*)"
-                      r"\s+(?:to\s+\S+\s+)?as\s+[\w.@\\$-]+\s+(?:with|using)\s+(?:(?:the\s+)?password\s+)?(?P<s>\S+)")
-# … or with the account and its secret as one pair: `logging into grafana w/ admin : X`, `login to the VPN using bob/X`.
-LOGIN_WITH_PAIR = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)(?:to)?|sign(?:ing|ed|s)?\s*in(?:to)?)"
-                             r"(?:\s+(?:to\s+)?\S+){0,3}?\s+(?:with|w/|using)\s+[\w.@\\$-]+[ \t]*[:/][ \t]*(?P<s>\S+)")
-# The account side is a built-in or vendor-default account (`root/calvin` on an iDRAC, `admin/…` on a camera): a
-# path, an image or an API route has a slash in the same place and no such word before it.
-DEFAULT_ACCOUNTS = ("root|admin|administrator|sa|sys|system|guest|ubnt|pi|oracle|postgres|cisco|manager|operator"
-                    "|service|support|superuser|sysadmin|user|test|demo|default|netadmin|enable")
-# A value typed at a prompt: `when it prompts type X`, `it asks for the passphrase, enter X`.
-PROMPT_ANSWER = re.compile(r"(?i)\b(?:prompt(?:s|ed|ing)?|asks?|asked|asking)\b[^.\n]{0,40}?\b"
-                           r"(?:type|enter|paste|input|answer\s+with)\s+(?P<s>\S+)")
-# A credential named by a pronoun once the sentence has changed it: `I set it to X`, `reset it, new one is X`,
-# `changed that to X`, `it's now X`. The value is a credential when it is shaped like a chosen one (a symbol
-# besides `_-./`), or shaped like a password with a credential's word near it (`password`, `logon`, `creds`).
-ANAPHORA = re.compile(r"(?i)\b(?:(?:re)?set|changed?|rotated?|updated?|regenerated|reissued|switched)\s+"
-                      r"(?:it|that|this|them|his|hers|theirs|yours|mine)\b[^.?!\n]{0,30}?"
-                      r"(?:\bto|\bnew\s+one\s*(?:is|=|:)|\bit'?s\s+now|\bnow\s+it'?s|\bnow\s+(?:is|=|:))\s+(?P<s>\S+)")
-# A generic noun that stands for a credential named near it: `password reset output: New value: X`.
-STANDS_FOR = re.compile(r"(?i)\b(?:new|generated|current|temporary|temp|initial)\s+(?:value|one)\s*(?:is\s|=|:)"
-                        r"\s*(?P<s>\S+)")
-# An instruction to enter a value: `use 'X' without the quotes`, `try X`; the value must be shaped like a chosen
-# password (letters, digits and a symbol), so `use v2.1` or `try again` never are.
-ENTER_VALUE = re.compile(r"(?i)(?:(?<=\s)|^)(?:use|try|type|enter|paste)\s+"
-                         r"(?P<s>[\"'`]?[^\s\"'`]{6,64}[\"'`]?)(?=[\s,.;!)]|$)")
-# Before a `key`, words that make it a credential's: `Wi-Fi: SSID X / key Y`, `license key`, `recovery key`.
-KEY_CONTEXT = re.compile(r"(?i)(?<![\w-])(?:wi-?fi|ssid|wpa[23]?|psk|licen[cs]e|activation|product|recovery|encryption"
-                         r"|decryption)(?![\w-])")
-# After a marker, a place: the sentence says where the credential is kept and may go on to give it
-# (`the pw is in 1password under prod-db but for now it's X`).
-PLACE_WORDS = {"in", "inside", "under", "on", "at", "from"}
-# The value first, then what it is: `X is the new password for the lab`, `X (that's the vpn password)`, `X 是新密码`.
-# The credential's noun ends the clause, so `X is the key node` or `X is the token policy` never are.
-_QUALIFIERS = (r"(?:(?:new|current|temp|temporary|default|initial|old|admin|root|shared|same|real)\s+)?"
-               r"(?:[\w-]{2,20}\s+)?")
-VALUE_FIRST = re.compile(r"(?i)(?:^|(?<=[\s(`\"']))(?P<s>[`\"']?[^\s`\"']{6,64}[`\"']?)\s+"
-                         r"(?:is|was|=|\(\s*(?:that'?s|that\s+is|it'?s|is|=))\s+"
-                         r"(?:(?:the|our|my|your|his|her|their|a)\s+)?" + _QUALIFIERS
-                         + r"(?:password|passphrase|passcode|pw|pwd|pass|psk|secret|token)"
-                         r"(?=\s*(?:[.,;:!?)]|$|\s(?:for|to|on|of|in|at|now|today|btw|fyi|until|from)\b))")
-VALUE_FIRST_ZH = re.compile(r"(?:^|(?<=[\s，。：:（(]))(?P<s>[\x21-\x7e]{6,64})\s*(?:是|为|就是)(?:新|初始|默认|临时|统一)?的?"
-                            r"(?:密码|口令|密钥|秘钥|令牌)")
-# After a login, `with` gives what it was done with: `login works with X now`.
-LOGIN_WITH = re.compile(r"(?i)\b(?:log(?:in|on)|sign[- ]?in|auth(?:entication)?)\b[^.\n]{0,20}?\bwith\s+(?P<s>\S+)")
-# An account and its password as a pair, bracketed or after a colon, a few words after a word for credentials:
-# `got in with the creds you sent (svc_etl / X)`, `login for the demo: admin/X`.
-CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account)\b[^.\n]{0,40}?"
-                              r"(?:[(\[]\s*[\w.@\\-]{2,64}\s*/\s*(?P<s>[^\s)\]]{6,64})\s*[)\]]"  # `(user / X)`
-                              r"|:\s*[\w.@\\-]{2,64}\s*/\s*(?P<t>\S{6,64})(?!\S))")  # `: user/X`
-CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
-                             r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
-ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
-
-
-def _chosen_password(value: str) -> bool:
-    return bool(re.search(r"[A-Za-z]", value) and re.search(r"\d", value) and re.search(r"[^\w\-./]", value)
-                and not evidence.is_not_secret(value) and not evidence.is_reference(value, False))
-
-
-def _given(m: re.Match, group: str = "s") -> tuple[str, int]:
-    """The value a sentence's pattern captured, without its quotes and closing marks, and where it starts."""
-    value = m.group(group).strip("\"'`").rstrip(VALUE_END)
-    return value, m.start(group) + m.group(group).find(value)
-
-
-def prose(text: str) -> Iterator[Slot]:
-    for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR, PROMPT_ANSWER, LOGIN_WITH):
-        for m in rx.finditer(text):
-            value, s = _given(m)
-            if _chosen_password(value):
-                yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-    for m in CREDENTIALS_PAIR.finditer(text):
-        value, s = _given(m, "s" if m.group("s") else "t")
-        if evidence.has_password_shape(value, 8) and re.search(r"\d", value) \
-                and not evidence.is_reference(value, False):
-            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-    for m in [*VALUE_FIRST.finditer(text), *VALUE_FIRST_ZH.finditer(text)]:
-        value, s = _given(m)
-        if (_chosen_password(value) or evidence.has_password_shape(value, 8) and re.search(r"\d", value)) \
-                and not evidence.is_reference(value, False):
-            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-    for m in ENTER_VALUE.finditer(text):  # quoted, or with a credential's word near; never a version (`TLS1.3+`)
-        value, s = _given(m)
-        if _chosen_password(value) and not re.search(r"\d\.\d", value) \
-                and (m.group("s")[:1] in "\"'`" or CREDENTIAL_NEAR.search(text, max(0, m.start() - 80), m.end() + 80)):
-            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-    for m in [*ANAPHORA.finditer(text), *STANDS_FOR.finditer(text)]:
-        value, s = _given(m)
-        near = CREDENTIAL_NEAR.search(text, max(0, m.start() - 120), m.end() + 80)
-        shaped = evidence.has_password_shape(value, 8) if m.re is ANAPHORA else evidence.looks_random(value)
-        if (_chosen_password(value) or near and shaped) and not evidence.is_reference(value, False):
-            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-    for key in PROSE_KEY.finditer(text):
-        before = text[max(0, key.start() - 12):key.start()].split()
-        if before and before[-1].lower() in RESOURCE_VERBS:
-            continue  # `get secret NAME`: a secret's name
-        if before and key.group().lower() == "key" and before[-1].lower() in IDENTIFIER_KEYS:
-            continue  # `registry key '…'`, `primary key …`: the same names as in an assignment's field
-        if before and key.group().lower() in VERB_KEYS and before[-1].lower() in VERB_BEFORE:
-            continue  # a verb: `the token to pass to the service`
-        if key.start() and text[key.start() - 1] in "=:":
-            continue  # a value itself: `dkim=pass`, `result:pass`
-        window = text[key.end():key.end() + 120]
-        closed = STRING_END.search(window)
-        window = window[:closed.start()] if closed else window
-        if not re.match(r"\s|[:=]\s", window):
-            continue  # `pass-the-hash`, `login.microsoftonline.com`, `secret:prod/…`: not a sentence
-        words = list(WORD.finditer(window))[:13]
-        marker, previous, limit = False, key.group().lower(), 6
-        needs_marker = previous in ("login", "logon", "creds", "credentials")
-        pin = previous in PIN_KEYS
-        # `the key is …` is a credential only as that sentence, with a value plainly one (letters and digits);
-        # `key: network_connect_4` is a setting's name
-        strict = previous == "key"
-        if strict and not (DETERMINER.search(text, max(0, key.start() - 44), key.start())
-                           and re.match(r"\s+(?:is|was)\s", window)):
-            first_word = re.match(r"\s+(\S+)", window)
-            value = first_word and first_word.group(1).rstrip(VALUE_END)
-            line_start = text.rfind("\n", 0, key.start()) + 1
-            context = KEY_CONTEXT.search(text, max(line_start, key.start() - 40), key.start())
-            if value and (_chosen_password(value) or context and evidence.has_password_shape(value, 8)):
-                # `WPA2 key Tiger@3344gg`: a value no identifier looks like; `SSID X / key Y`: a Wi-Fi's key
-                s = key.end() + first_word.start(1)
-                yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-            continue
-        for n, word in enumerate(words):
-            raw = word.group()
-            bare = raw.lower().strip(",;")
-            about = bare.rstrip(":") in ABOUT or _STEM(bare.rstrip(":")) in ABOUT_STEMS
-            if not marker and about or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
-                break  # about the credential, or the quoted string this sentence lives in has ended
-            if raw.endswith(":") and len(raw) > 1 and n < 7:
-                marker, previous = True, bare
-                continue
-            if bare in MARKERS and (bare != "to" or previous in CHANGE_VERBS or n == 0):
-                if n and bare in "=:" and FIELD_NAME.fullmatch(words[n - 1].group()):
-                    break  # `login event.name = login_failure`: the value is another field's
-                marker, previous = True, bare
-                continue
-            if marker and bare in FILLER_AFTER_MARKER:
-                previous = bare
-                continue
-            if marker and bare in PLACE_WORDS and previous in ("is", "was", "are"):
-                marker, previous, limit = False, bare, 11  # where it is kept; the sentence may go on to give it
-                continue
-            if limit > 6 and bare in ("it's", "it’s", "its"):
-                marker, previous = True, bare
-                continue
-            direct = n == 0 or (n == 1 and re.fullmatch(r"\d", words[0].group()))
-            paired = direct and re.match(r"\s+/\s+\S", window[word.end():])  # `login admin / S3cret!`
-            if marker or (direct and (not needs_marker or paired)):
-                value = raw.strip("\"'`“”‘’").rstrip(VALUE_END)
-                if re.fullmatch(r"[^\W\d_]+[!:]+", value):
-                    value = value.rstrip("!:")  # a word that ends the sentence: `credentials are strong!`
-                if value.startswith("--"):
-                    break  # an option: `rotate-secret --secret-id …`
-                s = key.end() + word.start() + raw.find(value)
-                if pin and (marker and re.fullmatch(r"\d{4,10}", value) or re.fullmatch(r"\d{6,10}", value)):
-                    yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-                    break
-                if strict and not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
-                    break
-                found = list(_person_value(text, s, value, marker))
-                yield from found
-                if found or marker:
-                    break
-            if n >= limit or raw.endswith((".", "?", "!")) and not marker:
-                break
-            previous = bare
-
-
-def _person_value(text: str, start: int, value: str, after_marker: bool) -> Iterator[Slot]:
-    pair = re.fullmatch(r"(?P<u>[\w.@\\-]+)[:/](?P<s>\S{4,})", value)
-    if pair and not evidence.is_not_secret(value) and evidence.has_password_shape(pair.group("s"), 4):
-        yield Slot(start + pair.start("s"), start + pair.end("s"), "prose_password", Field.CREDENTIAL)
-        return
-    rest = text[start + len(value):start + len(value) + 80]
-    # "admin / J3nk1ns-Stg!"; "soc@corp.io with S3cret!" (an account, then `with`)
-    spaced = re.match(r"\s+/\s+(?P<s>\S{4,})" + (r"|\s+with\s+(?P<w>\S{4,})" if re.search(r"[@\\]", value) else ""),
-                      rest)
-    group = spaced and ("s" if spaced.group("s") else "w")
-    if spaced and evidence.has_password_shape(spaced.group(group).rstrip(".,;"), 4):
-        s = start + len(value) + spaced.start(group)
-        yield Slot(s, s + len(spaced.group(group).rstrip(".,;")), "prose_password", Field.CREDENTIAL)
-        return
-    if evidence.has_password_shape(value, 6 if after_marker else 8) and not evidence.is_reference(value, False):
-        yield Slot(start, start + len(value), "prose_password", Field.CREDENTIAL)
-
-
-# --- prose, Chinese: a keyword, then the first ASCII value in the same clause
-ZH_KEY = re.compile(rf"(?:{ZH_SECRET_NOUNS}|(?i:pin)码"
-                    r"|(?i:access\s*key\s*secret|secret\s*key|secretkey|accesskeysecret|api\s*key|token|secret))")
-ZH_ACCOUNT = re.compile(r"(?:账号|帐号|账户|帐户|用户名|登录|登陆)")
-ZH_CLAUSE_END = re.compile(r"[，。！？；、\n（]|[,;!?(](?=\s|$)")
-ZH_MARKER = re.compile(r"^\s*(?:是|为|是：|：|:|=|就是|还是|改成了?|改为|设为|设置为|变成了?)\s*")
-ASCII_TOKEN = re.compile(r"[\x21-\x7e]+")
-INLINE_CODE = re.compile(r"`[^`\n]+`")
-# Nouns that make the clause about the credential, not its value (`密钥管理服务的别名是 …`, `密码策略 …`).
-ZH_ABOUT = re.compile(r"管理|策略|长度|复杂度|有效期|别名|名称|名字|编号|路径|文件|位置|类型|格式|规则|服务|(?i:\bid\b|\barn\b)")
-
-
-def chinese(text: str) -> Iterator[Slot]:
-    if not re.search(r"[\u4e00-\u9fff]", text):
-        return
-    code = [m.span() for m in INLINE_CODE.finditer(text)]  # in order, not overlapping
-    for key in ZH_KEY.finditer(text):
-        i = bisect.bisect_right(code, (key.start(), len(text))) - 1
-        if i >= 0 and code[i][0] < key.start() < code[i][1]:
-            continue  # a command quoted in the sentence (`vault kv put … token=@file`) is read as a command
-        clause = text[key.end():key.end() + 40]
-        cut = ZH_CLAUSE_END.search(clause)
-        start = key.end()
-        if cut and not ASCII_TOKEN.search(clause[:cut.start()]) and ZH_MARKER.match(clause[cut.end():]) \
-                and not ZH_ABOUT.search(clause[:cut.start()]):
-            start = key.end() + cut.end()  # `密码我私聊你了，就是 X`: the value opens the next clause
-            clause = text[start:start + 40]
-            cut = ZH_CLAUSE_END.search(clause)
-        clause = clause[:cut.start()] if cut else clause
-        direct = ZH_MARKER.match(clause)
-        for token in ASCII_TOKEN.finditer(clause):
-            if ZH_ABOUT.search(clause[:token.start()]):
-                break
-            value = token.group().strip("\"'“”`")
-            immediate = direct and token.start() == direct.end() or token.start() == 0 \
-                or not clause[:token.start()].strip() and len(value) >= 8  # `授权码 qwmzxkplrtvbnhyc`
-            if evidence.is_not_secret(value) or re.fullmatch(r"[A-Za-z]+", value) and not immediate:
-                continue
-            if (immediate and len(value) >= 4) or evidence.has_password_shape(value, 6):
-                s = start + token.start() + token.group().find(value)
-                yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
-                break
-    for key in ZH_ACCOUNT.finditer(text):
-        clause = text[key.end():key.end() + 60]
-        pair = re.search(r"(?P<u>[\w.@-]+)\s*/\s*(?P<s>[\x21-\x7e]{4,})", clause)
-        if pair and evidence.has_password_shape(pair.group("s"), 4):
-            yield Slot(key.end() + pair.start("s"), key.end() + pair.end("s"), "prose_password", Field.CREDENTIAL)
 
 
 FINDERS = (assignments, headers, urls, command_lines, calls, prose, chinese)

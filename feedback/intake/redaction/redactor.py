@@ -2,7 +2,7 @@
 
 By structure, then by evidence, all found on the same text and replaced once:
 1. Where credentials sit (`positions`): the value slot of an assignment, option, header, URL
-   userinfo, call argument, or a prose sentence in English or Chinese, judged by the field's name,
+   userinfo, call argument, or a sentence in English or Chinese (`prose`), judged by the field's name,
    all read with Markdown's markup blanked and HTML's character references decoded (`markup`).
 2. Their own formats (`formats`): key blocks, vendor tokens, maintained detectors.
 3. Decoding: base64 that decodes to a private key, to `user:pass` or to a known token.
