@@ -99,8 +99,9 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round11.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
-KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password
-    "runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1",
+KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
+    # a key block's header alone, which holds no key (detections quote it) and is kept by design
+    "runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1", "-----BEGIN OPENSSH PRIVATE KEY-----",
     "企业微信机器人 key=4f2a9c7e-1b3d-4e8f-a6c2-9d0b7e5f3a18", "$USER3$=Nagios#Check-99",
     "anyone know the root pw for the old nas? tried nas-root-2019 already, doesn't work"}
 
@@ -1041,3 +1042,39 @@ def test_public_key_material_is_read_from_its_der_encoding(value, public):
 def test_a_private_key_in_base64_stays_a_secret_beside_public_ones():
     text = "private_key = MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7xK8mQ3vP2nL7rW9y"
     assert "MIIEvQIBADAN" not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("text, secret", [
+    ('{"kty": "EC", "crv": "P-256", "x": "WKn-ZIGevcwGIyyrzFoZNBdaq9_TsqzGl96oc0CWuis", '
+     '"d": "Hndv7ZZjs_ke8o9zXYo3iq-Yr8SewI5vrqd0pAvEPqg"}', "Hndv7ZZjs_ke8o9zXYo3iq-Yr8SewI5vrqd0pAvEPqg"),
+    ("{'kty': 'oct', 'k': 'hJtXIZ2uSN5kbQfbtTNWbpdmhkV8FJG-Onbc6mxCcYg', 'alg': 'HS256'}",
+     "hJtXIZ2uSN5kbQfbtTNWbpdmhkV8FJG-Onbc6mxCcYg"),  # a symmetric key
+    # the same private key as base64 (a Kubernetes secret's data)
+    ("jwk.json: eyJrdHkiOiAiT0tQIiwgImNydiI6ICJFZDI1NTE5IiwgImQiOiAibldHeG5lXzl"
+     "XbUM2aHh1ZXo4cVBXNFNZWEJGUy1rZ1Bzd2FVMHZHdE5wbyJ9",
+     "eyJrdHkiOiAiT0tQIiwgImNydiI6ICJFZDI1NTE5IiwgImQiOiAibldHeG5lXzl"),
+    # an NTLM AUTHENTICATE message (the response to a challenge, cracked offline)
+    ("proxy log: TlRMTVNTUAADAAAAGAAYAEgAAAAYABgAYAAAAAgACAB4AAAACAAIAIAAAAAQABAAiAAAAAAAAAB4AAAABYKIogAAAAA=",
+     "TlRMTVNTUAADAAAAGAAYAEgAAAAYABgAYAAAAAgACAB4AAAACAAIAIAAAAAQABAAiAAAAAAAAAB4AAAABYKIogAAAAA="),
+    ("deploy_key: |\n  -----BEGIN OPENSSH PRIVATE KEY-----\n  b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtz",
+     "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtz"),  # a block with its body
+])
+def test_private_jwk_members_ntlm_responses_and_key_blocks_with_bodies_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    '{"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "e": "AQAB", "n": "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLe'
+    'zV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoL'
+    'cyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9x'
+    'NAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw", '
+    '"x5c": ["MIIC/TCCAeWgAwIBAgIIUd7j/OIahkYwDQYJKoZIhvcNAQELBQAwLTErMCkGA1UEAxMiYWNjb3VudHMuYWNjZXNzY29udHJvbC53"]}]}',
+    '{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}',
+    '  $a = "-----BEGIN RSA PRIVATE KEY-----" ascii',  # what a detection looks for: a header holds no key
+    "CommandLine|contains: '-----BEGIN OPENSSH PRIVATE KEY-----'",
+    "NTLMSSP negotiate: TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==",  # a NEGOTIATE message
+    '$s2 = "RmlkZGxlOjpQb2ludGVy" // Fiddle::Pointer',  # a scope, not user:pass
+    '$x = "ZmlsZV9nZXRfY29udGVudHMoJ2h0dHA6Ly9leGFtcGxlLmNvbS9hcGkucGhw"',  # a URL in code
+])
+def test_public_jwk_members_key_headers_and_decoded_code_are_kept(line):
+    assert REDACTOR.redact(line).text == line

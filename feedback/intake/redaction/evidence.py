@@ -13,6 +13,7 @@ import email.header
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 from functools import lru_cache
 
 # Grammars of things that are not secrets. Matched on the text; a candidate found only by its
@@ -119,7 +120,8 @@ IOC_SHAPES = [
 
 
 def protected_spans(text: str) -> list[tuple[int, int]]:
-    return [m.span() for m in NOT_SECRET.finditer(text)]
+    return [m.span() for m in NOT_SECRET.finditer(text)] + [
+        (start, end) for start, end, private in jwk_members(text) if not private]
 
 
 # A MIME encoded-word (RFC 2047) in a mail header: `=?charset?B|Q?payload?=`.
@@ -258,6 +260,29 @@ def public_key_material(token: str) -> bool:
 USER_PASS = re.compile(r"[\x21-\x39\x3b-\x7e]{1,64}:[\x21-\x7e]{3,128}")
 
 
+# A JSON Web Key (RFC 7517/7518): in an object that has a `kty`, the private members (RSA's `d`, `p`, `q`, `dp`,
+# `dq`, `qi`; EC's and OKP's `d`; a symmetric key's `k`) are the key; the public ones (`n`, `e`, `x`, `y`, the
+# certificate chain `x5c`, thumbprints) are what a JWKS endpoint publishes.
+JWK_OBJECT = re.compile(r"\{[^{}]{0,8000}?[\"']kty[\"']\s*:[^{}]{0,8000}\}")
+JWK_MEMBER = re.compile(r"[\"'](?P<name>d|p|q|dp|dq|qi|k|n|e|x|y|x5c|x5t|x5t#S256)[\"']\s*:\s*\[?\s*"
+                        r"[\"'](?P<s>[A-Za-z0-9_+/=-]{2,})[\"']")
+JWK_PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "k"}
+
+
+def jwk_members(text: str) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, private) of the key members of each JSON Web Key in `text`."""
+    if "kty" not in text:
+        return
+    for obj in JWK_OBJECT.finditer(text):
+        for m in JWK_MEMBER.finditer(obj.group()):
+            yield obj.start() + m.start("s"), obj.start() + m.end("s"), m.group("name") in JWK_PRIVATE
+
+
+def private_jwk(text: str) -> bool:
+    """A JSON Web Key with its private members (`d`, or a symmetric key's `k`)."""
+    return any(private for _, _, private in jwk_members(text))
+
+
 def decoded_secret(token: str, known_format) -> str | None:
     """Base64 whose decoding is itself a credential: a private key, `user:pass`, a JWT, a vendor token."""
     raw = _b64(token)
@@ -265,11 +290,17 @@ def decoded_secret(token: str, known_format) -> str | None:
         return None
     if b"PRIVATE KEY" in raw[:64] and raw.lstrip().startswith(b"-----BEGIN"):
         return "encoded_private_key"
+    if raw.startswith(b"NTLMSSP\x00\x03\x00\x00\x00"):
+        return "ntlm_response"  # an NTLM AUTHENTICATE message: the challenge's response, cracked offline
     text = _printable(raw)
     if text is None:
         return None
     text = text.strip()
-    if USER_PASS.fullmatch(text) and not re.fullmatch(r"[\d:.]+|https?:.*|[a-z]+:[a-z]+", text):
+    if private_jwk(text):
+        return "encoded_private_key"
+    # not a scope (`Fiddle::Pointer`) or a URL in code (`file_get_contents('http://…`)
+    if USER_PASS.fullmatch(text) and not re.fullmatch(r"[\d:.]+|https?:.*|[a-z]+:[a-z]+", text) \
+            and "::" not in text and not re.search(r"[\w+.-]://", text):
         return "encoded_credentials"
     if text.startswith('{"alg"') or text.startswith('{"typ"'):
         return None  # a JWT header alone is not a secret; the whole JWT is caught by its format

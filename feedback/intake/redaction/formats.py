@@ -14,7 +14,10 @@ from functools import lru_cache
 from importlib.resources import files
 
 KEY_BLOCKS = [
-    ("private_key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+    # a block with a body (after any `Proc-Type:`-style headers, also in a JSON string's `\n`); a header alone is
+    # what a detection looks for (`$a = "-----BEGIN RSA PRIVATE KEY-----"`) and holds nothing
+    ("private_key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+                               r"(?=(?:\s|\\[rn])*(?:[\w-]+:[^\n\\]*(?:\s|\\[rn])+)*[A-Za-z0-9+/]{16})[\s\S]*?"
                                r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|$)")),
     # PuTTY's .ppk: the private lines follow their count.
     ("private_key", re.compile(r"(?<=Private-Lines: )\d+\s+[A-Za-z0-9+/=\s]+?(?=Private-MAC|$)")),
@@ -71,8 +74,8 @@ DETECT_SECRETS_KINDS = {
     "GitLab Token", "IBM Cloud IAM Key", "IBM COS HMAC Credentials", "JSON Web Token",
     "Mailchimp Access Key", "NPM tokens", "OpenAI Token", "PyPI Token", "SendGrid API Key",
     "Slack Token", "SoftLayer Credentials", "Square OAuth Secret", "Stripe Access Key",
-    "Telegram Bot Token", "Twilio API Key", "Private Key",
-}
+    "Telegram Bot Token", "Twilio API Key",
+}  # not its "Private Key": that flags a block's header alone; KEY_BLOCKS read blocks with their bodies
 DETECTOR_TRIGGER = re.compile(r"[A-Za-z0-9+/=_~.\-]{10,}")  # detectors know shorter vendor formats
 
 

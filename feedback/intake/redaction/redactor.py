@@ -156,6 +156,7 @@ class Redactor:
             elif slot.end > slot.start and not templates.covers(slot.start, slot.end):
                 found.append((slot.start, slot.end, slot.kind))  # inside `{{ … }}` a name is an expression
         formatted = formats.format_spans(text)
+        formatted += [(start, end, "private_jwk") for start, end, private in evidence.jwk_members(text) if private]
         if self.use_detectors:
             for kind, value in formats.detector_values(text):
                 formatted.extend((m.start(), m.end(), kind) for m in re.finditer(re.escape(value), text))
