@@ -368,3 +368,24 @@ def test_each_text_of_an_imported_record_is_redacted_knowing_what_was_asked_befo
     assert kept.prompt == "What is the vpn password now?" and kept.history[0][0] == "can you check the lab login?"
     # a question about something else gives no such reading: the pod's name stays
     assert by_prompt["Which pod did you restart?"].response == "I reset it, new one is web-canary-88"
+
+
+def test_a_threads_question_and_an_answer_are_redacted_knowing_what_was_said_before_them(store, intake):
+    first = intake.question(channel="C", thread_ts="9.0", question="what's the lab wifi password these days?",
+                            asker="U1", question_ts="9.0")
+    intake.answer(first, "I don't know it; ask the office team.")
+    follow_up = intake.question(channel="C", thread_ts="9.0", question="nvm, they reset it, new one is Harbor_Light_58",
+                                asker="U1", question_ts="9.5")
+    assert "Harbor_Light_58" not in store.conversations.get_turn(follow_up).question
+    asked = intake.question(channel="C", thread_ts="10.0", question="what did you change the vpn password to?",
+                            asker="U2", question_ts="10.0")
+    intake.answer(asked, "I set it to Quill_Marsh_44 this morning")
+    assert "Quill_Marsh_44" not in store.conversations.get_turn(asked).answer
+    # in a thread about something else the same words are kept: the pod's and the ticket's names stay
+    other = intake.question(channel="C", thread_ts="11.0", question="which canary pod did you restart?",
+                            asker="U3", question_ts="11.0")
+    intake.answer(other, "I set it to web-canary-88 this morning")
+    again = intake.question(channel="C", thread_ts="11.0", question="nvm, they reset it, new one is web-canary-89",
+                            asker="U3", question_ts="11.5")
+    assert store.conversations.get_turn(other).answer == "I set it to web-canary-88 this morning"
+    assert store.conversations.get_turn(again).question == "nvm, they reset it, new one is web-canary-89"

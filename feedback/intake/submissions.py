@@ -98,13 +98,18 @@ class Intake:
     # -- conversation text -----------------------------------------------------------------------
     def question(self, *, channel: str, thread_ts: str, question: str, asker: str | None,
                  question_ts: str | None) -> int:
-        clean = self.redactor.redact(question)
+        """Stores a question, redacted after what the thread said before it (its last turn, as stored):
+        `new one is X` in a thread that asked for the vpn password is that password."""
+        before = self.store.conversations.thread_history(channel, thread_ts)[-1:]
+        clean = self.redactor.redact(question, "\n\n".join(f"{q}\n\n{a}" for q, a in before))
         return self.store.conversations.record_question(channel=channel, thread_ts=thread_ts,
                                                         question=clean.text, asker=asker,
                                                         question_ts=question_ts, redactions=clean.count)
 
     def answer(self, turn_id: int, answer: str | None, **fields) -> None:
-        clean = self.redactor.redact(answer or "")
+        """Stores an answer, redacted after the question it answers."""
+        turn = self.store.conversations.get_turn(turn_id) if answer else None
+        clean = self.redactor.redact(answer or "", turn.question if turn else "")
         self.store.conversations.record_answer(turn_id, answer=clean.text if answer is not None else None,
                                                redactions=clean.count, **fields)
 
