@@ -31,6 +31,8 @@ NOT_SECRET_GRAMMARS = [
     r"\b\d{1,6}:[A-Za-z0-9/+]{3,}:[A-Za-z0-9/+]{3,}(?![\w/+])",  # ssdeep
     r"\bT1[0-9A-F]{70}\b",  # TLSH
     r"\b(?:SHA256|SHA1|SHA512|MD5):[A-Za-z0-9+/:=]{16,}",  # key and certificate fingerprints
+    # an OpenPGP key's algorithm and id, as `gpg --list-keys --keyid-format` prints it: `ed25519/7A3C9E1F2B4D6E8A`
+    r"\b(?:rsa|dsa|elg|ed|cv|nistp|brainpoolP|secp)\d{0,5}(?:r1|k1)?/[0-9A-F]{8,40}\b",
     # PEM blocks of public material (RFC 7468 labels, OpenPGP's armor): their headers, then their base64
     r"-----BEGIN (?:(?:TRUSTED |X509 )?CERTIFICATE|X509 CRL|(?:NEW )?CERTIFICATE REQUEST|(?:RSA |SSH2 )?PUBLIC KEY"
     r"|PGP (?:PUBLIC KEY BLOCK|SIGNATURE|SIGNED MESSAGE)|PKCS7|CMS|ATTRIBUTE CERTIFICATE|(?:DH|EC) PARAMETERS)-----"
@@ -429,6 +431,13 @@ def has_password_shape(value: str, minimum: int = 6) -> bool:
                  for g in groups]  # words, acronyms, names: `read-only`, `AES-GCM`, `Kerberos/NTLM`
         return sum(named) * 2 < len(groups)
     return bool(letters and re.search(r"[\d\W_]", value))
+
+
+def passphrase_shaped(value: str) -> bool:
+    """Three to eight lower-case content words, as a diceware passphrase is made (`orange bicycle midnight
+    harbor`); a requirement or a sentence has digits or function words (`at least 12 characters`)."""
+    words = value.split()
+    return 3 <= len(words) <= 8 and all(re.fullmatch(r"[a-z]{3,12}", w) and not function_word(w) for w in words)
 
 
 def secret_shaped(value: str) -> bool:

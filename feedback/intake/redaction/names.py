@@ -32,7 +32,7 @@ ZH_SECRET_NOUNS = ("密码|口令|密钥|秘钥|令牌|私钥|授权码"
                    r"|(?:二次验证|两步验证|双因素|双因子|动态口令|身份验证器|验证器|(?i:mfa|otp|totp|2fa))\s*的?种子")
 WEAK_WORDS = {"key", "auth", "pin", "community"}
 # Lower-case words that end in a credential word (`storepass`, `adminpassword`, `authtoken`).
-SUFFIXES = ("password", "passwd", "pass", "secret", "token", "apikey", "accesskey", "secretkey")
+SUFFIXES = ("password", "passwd", "pass", "secret", "token", "apikey", "accesskey", "secretkey", "pwd", "pw")
 NOT_SUFFIXED = {"bypass", "compass", "overpass", "underpass", "surpass", "trespass", "impass", "byte", "retoken"}
 # A `key` qualified by one of these is a credential; by one of IDENTIFIER_KEYS, a name.
 CREDENTIAL_KEY_QUALIFIERS = {"api", "app", "application", "secret", "private", "encryption", "signing", "sign",

@@ -125,6 +125,9 @@ def assignments(text: str) -> Iterator[Slot]:
         in_query = m.start() > 0 and text[m.start() - 1] in "?&"
         if in_query and words(m.group("name"))[-1:][0] in QUERY_SIGNATURES:
             field = Field.CREDENTIAL
+        opened = text[m.start() - 1] if m.start() and not m.group("q") else ""
+        if opened in ("\"", "'") and re.match(r"[ \t]*" + opened, text[m.end():m.end() + 8]):
+            continue  # `expect "Password:"`: a quoted label or prompt, the colon inside it
         items = JSON_LIST.match(text, m.end())
         if items:  # a JSON list: each item in the field's slot (`"accessKeyId": ["ASIA…"]`, `"passwords": ["…"]`)
             at = items.start("items")
@@ -327,6 +330,9 @@ TOKEN = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
 WRAPPERS = {"sudo", "env", "time", "nohup", "exec", "command", "xargs", "nice", "doas", "watch", "timeout", "$", "#",
             ">", "powershell", "pwsh", "cmd", "/c", "-c", "bash", "sh", "start"}
 USER_PASS_OPTIONS = {"-u", "--user", "-U", "--username", "/user:", "-user"}  # `u:p`, `u%p` forms
+# Options named for an identity or authentication take `account:password` too (`nikto -id u:p`, `-auth u:p`,
+# `--creds u:p`): there the part after the colon counts when it is shaped like a password.
+AUTH_PAIR_WORDS = {"auth", "cred", "creds", "credential", "credentials", "login", "userpass", "basic"}
 # A program that is not in the table but takes a user (`-u NAME`, `--username NAME`) takes its password as -p or
 # -P (mosquitto_pub, influx, sqlcmd-likes): such a value counts when it is shaped like one, not a port or a file.
 USER_OPTIONS = {"-u", "-U", "--user", "--username", "-user", "-username"}
@@ -346,6 +352,12 @@ SECURE_STRING = re.compile(r"""(?i)\bConvertTo-SecureString(?:\s+-(?:String|AsPl
 SQL_IDENTIFIED = re.compile(r"""(?i)\b(?:(?:create|alter)\s+(?:user|role|login)|grant\s[^;\n]{0,200}?\bto)\s"""
                             r"""[^;\n]{0,300}?\bidentified(?:\s+with\s+\w+)?\s+by\s+(?!password\b)"""
                             r"""(?P<q>["'`]?)(?P<s>(?![-$:@])[^"'`\s;)]{3,})(?P=q)""")
+
+
+# An expect script (Tcl's expect, pexpect): what is sent after a password prompt is the password.
+PROMPTED_SEND = re.compile(r"""(?i)\bexpect\w*\s*\(?\s*(?:-\w+\s+)*["'{][^"'}\n]{0,40}(?:assword|assphrase|passcode"""
+                           r"""|\bpin\b)[^"'}\n]{0,40}["'}]\s*\)?[ \t]*[;\n{]?\s*(?:[\w.]+\.)?send(?:line)?\s*\(?\s*"""
+                           r"""(?:--\s+)?["'{](?P<s>[^"'}\n\\]{3,200})(?:\\+[rn])*["'}]""")
 
 
 def _program(tokens: list[re.Match]) -> tuple[str, int]:
@@ -462,10 +474,13 @@ def _command_lines(text: str) -> Iterator[Slot]:
                     if slot:
                         yield Slot(offset + slot.start, offset + slot.end, slot.kind, slot.field)
             # -u user:pass (curl), -U user%pass (smbclient), /user:DOMAIN\u pass (net use)
-            if raw in USER_PASS_OPTIONS and nxt is not None:
+            named = option is not None and not option.group(3) and (
+                option.group(2).lower() == "id" or AUTH_PAIR_WORDS & set(words(option.group(2))))
+            if (raw in USER_PASS_OPTIONS or named) and nxt is not None:
                 s, e = _unquote(nxt)
                 pair = re.match(r"[^:%\s]+[:%](?P<s>(?!//).{3,})", segment.group()[s:e])
-                if pair and program not in ("net",):
+                if pair and program not in ("net",) and (raw in USER_PASS_OPTIONS or evidence.secret_shaped(
+                        pair.group("s")) and not evidence.is_not_secret(segment.group()[s:e])):
                     yield Slot(offset + s + pair.start("s"), offset + s + pair.end("s"), "command_password",
                                Field.CREDENTIAL)
             # impacket targets: [domain/]user:password@host (after a program, not after a `key:`;
@@ -488,8 +503,8 @@ def _command_lines(text: str) -> Iterator[Slot]:
             if field is Field.CREDENTIAL or name.lower() == "community" or device and (
                     field is Field.WEAK or name.lower() in DEVICE_SECRET_WORDS):
                 at = i + 1  # past a one-digit type and an encoding word, as device configs write them
-                while at + 1 < len(tokens) and at < i + skip and value_type.fullmatch(tokens[at].group()):
-                    at += 1
+                while at + 1 < len(tokens) and at < i + skip and value_type.fullmatch(tokens[at].group().lstrip("-")):
+                    at += 1  # also as an option: Kickstart's `rootpw --plaintext X`
                 value = tokens[at]
                 if at + 1 < len(tokens) and tokens[at + 1].group()[:1] == "=":
                     continue  # `password = var.db_password  manage_password = false`: the next assignment's name
@@ -523,6 +538,12 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 slot = judge(segment.group(), s, e, False, Field.WEAK, "command_password")
                 if slot:
                     yield Slot(offset + s, offset + e, slot.kind, slot.field)
+        # `sudo -S <<< 'X'`, `passwd --stdin user <<< X`: a here-string is the standard input
+        here = next((i for i, t in enumerate(tokens) if t.group() == "<<<"), None)
+        if stdin_password and here is not None and here + 1 < len(tokens):
+            s, e = _unquote(tokens[here + 1])
+            if e - s >= 4 and not evidence.is_reference(segment.group()[s:e], True):
+                yield Slot(offset + s, offset + e, "command_password", Field.CREDENTIAL)
         # `… echo X | docker login --password-stdin`: the echo may follow prose in the same segment.
         echo = next((i for i, t in enumerate(tokens) if t.group() in ("echo", "printf", "<(echo")), None)
         # `--password-file <(echo X)`: the file a credential option reads is the echoed value
@@ -540,6 +561,9 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 break
     for m in re.finditer(r"-pass(?:in|out)?\s+pass:(?P<s>\S+)", text):
         yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
+    for m in PROMPTED_SEND.finditer(text):
+        if not evidence.is_reference(m.group("s"), True):
+            yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
     for rx in (SECURE_STRING, SQL_IDENTIFIED):
         for m in rx.finditer(text):
             value, quoted = m.group("s"), bool(m.group("q"))

@@ -69,6 +69,7 @@ STANDS_FOR = re.compile(r"(?i)\b(?:new|generated|current|temporary|temp|initial)
                         r"\s*(?P<s>\S+)")
 # An instruction to enter a value: `use 'X' without the quotes`, `try X`; the value must be shaped like a chosen
 # password (letters, digits and a symbol), so `use v2.1` or `try again` never are.
+QUOTED_PHRASE = re.compile(r"[\"'“‘](?P<s>[^\"'”’\n]{8,100})[\"'”’]")
 ENTER_VALUE = re.compile(r"(?i)(?:(?<=\s)|^)(?:use|try|type|enter|paste)\s+"
                          r"(?P<s>[\"'`]?[^\s\"'`]{6,64}[\"'`]?)(?=[\s,.;!)]|$)")
 # Before a `key`, words that make it a credential's: `Wi-Fi: SSID X / key Y`, `license key`, `recovery key`.
@@ -129,6 +130,9 @@ def prose(text: str) -> Iterator[Slot]:
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in ENTER_VALUE.finditer(text):  # quoted, or with a credential's word near; never a version (`TLS1.3+`)
         value, s = _given(m)
+        if re.search(r"[@\\]", value) and not m.group("s")[:1] in "\"'`":  # `use demo@corp.example / X`
+            yield from _paired(text, s, value)
+            continue
         if _chosen_password(value) and not re.search(r"\d\.\d", value) \
                 and (m.group("s")[:1] in "\"'`" or CREDENTIAL_NEAR.search(text, max(0, m.start() - 80), m.end() + 80)):
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
@@ -194,6 +198,11 @@ def prose(text: str) -> Iterator[Slot]:
             if limit > 6 and bare in ("it's", "it’s", "its"):
                 marker, previous = True, bare
                 continue
+            phrase = marker and raw[:1] in "\"'“‘" and QUOTED_PHRASE.match(window, word.start())
+            if phrase and evidence.passphrase_shaped(phrase.group("s")):  # `comment: "orange bicycle midnight"`
+                s = key.end() + phrase.start("s")
+                yield Slot(s, s + len(phrase.group("s")), "prose_password", Field.CREDENTIAL)
+                break
             direct = n == 0 or (n == 1 and re.fullmatch(r"\d", words[0].group()))
             paired = direct and re.match(r"\s+/\s+\S", window[word.end():])  # `login admin / S3cret!`
             if marker or (direct and (not needs_marker or paired)):
@@ -218,6 +227,16 @@ def prose(text: str) -> Iterator[Slot]:
 
 
 def _person_value(text: str, start: int, value: str, after_marker: bool) -> Iterator[Slot]:
+    paired = list(_paired(text, start, value))
+    if paired:
+        yield from paired
+        return
+    if evidence.has_password_shape(value, 6 if after_marker else 8) and not evidence.is_reference(value, False):
+        yield Slot(start, start + len(value), "prose_password", Field.CREDENTIAL)
+
+
+def _paired(text: str, start: int, value: str) -> Iterator[Slot]:
+    """The password of an account given as a pair: `admin:X`, `admin / X`, `soc@corp.io with X`."""
     pair = re.fullmatch(r"(?P<u>[\w.@\\-]+)[:/](?P<s>\S{4,})", value)
     if pair and not evidence.is_not_secret(value) and evidence.has_password_shape(pair.group("s"), 4):
         yield Slot(start + pair.start("s"), start + pair.end("s"), "prose_password", Field.CREDENTIAL)
@@ -230,9 +249,6 @@ def _person_value(text: str, start: int, value: str, after_marker: bool) -> Iter
     if spaced and evidence.has_password_shape(spaced.group(group).rstrip(".,;"), 4):
         s = start + len(value) + spaced.start(group)
         yield Slot(s, s + len(spaced.group(group).rstrip(".,;")), "prose_password", Field.CREDENTIAL)
-        return
-    if evidence.has_password_shape(value, 6 if after_marker else 8) and not evidence.is_reference(value, False):
-        yield Slot(start, start + len(value), "prose_password", Field.CREDENTIAL)
 
 
 # --- prose, Chinese: a keyword, then the first ASCII value in the same clause
