@@ -256,7 +256,7 @@ def public_key_material(token: str) -> bool:
     if raw[algorithm:algorithm + 1] in (b"\xa0", b"\x02"):
         return True  # a certificate: SEQUENCE { tbsCertificate SEQUENCE { [0] version | serialNumber …
     oid = _der_header(raw, algorithm, 0x06)
-    return oid is not None and raw[oid:oid + raw[algorithm + 1]].startswith(PUBLIC_KEY_ALGORITHMS)
+    return oid is not None and raw[oid:oid + raw[oid - 1]] in PUBLIC_KEY_ALGORITHMS
 
 
 USER_PASS = re.compile(r"[\x21-\x39\x3b-\x7e]{1,64}:[\x21-\x7e]{3,128}")
