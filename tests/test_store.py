@@ -373,7 +373,7 @@ def test_each_text_of_an_imported_record_is_redacted_knowing_what_was_asked_befo
 def test_a_threads_question_and_an_answer_are_redacted_knowing_what_was_said_before_them(store, intake):
     first = intake.question(channel="C", thread_ts="9.0", question="what's the lab wifi password these days?",
                             asker="U1", question_ts="9.0")
-    intake.answer(first, "I don't know it; ask the office team.")
+    intake.answer(first, "I don't know it; ask the office team. " + "Guest networks rotate weekly. " * 30)
     follow_up = intake.question(channel="C", thread_ts="9.0", question="nvm, they reset it, new one is Harbor_Light_58",
                                 asker="U1", question_ts="9.5")
     assert "Harbor_Light_58" not in store.conversations.get_turn(follow_up).question

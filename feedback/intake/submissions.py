@@ -98,10 +98,11 @@ class Intake:
     # -- conversation text -----------------------------------------------------------------------
     def question(self, *, channel: str, thread_ts: str, question: str, asker: str | None,
                  question_ts: str | None) -> int:
-        """Stores a question, redacted after what the thread said before it (its last turn, as stored):
-        `new one is X` in a thread that asked for the vpn password is that password."""
+        """Stores a question, redacted after the question the thread asked last (as stored), what a follow-up
+        speaks of: `new one is X` in a thread that asked for the vpn password is that password, however long
+        the answer between them."""
         before = self.store.conversations.thread_history(channel, thread_ts)[-1:]
-        clean = self.redactor.redact(question, "\n\n".join(f"{q}\n\n{a}" for q, a in before))
+        clean = self.redactor.redact(question, before[0][0] if before else "")
         return self.store.conversations.record_question(channel=channel, thread_ts=thread_ts,
                                                         question=clean.text, asker=asker,
                                                         question_ts=question_ts, redactions=clean.count)
