@@ -997,6 +997,8 @@ def test_context_is_read_with_a_text_but_never_returned_or_changed():
     ("snmp-server user nms netops v3 auth sha256 Nms-Auth-4471 priv aes 256 Nms-Priv-4471", "Nms-Priv-4471"),
     ("snmp-server user nms netops v3 auth sha256 Nms-Auth-4471 priv aes 256 Nms-Priv-4471", "Nms-Auth-4471"),
     ("crypto isakmp key Branch7-Psk-2026 address 198.51.100.9", "Branch7-Psk-2026"),
+    ("The keys differ. On the switch: radius-server host 10.1.1.6 key 7 Rad-Core-Key-88; the server's must match.",
+     "Rad-Core-Key-88"),  # a device's command quoted in a sentence
     ("svc_ci:Pipeline-Run-77:1002:1002:CI runner:/var/lib/ci:/bin/sh", "Pipeline-Run-77"),  # passwd format
     ("5f4dcc3b5aa765d61d8327deb882cf99:Autumn-Leaves-88", "Autumn-Leaves-88"),  # a potfile line
     ("$2y$10$Kq8xZm3LpR7tW9yB4cH6jOeU8iO3pQ2wE7rT4yK9mN1bV6cX3zL5a:Bcrypt-Broke-1", "Bcrypt-Broke-1"),
@@ -1011,6 +1013,7 @@ def test_device_keys_cracked_output_and_unworded_values_are_redacted(text, secre
     "crypto key generate rsa modulus 2048 label ssh-host",  # a key's generation, not a key
     "key chain EIGRP-KEYS",
     "server 10.20.1.1 key 12 prefer",  # an NTP key's number
+    "the tacacs-server key must match on both sides",
     "games:*:60:60:games:/usr/games:/usr/sbin/nologin",  # a passwd line with no password in it
     "sshd:x:110:65534::/run/sshd:/usr/sbin/nologin",
     "4b825dc642cb6eb9a060e54bf8d69288fbee4904:docs/runbook.md",  # a file at a revision

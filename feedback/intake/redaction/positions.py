@@ -319,6 +319,9 @@ VALUE_TYPE = re.compile(r"(?i)\d|ascii(?:-text)?|hex|plain(?:-?text)?|clear(?:-?
 DEVICE_COMMANDS = {"tacacs-server", "radius-server", "tacacs", "radius", "snmp-server", "crypto", "ntp", "key-string",
                    "username", "enable", "neighbor", "ip", "ipv6", "standby", "vrrp", "aaa", "isakmp", "tunnel-group",
                    "ikev1", "ikev2", "pre-shared-key", "authentication", "set", "server", "snmp", "snmp-user"}
+# Commands no other grammar has: quoted in a sentence (`on the switch: tacacs-server host … key 7 X`) they start one.
+DEVICE_ONLY_COMMANDS = {"tacacs-server", "radius-server", "snmp-server", "key-string", "isakmp", "tunnel-group",
+                        "pre-shared-key", "message-digest-key", "authentication-key"}
 DEVICE_SECRET_WORDS = {"key-string", "priv"}
 DEVICE_VALUE_TYPE = re.compile(r"(?i)\d{1,3}|md5|sha(?:1|224|256|384|512)?|aes(?:128|192|256)?|3?des|ascii(?:-text)?"
                                r"|hex|plain(?:-?text)?|clear(?:-?text)?|unencrypted")
@@ -493,9 +496,11 @@ def _command_lines(text: str) -> Iterator[Slot]:
                         and not re.search(r"@sha\d+:", segment.group()[s:e]):
                     yield Slot(offset + s + target.start("s"), offset + s + target.end("s"), "command_password",
                                Field.CREDENTIAL)
-        device = program in DEVICE_COMMANDS
-        value_type, skip = (DEVICE_VALUE_TYPE, 4) if device else (VALUE_TYPE, 3)
+        device_from = first if program in DEVICE_COMMANDS else next(
+            (i for i, t in enumerate(tokens) if t.group().lower() in DEVICE_ONLY_COMMANDS), len(tokens))
         for i in range(first, len(tokens) - 1):
+            device = i >= device_from
+            value_type, skip = (DEVICE_VALUE_TYPE, 4) if device else (VALUE_TYPE, 3)
             if i > first and tokens[i - 1].group().lower() in RESOURCE_VERBS:
                 continue  # `kubectl get secret NAME`: the name of a secret
             name = tokens[i].group()
