@@ -130,7 +130,7 @@ def prose(text: str) -> Iterator[Slot]:
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in ENTER_VALUE.finditer(text):  # quoted, or with a credential's word near; never a version (`TLS1.3+`)
         value, s = _given(m)
-        if re.search(r"[@\\]", value) and not m.group("s")[:1] in "\"'`":  # `use demo@corp.example / X`
+        if re.search(r"[@\\]", value) and m.group("s")[:1] not in "\"'`":  # `use demo@corp.example / X`
             yield from _paired(text, s, value)
             continue
         if _chosen_password(value) and not re.search(r"\d\.\d", value) \
