@@ -223,9 +223,10 @@ class Answerer:
 
     def answer(self, q: Question) -> int:
         """Store the question, then answer it in its thread; returns the turn id."""
+        history = self.conversations.thread_history(q.channel, q.thread_ts)  # read once: for redaction and the model
         turn_id = self.intake.question(channel=q.channel, thread_ts=q.thread_ts, question=q.text,
-                                       asker=q.asker, question_ts=q.ts)
-        self._respond(turn_id, q, self.conversations.thread_history(q.channel, q.thread_ts, before_turn=turn_id))
+                                       asker=q.asker, question_ts=q.ts, history=history)
+        self._respond(turn_id, q, history)
         return turn_id
 
     def _respond(self, turn_id: int, q: Question, history) -> None:
@@ -250,7 +251,7 @@ class Answerer:
                     output.add(text)
             text = text if text.strip() else "(no answer)"
             # Stored before it is shown: a follow-up or a click must find it in the store.
-            self.intake.answer(turn_id, text, answer_ts=messages.ts[0] if messages.ts else None,
+            self.intake.answer(turn_id, text, q.text, answer_ts=messages.ts[0] if messages.ts else None,
                                model_version_id=None if reply.from_memory else reply.usage.version_id,
                                memory_record_id=reply.record.id if reply.record else None,
                                latency_ms=int((time.monotonic() - started) * 1000),

@@ -97,20 +97,23 @@ class Intake:
 
     # -- conversation text -----------------------------------------------------------------------
     def question(self, *, channel: str, thread_ts: str, question: str, asker: str | None,
-                 question_ts: str | None) -> int:
+                 question_ts: str | None, history: Sequence[tuple[str, str]] | None = None) -> int:
         """Stores a question, redacted after the question the thread asked last (as stored), what a follow-up
         speaks of: `new one is X` in a thread that asked for the vpn password is that password, however long
-        the answer between them."""
-        before = self.store.conversations.thread_history(channel, thread_ts)[-1:]
-        clean = self.redactor.redact(question, before[0][0] if before else "")
+        the answer between them. `history` is the thread's answered turns when the caller has read them."""
+        if history is None:
+            history = self.store.conversations.thread_history(channel, thread_ts)
+        clean = self.redactor.redact(question, history[-1][0] if history else "")
         return self.store.conversations.record_question(channel=channel, thread_ts=thread_ts,
                                                         question=clean.text, asker=asker,
                                                         question_ts=question_ts, redactions=clean.count)
 
-    def answer(self, turn_id: int, answer: str | None, **fields) -> None:
-        """Stores an answer, redacted after the question it answers."""
-        turn = self.store.conversations.get_turn(turn_id) if answer else None
-        clean = self.redactor.redact(answer or "", turn.question if turn else "")
+    def answer(self, turn_id: int, answer: str | None, question: str | None = None, **fields) -> None:
+        """Stores an answer, redacted after the question it answers (`question`, or the stored one)."""
+        if answer and question is None:
+            turn = self.store.conversations.get_turn(turn_id)
+            question = turn.question if turn else ""
+        clean = self.redactor.redact(answer or "", question or "")
         self.store.conversations.record_answer(turn_id, answer=clean.text if answer is not None else None,
                                                redactions=clean.count, **fields)
 

@@ -316,12 +316,12 @@ VALUE_TYPE = re.compile(r"(?i)\d|ascii(?:-text)?|hex|plain(?:-?text)?|clear(?:-?
 # Network devices' configuration (IOS, NX-OS, ASA, Junos, FortiOS): in the commands that configure AAA servers,
 # routing protocols, SNMP, NTP, IPsec and accounts, `key` and `key-string` hold a shared key and an SNMPv3 user's
 # `auth ALG X priv ALG [BITS] Y` its passphrases; an algorithm and a key id or length may come before the value.
-DEVICE_COMMANDS = {"tacacs-server", "radius-server", "tacacs", "radius", "snmp-server", "crypto", "ntp", "key-string",
-                   "username", "enable", "neighbor", "ip", "ipv6", "standby", "vrrp", "aaa", "isakmp", "tunnel-group",
-                   "ikev1", "ikev2", "pre-shared-key", "authentication", "set", "server", "snmp", "snmp-user"}
 # Commands no other grammar has: quoted in a sentence (`on the switch: tacacs-server host … key 7 X`) they start one.
 DEVICE_ONLY_COMMANDS = {"tacacs-server", "radius-server", "snmp-server", "key-string", "isakmp", "tunnel-group",
                         "pre-shared-key", "message-digest-key", "authentication-key"}
+DEVICE_COMMANDS = DEVICE_ONLY_COMMANDS | {"tacacs", "radius", "crypto", "ntp", "username", "enable", "neighbor", "ip",
+                                          "ipv6", "standby", "vrrp", "aaa", "ikev1", "ikev2", "authentication", "set",
+                                          "server", "snmp", "snmp-user"}
 DEVICE_SECRET_WORDS = {"key-string", "priv"}
 DEVICE_VALUE_TYPE = re.compile(r"(?i)\d{1,3}|md5|sha(?:1|224|256|384|512)?|aes(?:128|192|256)?|3?des|ascii(?:-text)?"
                                r"|hex|plain(?:-?text)?|clear(?:-?text)?|unencrypted")
