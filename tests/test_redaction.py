@@ -97,7 +97,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round9.json", {"tuning"}),
                               ("redaction_round10.json", {"tuning"}),
                               ("redaction_round11.json", {"tuning"}),
-                              ("redaction_round12.json", {"tuning"}))]
+                              ("redaction_round12.json", {"tuning"}),
+                              ("redaction_round13.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
@@ -1114,4 +1115,32 @@ def test_options_here_strings_expect_scripts_quoted_passphrases_and_pairs_are_re
     "cat <<< \"$HOSTNAME\"",  # a here-string without a password-reading program
 ])
 def test_requirements_prompts_key_ids_and_other_pairs_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("WIFI:S:Lab\\;Net;T:WPA;P:Orchid\\;Lamp-31;H:true;;", "Orchid\\;Lamp-31"),  # a Wi-Fi QR code, fields reordered
+    ("scan this: WIFI:T:SAE;P:Kettle-Mint-77;S:Warehouse;;", "Kettle-Mint-77"),
+    ("GitHub recovery codes:\n9f3k2-m8q1z\n7hx4p-2wq9d\n", "7hx4p-2wq9d"),  # a list after the codes' name
+    ("备用码 55127730 88231904 10457726", "88231904"),
+    ("zabbix_agent_installer -s 10.0.0.5 -P 'Zbx!Enroll-7'", "Zbx!Enroll-7"),  # another program's quoted -P
+    ("log in as ops-reader:Grafana#View9 and check the panel", "Grafana#View9"),  # login as an account's pair
+    ("The wifi password is on the whiteboard in room 4, or if you're remote ask me: Guest-Lounge-5g", "Guest-Lounge-5g"),
+])
+def test_wifi_codes_recovery_lists_quoted_short_options_login_pairs_and_kept_places_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "WIFI:T:WPA;S:CORP-GUEST;H:false;;",  # no password field
+    "recovery codes can be regenerated once a year (RFC 6238 seeds are not recovery codes)",
+    "backup codes are 10 digits long and single-use",
+    "mkdir -p 'logs-2026' && nmap -p 'U:53,T:80' 10.0.0.9",  # a folder and a port list after -p
+    "pytest -p 'no:cacheprovider' tests",
+    "K8s Secret 只是 base64 编码，不是加密",  # names of encodings and algorithms are no values
+    "the token is sha256 of the body, the key is aes-256-gcm, the cert is x509",
+    "The password is in the vault under prod/db, see the ticket for details, ticket: SEC-4471",
+    "the password is in the vault, path: kv/prod-db-2",
+])
+def test_wifi_without_password_code_talk_flags_before_names_algorithm_names_and_places_are_kept(line):
     assert REDACTOR.redact(line).text == line

@@ -66,6 +66,13 @@ NOT_SECRET_GRAMMARS = [
     r"\b[a-z0-9]{1,63}(?:-[a-z0-9]{1,63}){0,8}-[a-z0-9]{8,10}-[a-z0-9]{5}\b",
     r"\b[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+\b",  # e-mail addresses (RFC 5321's lengths: linear)
     r"\$\{\w+(?::?\?[^{}\n]{0,200})?\}",  # shell expansions: a name, and the message if it is unset
+    # names of encodings, digests, ciphers, key types and protocols: `Secret 只是 base64 编码`, `password md5`
+    r"(?<![\w-])(?i:base(?:16|32|36|58|62|64|85|91)(?:url)?|utf-?(?:8|16|32)(?:le|be)?|sha-?(?:1|224|256|384|512)"
+    r"|sha3-(?:224|256|384|512)|md[245]|crc-?(?:16|32|64)|rot-?13|aes-?(?:128|192|256)(?:-(?:gcm|cbc|ctr|ecb|xts))?"
+    r"|3des|rc[245]|x\.?509(?:v3)?|pkcs#?(?:1|7|8|10|11|12)|ed(?:25519|448)|[cx]25519|p-?(?:256|384|521)"
+    r"|secp(?:256|384|521)[rk]1|rsa-?(?:1024|2048|3072|4096)|hmac-?(?:md5|sha(?:1|256|384|512))|argon2(?:id|i|d)?"
+    r"|pbkdf2|ipv[46]|tls-?v?1\.[0-3]|ssl-?v?[23]|oauth2|saml2|fido2|ntlmv[12]|krb5|smbv?[123]|snmpv[123]|wpa[23]"
+    r"|chacha20(?:-poly1305)?|blake(?:2[bs]|3))(?![\w-])",
     # digests of the empty string and of an empty password: public constants, quoted to spot blanks
     r"\b(?i:31d6cfe0d16ae931b73c59d7e0c089c0|aad3b435b51404eeaad3b435b51404ee|d41d8cd98f00b204e9800998ecf8427e"
     r"|da39a3ee5e6b4b0d3255bfef95601890afd80709|e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855)\b",

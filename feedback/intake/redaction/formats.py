@@ -65,6 +65,9 @@ VENDOR_FORMATS: list[tuple[str, re.Pattern]] = [(kind, re.compile(rx)) for kind,
     ("telegram_bot_token", r"\b\d{8,10}:AA[0-9A-Za-z_-]{30,}"),
     ("azure_client_secret", r"(?<![A-Za-z0-9~_.-])[A-Za-z0-9_~.-]{3}\d[A-Za-z0-9]Q~[A-Za-z0-9_~.-]{31,34}"),
     ("azure_storage_key", r"(?<=(?i:accountkey)=)[A-Za-z0-9+/]{86}=="),
+    # a Wi-Fi network's QR code and NFC tag (`WIFI:T:WPA;S:name;P:password;;`, fields in any order, `\;` escaped):
+    # only its `P` field, the group named `s`
+    ("wifi_password", r"\bWIFI:(?:(?:[A-OQ-Z]|PH2):(?:\\.|[^;\\\n]){0,256};)*?P:(?P<s>(?:\\.|[^;\\\n]){1,256})"),
 ]]
 DETECT_SECRETS_KINDS = {
     # detect-secrets types whose hits we trust in free text (its entropy and keyword plugins
@@ -124,7 +127,8 @@ def _rule_name(rule_id: str) -> str:
 
 
 def format_spans(text: str) -> list[tuple[int, int, str]]:
-    spans = [(m.start(), m.end(), kind) for kind, rx in KEY_BLOCKS + VENDOR_FORMATS for m in rx.finditer(text)]
+    spans = [(*m.span("s" if "s" in rx.groupindex else 0), kind)
+             for kind, rx in KEY_BLOCKS + VENDOR_FORMATS for m in rx.finditer(text)]
     return [(s, e, kind) for s, e, kind in spans if e - s >= 8]
 
 

@@ -340,6 +340,7 @@ AUTH_PAIR_WORDS = {"auth", "cred", "creds", "credential", "credentials", "login"
 # -P (mosquitto_pub, influx, sqlcmd-likes): such a value counts when it is shaped like one, not a port or a file.
 USER_OPTIONS = {"-u", "-U", "--user", "--username", "-user", "-username"}
 INFERRED_PASSWORD_LETTERS = "pP"
+QUOTED_PASSWORD = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])(?:(?=.*[A-Z])(?=.*[a-z])|(?=.*[^\w\-./:,]))")
 # A command inside another: `sh 'deploy.sh --db-pass X'`, `$(openssl passwd -1 'X')`, backticks.
 NESTED = re.compile(r"\$\((?P<sub>[^()\n]{3,400})\)|`(?P<tick>[^`\n]{3,400})`")
 PASSWORD_STDIN = re.compile(r"--password-stdin|--passphrase-fd\s+0|\bsudo\s+(?:-\w+\s+)*-S\b|\bpasswd\s+--stdin"
@@ -456,9 +457,15 @@ def _command_lines(text: str) -> Iterator[Slot]:
                     field = Field.CREDENTIAL if name in short else Field.OTHER
                     if program == "smbclient" and name == "U":
                         field = Field.OTHER
-                    if field is Field.OTHER and name in inferred and value_span and not attached:
+                    # a quoted value of another program's -p/-P (`agent-auth -m HOST -P 'X'`): quoting keeps a
+                    # password's symbols from the shell; a port, a path, a plugin's or a folder's name
+                    # (`mkdir -p 'logs-2026'`, `nmap -p 'U:53,T:80'`) is not shaped like one: letters and digits
+                    # with mixed case or a symbol
+                    quoted = value_span and value_span[2] and program not in SHORT_PASSWORD_OPTIONS \
+                        and name in INFERRED_PASSWORD_LETTERS
+                    if field is Field.OTHER and (name in inferred or quoted) and value_span and not attached:
                         candidate = segment.group()[value_span[0]:value_span[1]]
-                        if evidence.secret_shaped(candidate):
+                        if evidence.secret_shaped(candidate) and (name in inferred or QUOTED_PASSWORD.search(candidate)):
                             field = Field.CREDENTIAL
                 else:
                     field = classify(name)

@@ -44,10 +44,12 @@ FIELD_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 STRING_END = re.compile(r"(?<!\\)[\"”][,:}\]]|'\]")
 
 
-# An account and its secret in a sentence: `logging in as svc_scanner with X`, `still has root/X`. The secret must
-# be shaped like a chosen password (letters, digits and a symbol), so `and/or` or `origin/main` never are.
+# An account and its secret in a sentence: `logging in as svc_scanner with X`, `log in as qa_admin / X`, `still has
+# root/X`. The secret must be shaped like a chosen password (letters, digits and a symbol), so `and/or` or
+# `origin/main` never are.
 LOGIN_AS = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)|sign(?:ing|ed|s)?\s*in|authenticat\w*|connect\w*)"
-                      r"\s+(?:to\s+\S+\s+)?as\s+[\w.@\\$-]+\s+(?:with|using)\s+(?:(?:the\s+)?password\s+)?(?P<s>\S+)")
+                      r"\s+(?:to\s+\S+\s+)?as\s+[\w.@\\$-]+(?:\s+(?:with|using)\s+(?:(?:the\s+)?password\s+)?"
+                      r"|[ \t]*[:/][ \t]*)(?P<s>\S+)")
 # … or with the account and its secret as one pair: `logging into grafana w/ admin : X`, `login to the VPN using bob/X`.
 LOGIN_WITH_PAIR = re.compile(r"(?i)\b(?:log(?:ging|ged|s)?\s*(?:in|on)(?:to)?|sign(?:ing|ed|s)?\s*in(?:to)?)"
                              r"(?:\s+(?:to\s+)?\S+){0,3}?\s+(?:with|w/|using)\s+[\w.@\\$-]+[ \t]*[:/][ \t]*(?P<s>\S+)")
@@ -98,6 +100,15 @@ CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account)\
                               r"|:\s*[\w.@\\-]{2,64}\s*/\s*(?P<t>\S{6,64})(?!\S))")  # `: user/X`
 CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
                              r"|sign[- ]?in|mfa|2fa|account)(?![\w-])|密码|口令")
+# One-time recovery codes listed after their name (`backup codes: 4821-9937 7710-2284`, `恢复码：…`): each code-shaped
+# item (4 to 12 letters and digits, a digit among them, hyphen-joined groups) of the list that follows, when the list
+# opens with a colon or has two items or more (`recovery codes for RFC 6238 apps` gives none).
+RECOVERY_CODES = re.compile(r"(?i)\b(?:backup|recovery|scratch|emergency|rescue|one[- ]time)[ \t]+codes?\b"
+                            r"|备用码|恢复码|救援码|备份码|应急码")
+CODE_LIST = re.compile(r"(?P<open>[:：=]|\bare\b)?[\s,;*•-]*(?P<codes>(?:(?<![\w-])(?=[\w-]*\d)[A-Za-z0-9]{4,12}"
+                       r"(?:-[A-Za-z0-9]{4,12})*(?![\w-])[\s,;*•]*)+)")
+CODE = re.compile(r"[A-Za-z0-9]{4,12}(?:-[A-Za-z0-9]{4,12})*")
+MIXED_CASE_DIGITS = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
 
 
@@ -118,6 +129,14 @@ def prose(text: str) -> Iterator[Slot]:
             value, s = _given(m)
             if _chosen_password(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in RECOVERY_CODES.finditer(text):
+        window = text[m.end():m.end() + 400]
+        clause = re.match(r"[^.?!\n。？！]{0,80}?(?=[:：=]|\bare\b|(?<![\w-])[\w-]*\d)", window)
+        listed = clause and CODE_LIST.match(window, clause.end())
+        codes = list(CODE.finditer(listed.group("codes"))) if listed else []
+        if codes and (listed.group("open") or len(codes) >= 2):
+            base = m.end() + listed.start("codes")
+            yield from (Slot(base + c.start(), base + c.end(), "recovery_code", Field.CREDENTIAL) for c in codes)
     for m in CREDENTIALS_PAIR.finditer(text):
         value, s = _given(m, "s" if m.group("s") else "t")
         if evidence.has_password_shape(value, 8) and re.search(r"\d", value) \
@@ -157,7 +176,7 @@ def prose(text: str) -> Iterator[Slot]:
         window = window[:closed.start()] if closed else window
         if not re.match(r"\s|[:=]\s", window):
             continue  # `pass-the-hash`, `login.microsoftonline.com`, `secret:prod/…`: not a sentence
-        words = list(WORD.finditer(window))[:13]
+        words = list(WORD.finditer(window))[:17]
         marker, previous, limit = False, key.group().lower(), 6
         needs_marker = previous in ("login", "logon", "creds", "credentials")
         pin = previous in PIN_KEYS
@@ -179,9 +198,11 @@ def prose(text: str) -> Iterator[Slot]:
             raw = word.group()
             bare = raw.lower().strip(",;")
             about = bare.rstrip(":") in ABOUT or _STEM(bare.rstrip(":")) in ABOUT_STEMS
-            if not marker and about or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
-                break  # about the credential, or the quoted string this sentence lives in has ended
-            if raw.endswith(":") and len(raw) > 1 and n < 7:
+            if not marker and about and (limit <= 6 or raw.endswith(":")) \
+                    or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
+                break  # about the credential (not the place it is kept in: `in the vault`), or the quoted string
+                # this sentence lives in has ended
+            if raw.endswith(":") and len(raw) > 1 and (n < 7 or limit > 6):
                 marker, previous = True, bare
                 continue
             if bare in MARKERS and (bare != "to" or previous in CHANGE_VERBS or n == 0):
@@ -193,7 +214,7 @@ def prose(text: str) -> Iterator[Slot]:
                 previous = bare
                 continue
             if marker and bare in PLACE_WORDS and previous in ("is", "was", "are"):
-                marker, previous, limit = False, bare, 11  # where it is kept; the sentence may go on to give it
+                marker, previous, limit = False, bare, 16  # where it is kept; the sentence may go on to give it
                 continue
             if limit > 6 and bare in ("it's", "it’s", "its"):
                 marker, previous = True, bare
@@ -217,6 +238,8 @@ def prose(text: str) -> Iterator[Slot]:
                     break
                 if strict and not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
                     break
+                if n > 11 and not (_chosen_password(value) or MIXED_CASE_DIGITS.search(value)):
+                    break  # far from the place it is kept (`…in the vault, if you're in a hurry: X`): plainly chosen
                 found = list(_person_value(text, s, value, marker))
                 yield from found
                 if found or marker:
