@@ -98,14 +98,16 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round10.json", {"tuning"}),
                               ("redaction_round11.json", {"tuning"}),
                               ("redaction_round12.json", {"tuning"}),
-                              ("redaction_round13.json", {"tuning"}))]
+                              ("redaction_round13.json", {"tuning"}),
+                              ("redaction_round14.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
     # a key block's header alone, which holds no key (detections quote it) and is kept by design
     "runas /user:CORP\\helpdesk \"cmd\" and when it prompts type Helpd3sk#1", "-----BEGIN OPENSSH PRIVATE KEY-----",
     "企业微信机器人 key=4f2a9c7e-1b3d-4e8f-a6c2-9d0b7e5f3a18", "$USER3$=Nagios#Check-99",
-    "anyone know the root pw for the old nas? tried nas-root-2019 already, doesn't work"}
+    "anyone know the root pw for the old nas? tried nas-root-2019 already, doesn't work",
+    "backup:Rsyncd-Bkp-314"}  # an rsyncd secrets line alone: a bare `name:value` with nothing around it
 
 
 @pytest.mark.parametrize("case", [c for c in FRESH_PASTE if c["text"] not in KNOWN_MISSES],
@@ -316,7 +318,6 @@ def test_random_tokens_are_judged_random_whatever_their_utf16_reading():
     ("密码改过了，新的在这里 Hq7#Lp2xWz", "Hq7#Lp2xWz"),
     ("secret (do not share) Lm3#Vb8qXz", "Lm3#Vb8qXz"),
     ("psk on the branch router Rt5%Yu2!Kp", "Rt5%Yu2!Kp"),
-    ("password -> Gh6!Jk9#Lq", "Gh6!Jk9#Lq"),
     ("auth header value Kp2#Qz7!Wm9x", "Kp2#Qz7!Wm9x"),
 ])
 def test_the_last_signal_weighs_look_and_surroundings_where_no_position_is_named(text, secret):
@@ -1143,4 +1144,37 @@ def test_wifi_codes_recovery_lists_quoted_short_options_login_pairs_and_kept_pla
     "the password is in the vault, path: kv/prod-db-2",
 ])
 def test_wifi_without_password_code_talk_flags_before_names_algorithm_names_and_places_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("password -> Gh6!Jk9#Lq", "Gh6!Jk9#Lq"),  # an arrow is a marker
+    ("p@ssw0rd for the staging box => Stg-Box-2026", "Stg-Box-2026"),  # a credential's word spelled with digits
+    ("SMB  10.0.4.21  445  WS07  [+] LAB\\svc_sql:Sql-Svc-2026! (Pwn3d!)", "Sql-Svc-2026!"),  # a domain account's pair
+    ("found in the paste dump: j.doe@corp.example:Autumn#2025", "Autumn#2025"),  # a combination list's line
+    ("[mail.corp.example]:465 relay@corp.example:Sasl-Relay-9", "Sasl-Relay-9"),
+    ("LAB.LOCAL/jdoe:$DCC2$10240#jdoe#9b1f4e2a7c3d8e6f5a0b1c2d3e4f5a6b", "9b1f4e2a7c3d8e6f5a0b1c2d3e4f5a6b"),
+    ("use 'Orbit-Lane-4417' for now, don't share it with the vendor", "Orbit-Lane-4417"),  # a secrecy cue
+    ("aws ssm put-parameter --name /prod/db/password --value Db-Param-77 --overwrite", "Db-Param-77"),
+    ("az appconfig kv set --key app/api-token --value 'Tok-Cfg-2026x'", "Tok-Cfg-2026x"),
+    ("aws ssm put-parameter --name /prod/x --type SecureString --value 'Ssm-Plain-55'", "Ssm-Plain-55"),
+    ("mkstore -wrl /u01/wallet -modifyCredential HRDB hr_app Wallet-Hr-2026", "Wallet-Hr-2026"),
+    ('<Password encoding="base64">V2luU0NQLVNlc3Npb24tNDI=</Password>', "V2luU0NQLVNlc3Npb24tNDI="),  # attributes
+])
+def test_arrows_spelled_keywords_account_pairs_cached_hashes_secrecy_cues_named_values_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    'curl -u "elastic:${ELASTIC_PASSWORD}" https://es01:9200/_cluster/health',  # a reference after the account
+    "Dec  1 09:13:02 mail01 dovecot: imap-login: Login: user=<jsmith>, method=PLAIN, rip=10.0.9.14",
+    "git clone git@github.com:sec/detections.git && scp ops@bastion.corp.example:/var/log/auth.log .",
+    "NT AUTHORITY\\SYSTEM:S-1-5-18 and CORP\\svc_backup:<blank> failed; relay@corp.example:587 refused",
+    "mkstore -wrl /u01/wallet -createCredential PRODDB app_user",  # the alias alone: the password is prompted
+    "vault kv metadata delete -delete-secret prod-db-2",  # an option acting on a secret takes its name
+    "aws ssm put-parameter --name /prod/app/log-level --value debug2",
+    "please don't share the v2.1-beta build outside the team",
+    '$s1 = "/* .exe\\x00C:\\Users\\ */" $s2 = "\\"Compatibility\\scheck:\\s\\$@\\""',  # escapes, not DOMAIN\\user
+])
+def test_references_other_fields_paths_sids_aliases_and_ordinary_values_are_kept(line):
     assert REDACTOR.redact(line).text == line

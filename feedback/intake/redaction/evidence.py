@@ -52,6 +52,7 @@ NOT_SECRET_GRAMMARS = [
     r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}:?[0-9a-fA-F]{0,4}(?:/\d{1,3})?",  # IPv6
     # MITRE (`T1552.004`, and tags' `T1552_004`), CVE, CWE
     r"\b(?:T\d{4}(?:[._]\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",
+    r"\bS-1-\d{1,2}(?:-\d{1,10}){1,14}\b",  # Windows security identifiers
     # a disassembler's memory operand: `[rsp+98h+pExecInfo.lpVerb]`, `[ebp+var_1C]`
     r"\[(?:[re]?[a-z]{2}|r\d{1,2}[dwb]?)(?:[+-][0-9A-Fa-f]+h?)*(?:[+-][A-Za-z_][\w.@]*)+(?:[+-][0-9A-Fa-f]+h?)*\]",
     r"\bSSH-[12]\.\d{1,2}-[\w.+-]{1,100}",  # an SSH protocol banner: `SSH-2.0-OpenSSH_9.6p1`

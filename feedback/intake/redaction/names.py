@@ -76,6 +76,10 @@ HOLDERS = {"password", "passwd", "pwd", "pass", "token"}
 # `kubectl get secret NAME`, `vault delete token X`: after a verb, a credential word is a kind of resource.
 RESOURCE_VERBS = {"get", "describe", "delete", "create", "edit", "patch", "rotate", "show", "list", "read", "rm",
                   "remove", "inspect", "label", "annotate", "view", "revoke", "renew", "lookup", "rollout", "logs"}
+# The verbs of an option that acts on a credential and takes its name (`-createCredential ALIAS`, `--delete-secret
+# NAME`; not `--new-password`, `--update-password`, which take one).
+ACTION_VERBS = {"create", "delete", "remove", "rm", "list", "describe", "rotate", "revoke", "inspect", "show", "get",
+                "edit", "patch", "modify", "lookup"}
 # Fields that name or identify things: their values are never judged by their look.
 IDENTIFIER_HEADS = {"id", "ids", "uuid", "guid", "arn", "name", "uri", "url", "path", "hash", "digest", "sha",
                     "sha1", "sha256", "sha384", "sha512", "md5", "checksum", "integrity", "fingerprint", "thumbprint",
@@ -111,6 +115,12 @@ def words(name: str) -> list[str]:
 
 
 @lru_cache(maxsize=4096)
+def classify_option(name: str) -> Field:
+    """What a command-line option's name says about the value after it."""
+    field = classify(name)
+    return Field.IDENTIFIER if field is Field.CREDENTIAL and words(name)[0] in ACTION_VERBS else field
+
+
 def classify(name: str) -> Field:
     parts = words(name)
     if not parts:

@@ -14,7 +14,7 @@ import re
 from typing import Iterator
 
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import META, RESOURCE_VERBS, STRONG, Field, classify, words
+from secbot.feedback.intake.redaction.names import META, RESOURCE_VERBS, STRONG, Field, classify, classify_option, words
 from secbot.feedback.intake.redaction.prose import chinese, prose
 from secbot.feedback.intake.redaction.slot import VALUE_END, Slot
 
@@ -78,7 +78,8 @@ def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str
 NAME = r"""(?P<q>["']?)(?P<name>[$@]?(?:env:)?[A-Za-z_\u4e00-\u9fff][\w.$\-\u4e00-\u9fff]{0,80})(?P=q)"""
 TYPED = r"(?:[ \t]*:[ \t]*(?:string|str|String|SecureString)\b|[ \t]+(?:string|str|String)\b)?"
 ASSIGNMENT = re.compile(r"(?<![\w$.])" + NAME + TYPED + r"[ \t]*(?P<sep>:=|=>|\?=|(?<![=!<>])=(?!=)|:(?![:/\\]))")
-XML_ELEMENT = re.compile(r"<(?P<name>[\w:.-]{1,60})>(?P<value>[^<\n]{1,300})</(?P=name)>")
+XML_ELEMENT = re.compile(r"""<(?P<name>[\w:.-]{1,60})(?:\s+[\w:.-]{1,60}\s*=\s*(?:"[^"<>\n]{0,200}"|'[^'<>\n]{0,200}'))*\s*>"""
+                         r"(?P<value>[^<\n]{1,300})</(?P=name)>")  # with attributes: FileZilla's `<Pass encoding="base64">`
 XML_PAIR = re.compile(r"""(?:key|name)\s*=\s*["'](?P<name>[^"'\n]{1,80})["']\s*"""
                       r"""(?:value\s*=\s*["'](?P<value>[^"'\n]*)["']|>(?P<text>[^<\n]{1,300})<)""")
 # A setting given as a name and a value side by side: Kubernetes' and ECS's `env` (`- name: DB_PASSWORD` then
@@ -300,6 +301,9 @@ SHORT_PASSWORD_OPTIONS = {
 # Windows programs whose options take a password after a space (`schtasks /rp X`, `cmdkey /pass X`).
 SLASH_PASSWORD_OPTIONS = {"schtasks": {"p", "rp"}, "cmdkey": {"pass"}, "wmic": {"password"}, "tscon": {"password"}}
 FROM_SOURCE = {"env", "file"}
+# The options that name what `--value` sets, and the types that make it secret (SSM's SecureString).
+NAMING_OPTIONS = ("name", "key", "parameter-name", "secret-name", "setting")
+SECURE_TYPES = {"securestring", "secret", "secure"}
 # Programs whose password option belongs to one subcommand (`docker login -p` is a password, `docker run -p` a port).
 SUBCOMMAND = {"docker": "login", "podman": "login", "nerdctl": "login", "buildah": "login"}
 # Passwords that are a positional argument: program → (the words that must lead its arguments (a subcommand) or an
@@ -308,7 +312,8 @@ SUBCOMMAND = {"docker": "login", "podman": "login", "nerdctl": "login", "buildah
 POSITIONAL = {"wpa_passphrase": [((), 2)], "htpasswd": [(("-b",), 3)],
               "rabbitmqctl": [(("add_user",), 3), (("change_password",), 3), (("authenticate_user",), 3)],
               "mc": [(("alias", "set"), 6), (("config", "host", "add"), 7)],
-              "ipmitool": [(("user", "set", "password"), 5)], "openssl": [(("passwd",), 2)]}
+              "ipmitool": [(("user", "set", "password"), 5)], "openssl": [(("passwd",), 2)],
+              "mkstore": [(("-createCredential",), 4), (("-modifyCredential",), 4)]}
 # `set SMBPass X`, `secret_access_key X`, `password 0 X`, `snmp-server community X`: a credential's name, then
 # its value (after a one-digit type, as network device configs write it).
 PAIR_NAMES = re.compile(r"[A-Za-z_][\w.-]{1,60}")
@@ -397,6 +402,22 @@ def _positional(segment: str, offset: int, tokens: list[re.Match], program: str,
         return
 
 
+def _named_value(segment: str, offset: int, tokens: list[re.Match]) -> Iterator[Slot]:
+    """A value option whose name is another option's (`aws ssm put-parameter --name /prod/db/password --value X`,
+    `--type SecureString`): the value is in the named field's slot."""
+    options = {t.group().lower().lstrip("-"): i for i, t in enumerate(tokens[:-1]) if t.group().startswith("-")}
+    if "value" not in options:
+        return
+    named = [tokens[options[o] + 1].group().strip("\"'") for o in NAMING_OPTIONS if o in options]
+    field = classify(re.split(r"[/:.]", named[0].rstrip("/"))[-1]) if named else Field.OTHER
+    if any(t.group().strip("\"'").lower() in SECURE_TYPES for t in tokens):
+        field = Field.CREDENTIAL
+    s, e = _unquote(tokens[options["value"] + 1])
+    slot = judge(segment, s, e, tokens[options["value"] + 1].group()[:1] in "\"'", field, "command_password")
+    if slot and slot.field is not Field.IDENTIFIER:
+        yield Slot(offset + slot.start, offset + slot.end, slot.kind, slot.field)
+
+
 def command_lines(text: str) -> Iterator[Slot]:
     """Credentials in command lines, also in a command nested inside one (`$(…)`, backticks, a quoted
     command string), read once more at one level of depth."""
@@ -468,7 +489,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
                         if evidence.secret_shaped(candidate) and (name in inferred or QUOTED_PASSWORD.search(candidate)):
                             field = Field.CREDENTIAL
                 else:
-                    field = classify(name)
+                    field = classify_option(name)
                     if field is Field.WEAK:
                         field = Field.OTHER  # `--key file.pem`, `--auth sso`: not a secret by name alone
                 if field is Field.IDENTIFIER and value_span and not letter:
@@ -489,8 +510,9 @@ def _command_lines(text: str) -> Iterator[Slot]:
             if (raw in USER_PASS_OPTIONS or named) and nxt is not None:
                 s, e = _unquote(nxt)
                 pair = re.match(r"[^:%\s]+[:%](?P<s>(?!//).{3,})", segment.group()[s:e])
-                if pair and program not in ("net",) and (raw in USER_PASS_OPTIONS or evidence.secret_shaped(
-                        pair.group("s")) and not evidence.is_not_secret(segment.group()[s:e])):
+                if pair and program not in ("net",) and not evidence.is_reference(pair.group("s"), True) and (
+                        raw in USER_PASS_OPTIONS or evidence.secret_shaped(pair.group("s"))
+                        and not evidence.is_not_secret(segment.group()[s:e])):
                     yield Slot(offset + s + pair.start("s"), offset + s + pair.end("s"), "command_password",
                                Field.CREDENTIAL)
             # impacket targets: [domain/]user:password@host (after a program, not after a `key:`;
@@ -503,6 +525,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
                         and not re.search(r"@sha\d+:", segment.group()[s:e]):
                     yield Slot(offset + s + target.start("s"), offset + s + target.end("s"), "command_password",
                                Field.CREDENTIAL)
+        yield from _named_value(segment.group(), offset, tokens)
         device_from = first if program in DEVICE_COMMANDS else next(
             (i for i, t in enumerate(tokens) if t.group().lower() in DEVICE_ONLY_COMMANDS), len(tokens))
         for i in range(first, len(tokens) - 1):

@@ -16,10 +16,11 @@ from secbot.feedback.intake.redaction.names import IDENTIFIER_KEYS, META, RESOUR
 from secbot.feedback.intake.redaction.slot import VALUE_END, Slot
 
 # --- prose, English: a password word, a short window, a marker, then the value
-PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|psk|pin|creds|credentials|login|logon"
+PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:p[a@4](?:ss|55|\$\$)(?:w[o0]rd|wd|phrase|code)?s?|pwd|pw|psk|pin|creds"
+                       r"|credentials|login|logon"
                        r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key"
                        r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|secret|token|key)(?![\w-])")
-MARKERS = {"is", "was", "are", "=", ":", "now", "still", "to", "as", "be", "became"}
+MARKERS = {"is", "was", "are", "=", ":", "->", "=>", "→", "now", "still", "to", "as", "be", "became"}
 CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
 FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
                        "changed", "the", "same", "as", "be", "it's", "its", "literally", "probably"}
@@ -108,6 +109,15 @@ RECOVERY_CODES = re.compile(r"(?i)\b(?:backup|recovery|scratch|emergency|rescue|
 CODE_LIST = re.compile(r"(?P<open>[:：=]|\bare\b)?[\s,;*•-]*(?P<codes>(?:(?<![\w-])(?=[\w-]*\d)[A-Za-z0-9]{4,12}"
                        r"(?:-[A-Za-z0-9]{4,12})*(?![\w-])[\s,;*•]*)+)")
 CODE = re.compile(r"[A-Za-z0-9]{4,12}(?:-[A-Za-z0-9]{4,12})*")
+# An account named with its domain, then its password after a colon, as tools print a working pair and leaked
+# combination lists hold them: `CORP\\svc_backup:X` (NetExec, Metasploit), `alerts@corp.example:X` (Postfix's
+# sasl_passwd, combo lists). Not a port (`:587`), a path (`git@host:org/repo`) or a placeholder (`:<blank>`).
+DOMAIN_ACCOUNT_PAIR = re.compile(r"(?<![\w.\\/@+-])(?:[\w.-]{1,64}\\[\w.$-]{1,64}|[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+)"
+                                 r":(?P<s>[^\s:/\\'\"<>()\[\]{},;]{4,64})(?=[\s'\"<>()\[\],;]|$)")
+# Words that tell the reader to keep what the sentence gives to themselves: `it's 'X', don't share it`, `别外传`.
+SECRECY = re.compile(r"(?i)\b(?:don'?t|do\s+not|never|pls\s+don'?t)\s+(?:share|forward|post|paste|give|send|tell|reuse)\b"
+                     r"|\bkeep\s+(?:it|this|that)\s+(?:secret|private|to\s+yourself)\b|别外传|不要外传|勿外传|不要告诉别人")
+QUOTED_TOKEN = re.compile(r"(?<![\w])[\"'“‘`](?P<s>[^\s\"'”’`]{6,64})[\"'”’`](?![\w])")
 MIXED_CASE_DIGITS = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
 
@@ -128,6 +138,20 @@ def prose(text: str) -> Iterator[Slot]:
         for m in rx.finditer(text):
             value, s = _given(m)
             if _chosen_password(value):
+                yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in DOMAIN_ACCOUNT_PAIR.finditer(text):
+        value, s = _given(m)
+        if evidence.has_password_shape(value, 4) and not re.fullmatch(r"[\d.]+", value) \
+                and not evidence.is_reference(value, False):
+            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for cue in SECRECY.finditer(text):
+        line_start = max(text.rfind("\n", 0, cue.start()) + 1, cue.start() - 160)
+        for m in [*QUOTED_TOKEN.finditer(text, line_start, cue.start()), *WORD.finditer(text, line_start, cue.start())]:
+            quoted = m.re is QUOTED_TOKEN
+            value = m.group("s") if quoted else m.group().strip("\"'`“”‘’").rstrip(VALUE_END)
+            s = m.start() + m.group().find(value)
+            if (_chosen_password(value) or quoted and evidence.has_password_shape(value, 8) and re.search(r"\d", value)
+                    and MIXED_CASE_DIGITS.search(value)) and not evidence.is_reference(value, False):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in RECOVERY_CODES.finditer(text):
         window = text[m.end():m.end() + 400]
@@ -230,8 +254,8 @@ def prose(text: str) -> Iterator[Slot]:
                 value = raw.strip("\"'`“”‘’").rstrip(VALUE_END)
                 if re.fullmatch(r"[^\W\d_]+[!:]+", value):
                     value = value.rstrip("!:")  # a word that ends the sentence: `credentials are strong!`
-                if value.startswith("--"):
-                    break  # an option: `rotate-secret --secret-id …`
+                if value.startswith("--") or re.match(r"[a-z_][a-z0-9_.-]*=(?!=)", value):
+                    break  # an option (`rotate-secret --secret-id …`) or another field (`Login: user=<jsmith>, …`)
                 s = key.end() + word.start() + raw.find(value)
                 if pin and (marker and re.fullmatch(r"\d{4,10}", value) or re.fullmatch(r"\d{6,10}", value)):
                     yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
