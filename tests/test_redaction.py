@@ -99,7 +99,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round11.json", {"tuning"}),
                               ("redaction_round12.json", {"tuning"}),
                               ("redaction_round13.json", {"tuning"}),
-                              ("redaction_round14.json", {"tuning"}))]
+                              ("redaction_round14.json", {"tuning"}),
+                              ("redaction_round15.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
@@ -1177,4 +1178,54 @@ def test_arrows_spelled_keywords_account_pairs_cached_hashes_secrecy_cues_named_
     '$s1 = "/* .exe\\x00C:\\Users\\ */" $s2 = "\\"Compatibility\\scheck:\\s\\$@\\""',  # escapes, not DOMAIN\\user
 ])
 def test_references_other_fields_paths_sids_aliases_and_ordinary_values_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ('ds.getConnection("report", "Ds-Report-2026")', "Ds-Report-2026"),  # a connection API's password by its place
+    ("$db = new mysqli('db01', 'shop', 'Mysqli-Obj-41', 'shop');", "Mysqli-Obj-41"),
+    ("ldap_bind($ds, 'cn=reader,dc=corp,dc=example', 'Php-Ldap-2026')", "Php-Ldap-2026"),
+    ('auth := smtp.PlainAuth("", "alerts@corp.example", "Go-Plain-55", "smtp.corp.example")', "Go-Plain-55"),
+    ('conn = cx_Oracle.connect("scott", "Ora-Scott-77", "ora01/PROD")', "Ora-Scott-77"),
+    ('my $dbh = DBI->connect($dsn, "etl", "Perl-Dbi-77", { RaiseError => 1 });', "Perl-Dbi-77"),
+    ('env.put(Context.SECURITY_CREDENTIALS, "Ldap-Ctx-2026");', "Ldap-Ctx-2026"),  # a constant names the value
+    ('@Value("${mail.password:Spring-Dflt-41}")', "Spring-Dflt-41"),  # a placeholder's default
+    ("PGPASSWORD=${PGPASSWORD:-Shell-Dflt-22} psql -h db01", "Shell-Dflt-22"),
+    ("temp one for the kiosk is Kiosk-Temp-77, reset it after the event", "Kiosk-Temp-77"),  # a temporary value
+    ("for the lab VM I set root:Lab-Root-2026 yesterday", "Lab-Root-2026"),  # a default account's pair
+])
+def test_connection_api_places_constants_placeholder_defaults_temporary_values_and_account_pairs_are_redacted(
+        text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "Connection c = DriverManager.getConnection(url, user, pass);",  # variables, not literals
+    'auth := smtp.PlainAuth("", cfg.User, cfg.Password, "smtp.corp.example")',
+    'conn.connect("a", "b", "c") and ftp = FTP("ftp.corp.example")',  # another API; too few arguments
+    "val apiKey = BuildConfig.API_KEY",  # a constant of the build
+    'export DB_PASSWORD="${DB_PASSWORD:?Pw-needed-9}" and ${server.port:8080}',  # an error message, a port
+    "spring.rabbitmq.password=${RABBITMQ_PASSWORD:}",
+    "grant admin:read-all and root:x:0:0 to the auditors",  # a scope, a passwd line's fields
+    'DeviceProcessEvents | where ProcessCommandLine has_any ("sshpass", "--password", "-pass pass:")',
+    "change it after the freeze: the Q4-Release branch",  # no value shaped like a password before the cue
+])
+def test_variables_build_constants_placeholder_messages_scopes_and_quoted_options_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("line", [
+    'Password = "#{Octopus.Action.Password}"',  # other tools' references to a secret kept elsewhere
+    "MasterUserPassword: !Ref DbPassword",
+    "password: !secret mqtt_password",
+    "password: ENC[AES256_GCM,data:Tr8x1A==,iv:Qm8Zr2Lp7Tv4Xk9Bn1Hc6Js3Wd0=,tag:Lp7Tv4Xk9Bn1Hc6Js3Wd0Fy5=,type:str]",
+    "password = $__env{GF_DB_PASSWORD}",
+    "password = $__file{/etc/secrets/db_password}",
+    "api_key: '{env:OPENAI_API_KEY}'",
+    'api_key: "op://Private/OpenAI/credential"',
+    "DB_PASS=`cat /run/secrets/db_pass`",
+    'secret: "[REDACTED]"',  # a mask
+    "api_key: sk-...",  # a prefix and an ellipsis
+])
+def test_references_to_secrets_kept_elsewhere_masks_and_elided_values_are_kept(line):
     assert REDACTOR.redact(line).text == line

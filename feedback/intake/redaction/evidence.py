@@ -53,6 +53,7 @@ NOT_SECRET_GRAMMARS = [
     # MITRE (`T1552.004`, and tags' `T1552_004`), CVE, CWE
     r"\b(?:T\d{4}(?:[._]\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",
     r"\bS-1-\d{1,2}(?:-\d{1,10}){1,14}\b",  # Windows security identifiers
+    r"\bENC\[\w{1,40},data:[^\]\s]{0,10000}\]",  # a value sops encrypted: ciphertext, its key is elsewhere
     # a disassembler's memory operand: `[rsp+98h+pExecInfo.lpVerb]`, `[ebp+var_1C]`
     r"\[(?:[re]?[a-z]{2}|r\d{1,2}[dwb]?)(?:[+-][0-9A-Fa-f]+h?)*(?:[+-][A-Za-z_][\w.@]*)+(?:[+-][0-9A-Fa-f]+h?)*\]",
     r"\bSSH-[12]\.\d{1,2}-[\w.+-]{1,100}",  # an SSH protocol banner: `SSH-2.0-OpenSSH_9.6p1`
@@ -94,12 +95,19 @@ PLACEHOLDER = re.compile(
     r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|(?:id|src|source|env|type|target|dst|required)=[^,\s]*(?:,\w+=[^,\s]*)+"  # a mount spec: `id=npmrc,src=.npmrc`
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
+    # other tools' references: Octopus `#{…}`, CloudFormation's and Home Assistant's tags (`!Ref X`, `!secret x`),
+    # Grafana's `$__env{…}`, `{env:…}`, 1Password's `op://…`, sops' `ENC[…]` cut at its comma, a command that
+    # reads a file (`cat /run/secrets/x`), a prefix and an ellipsis (`sk-...`)
+    r"|\#\{[^}]*\}|!(?:ref|sub|getatt|importvalue|findinmap|join|select|if|secret|env_var|include)\b.*"
+    r"|\$__\w+\{[^}]*\}?|\{(?:env|file|secret|vault):[^}]*\}|op://.*|enc\[\w+"
+    r"|(?:cat|type|get-content|head|pass\s+show|op\s+read|gpg\s+(?:-\w+\s+)*-d\w*)\s+\S.*|[\w-]{1,12}(?:\.{3,}|…)"
     r"|input\(.*|prompt|stdin|-|required|optional|string|str|secret|password|passwd|token|\?+"
     r"|from|to|not|n/?a|unknown|unset|empty|blank|hidden|masked"  # words of a sentence: `Passcode: from Off to On`
     r"|(?-i:[A-Z]+(?:_[A-Z]+)+))$")  # CONSTANT_CASE words: HIDDEN_DUE_TO_SECURITY_REASONS, SIGNATURE_HERE
 # An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`), or a
 # keyword that opens one (`token = await getSecret(…)`, `key = new Key(…)`): a computed value, not a literal.
 EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*"
+                        r"|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\.[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+"  # `BuildConfig.API_KEY`
                         r"|await|new|yield|typeof|lambda|function|async|require|this|self)$")
 # PowerShell's approved verbs (`Get-Verb`): `$pw = ConvertTo-SecureString …` assigns what a cmdlet returns.
 CMDLET = re.compile(r"^(?:Add|Clear|Close|Copy|Enter|Exit|Find|Format|Get|Hide|Join|Lock|Move|New|Open|Optimize"

@@ -594,7 +594,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 if len(value) >= 4 and not evidence.is_reference(value, True):
                     yield Slot(offset + s, offset + s + len(value), "command_password", Field.CREDENTIAL)
                 break
-    for m in re.finditer(r"-pass(?:in|out)?\s+pass:(?P<s>\S+)", text):
+    for m in re.finditer(r"-pass(?:in|out)?\s+pass:(?P<q>[\"']?)(?P<s>[^\s\"']+)(?P=q)", text):
         yield Slot(m.start("s"), m.end("s"), "command_password", Field.CREDENTIAL)
     for m in PROMPTED_SEND.finditer(text):
         if not evidence.is_reference(m.group("s"), True):
@@ -608,7 +608,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
 
 
 # --- calls: auth=("user", "pw"), HTTPBasicAuth('u', 'pw'), PSCredential("u", …), simple_bind_s(dn, pw)
-CALL = re.compile(r"(?i)(?:\bauth\s*=\s*|\b\w*(?:auth|credential|bind\w*|login|logon|authenticate)\s*)"
+CALL = re.compile(r"(?i)(?:\bauth\s*=\s*|\b(?P<fn>\w*(?:auth|credential|bind\w*|login|logon|authenticate))\s*)"
                   r"[(\[]\s*(?P<q1>[\"'])[^\"'\n]{0,200}(?P=q1)\s*,\s*(?P<q2>[\"'])(?P<s>[^\"'\n]{3,})(?P=q2)")
 
 
@@ -624,6 +624,46 @@ STRING_ITEM_BEFORE = re.compile(r"""["']\s*$""")
 MEMBERSHIP = re.compile(r"""(?i)(?:!in~?|\bin~?|\bhas_any|\bhas_all)\s*\((?:\s*["'][^"'\n]*["']\s*,)*$""")
 
 
+# Connection and credential APIs whose password is a positional argument: the call's name (with the qualifier
+# that makes it unambiguous, `.`, `::` and `->` read as `.`) and the argument's place, counted from 0 (from the end when negative).
+# `DriverManager.getConnection(url, user, X)`, `new PDO(dsn, user, X)`, `mysqli_connect(host, user, X, db)`.
+POSITIONAL_CALLS = {"getconnection": -1, "pdo": 2, "mysqli": 2, "mysqli_connect": 2, "mysql_connect": 2,
+                    "mysqli_real_connect": 3, "ldap_bind": 2, "smtp.start": 4, "plainauth": 2, "crammd5auth": 1,
+                    "cx_oracle.connect": 1, "oracledb.connect": 1, "pymssql.connect": 2, "mysqldb.connect": 2,
+                    "pymysql.connect": 2, "dbi.connect": 2, "smbconnection": 1, "ftp": 2, "ftp_tls": 2,
+                    "passwordauthentication": 1, "usernamepasswordauthenticationtoken": 1, "createcredential": 2,
+                    "createscramsha1credential": 2, "createscramsha256credential": 2, "createplaincredential": 2}
+CALL_NAME = re.compile(r"(?<!\w)(?:(?P<qual>[A-Za-z_]\w*)(?:\.|::|->))?(?P<name>[A-Za-z_]\w*)\s*\(")
+STRING_ARGUMENT = re.compile(r"""\s*(?P<q>["'])(?P<s>[^"'\n]{3,200})(?P=q)(?:\.(?:toCharArray|getBytes)\(\))?\s*$""")
+# A constant that names a credential, then a literal: `env.put(Context.SECURITY_CREDENTIALS, "…")`.
+CONSTANT_ARGUMENT = re.compile(r"""\(\s*(?:[A-Za-z_]\w*\.)*(?P<name>[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)\s*,\s*"""
+                               r"""(?P<q>["'])(?P<s>[^"'\n]{3,})(?P=q)""")
+
+
+def _arguments(text: str, start: int) -> list[tuple[int, int]]:
+    """The spans of a call's arguments from just after its `(`, split at its own commas (quotes and brackets
+    kept whole), up to its `)`; empty when the call does not close on its line within 400 characters."""
+    spans, depth, quote, begin = [], 0, "", start
+    for i in range(start, min(len(text), start + 400)):
+        c = text[i]
+        if quote:
+            quote = "" if c == quote and text[i - 1] != "\\" else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}" and depth:
+            depth -= 1
+        elif c == ")" or c == "," and not depth:
+            spans.append((begin, i))
+            begin = i + 1
+            if c == ")":
+                return spans
+        elif c == "\n":
+            break
+    return []
+
+
 def _overlapping(rx: re.Pattern, text: str) -> Iterator[re.Match]:
     m = rx.search(text)
     while m:
@@ -633,7 +673,23 @@ def _overlapping(rx: re.Pattern, text: str) -> Iterator[re.Match]:
 
 def calls(text: str) -> Iterator[Slot]:
     for m in CALL.finditer(text):
+        if (m.group("fn") or "").lower() in POSITIONAL_CALLS:
+            continue  # its password's place is known (`smtp.PlainAuth("", user, X, host)`)
         if not evidence.is_reference(m.group("s"), True):
+            yield Slot(m.start("s"), m.end("s"), "call_argument", Field.CREDENTIAL)
+    for m in CALL_NAME.finditer(text):
+        name = m.group("name").lower()
+        place = POSITIONAL_CALLS.get(f"{(m.group('qual') or '').lower()}.{name}", POSITIONAL_CALLS.get(name))
+        if place is None:
+            continue
+        arguments = _arguments(text, m.end())
+        if len(arguments) >= 2 and -len(arguments) <= place < len(arguments):
+            literal = STRING_ARGUMENT.match(text[slice(*arguments[place])])
+            if literal and not evidence.is_reference(literal.group("s"), True):
+                s = arguments[place][0] + literal.start("s")
+                yield Slot(s, s + len(literal.group("s")), "call_argument", Field.CREDENTIAL)
+    for m in CONSTANT_ARGUMENT.finditer(text):
+        if classify(m.group("name")) is Field.CREDENTIAL and not evidence.is_reference(m.group("s"), True):
             yield Slot(m.start("s"), m.end("s"), "call_argument", Field.CREDENTIAL)
     for m in _overlapping(NAMED_ARGUMENT, text):  # `config.set("db", "password", "…")`: the pair after `"db"`
         if text[m.start()] == "[" and m.group("sep") == ",":
@@ -651,7 +707,18 @@ def calls(text: str) -> Iterator[Slot]:
                 yield slot
 
 
-FINDERS = (assignments, headers, urls, command_lines, calls, prose, chinese)
+# A placeholder's default (Spring's `${smtp.password:X}`, the shell's `${DB_PASSWORD:-X}`): when the name is a
+# credential's, the default is one.
+DEFAULTED = re.compile(r"\$\{(?P<name>[\w.\-]{2,80})(?::-|:=|:(?![?+]))(?P<s>[^}\s\"'$]{3,200})\}")  # not `:?message`
+
+
+def defaults(text: str) -> Iterator[Slot]:
+    for m in DEFAULTED.finditer(text):
+        if classify(m.group("name")) is Field.CREDENTIAL and not evidence.is_reference(m.group("s"), True):
+            yield Slot(m.start("s"), m.end("s"), "placeholder_default", Field.CREDENTIAL)
+
+
+FINDERS = (assignments, headers, urls, command_lines, calls, defaults, prose, chinese)
 
 
 def slots(text: str) -> Iterator[Slot]:

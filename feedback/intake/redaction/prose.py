@@ -116,10 +116,12 @@ DOMAIN_ACCOUNT_PAIR = re.compile(r"(?<![\w.\\/@+-])(?:[\w.-]{1,64}\\[\w.$-]{1,64
                                  r":(?P<s>[^\s:/\\'\"<>()\[\]{},;]{4,64})(?=[\s'\"<>()\[\],;]|$)")
 # Words that tell the reader to keep what the sentence gives to themselves: `it's 'X', don't share it`, `别外传`.
 SECRECY = re.compile(r"(?i)\b(?:don'?t|do\s+not|never|pls\s+don'?t)\s+(?:share|forward|post|paste|give|send|tell|reuse)\b"
-                     r"|\bkeep\s+(?:it|this|that)\s+(?:secret|private|to\s+yourself)\b|别外传|不要外传|勿外传|不要告诉别人")
+                     r"|\bkeep\s+(?:it|this|that)\s+(?:secret|private|to\s+yourself)\b"
+                     r"|\b(?:change|reset|rotate)\s+(?:it|this|that)\s+(?:after|at|on|when|once|before)\b"  # a temporary one
+                     r"|别外传|不要外传|勿外传|不要告诉别人|用完(?:就)?改掉|登录后(?:请)?修改")
 QUOTED_TOKEN = re.compile(r"(?<![\w])[\"'“‘`](?P<s>[^\s\"'”’`]{6,64})[\"'”’`](?![\w])")
 MIXED_CASE_DIGITS = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)")
-ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")/(?P<s>[^\s/\"',:]{6,64})")
+ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")(?P<sep>[/:])(?P<s>[^\s/\"',:]{6,64})")
 
 
 def _chosen_password(value: str) -> bool:
@@ -137,7 +139,10 @@ def prose(text: str) -> Iterator[Slot]:
     for rx in (LOGIN_AS, LOGIN_WITH_PAIR, ACCOUNT_PAIR, PROMPT_ANSWER, LOGIN_WITH):
         for m in rx.finditer(text):
             value, s = _given(m)
-            if _chosen_password(value):
+            # `admin:X` as well as `admin/X`, where a colon also joins a role to a scope (`admin:read-all`)
+            colon = rx is ACCOUNT_PAIR and m.group("sep") == ":"
+            if _chosen_password(value) and not colon or colon and MIXED_CASE_DIGITS.search(value) \
+                    and evidence.has_password_shape(value, 8) and not evidence.is_not_secret(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in DOMAIN_ACCOUNT_PAIR.finditer(text):
         value, s = _given(m)
@@ -150,8 +155,8 @@ def prose(text: str) -> Iterator[Slot]:
             quoted = m.re is QUOTED_TOKEN
             value = m.group("s") if quoted else m.group().strip("\"'`“”‘’").rstrip(VALUE_END)
             s = m.start() + m.group().find(value)
-            if (_chosen_password(value) or quoted and evidence.has_password_shape(value, 8) and re.search(r"\d", value)
-                    and MIXED_CASE_DIGITS.search(value)) and not evidence.is_reference(value, False):
+            if (_chosen_password(value) or evidence.has_password_shape(value, 8) and MIXED_CASE_DIGITS.search(value)) \
+                    and not evidence.is_reference(value, False) and not evidence.is_not_secret(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in RECOVERY_CODES.finditer(text):
         window = text[m.end():m.end() + 400]
@@ -193,8 +198,8 @@ def prose(text: str) -> Iterator[Slot]:
             continue  # `registry key '…'`, `primary key …`: the same names as in an assignment's field
         if before and key.group().lower() in VERB_KEYS and before[-1].lower() in VERB_BEFORE:
             continue  # a verb: `the token to pass to the service`
-        if key.start() and text[key.start() - 1] in "=:":
-            continue  # a value itself: `dkim=pass`, `result:pass`
+        if key.start() and text[key.start() - 1] in "=:!":
+            continue  # a value itself (`dkim=pass`, `result:pass`) or a YAML tag (`!secret name`)
         window = text[key.end():key.end() + 120]
         closed = STRING_END.search(window)
         window = window[:closed.start()] if closed else window
@@ -251,6 +256,8 @@ def prose(text: str) -> Iterator[Slot]:
             direct = n == 0 or (n == 1 and re.fullmatch(r"\d", words[0].group()))
             paired = direct and re.match(r"\s+/\s+\S", window[word.end():])  # `login admin / S3cret!`
             if marker or (direct and (not needs_marker or paired)):
+                if marker and evidence.is_reference(raw.strip("\"'`“”‘’,;"), False):
+                    break  # a mask or a reference whose brackets the value's end would cut (`[REDACTED]`, `ENC[…]`)
                 value = raw.strip("\"'`“”‘’").rstrip(VALUE_END)
                 if re.fullmatch(r"[^\W\d_]+[!:]+", value):
                     value = value.rstrip("!:")  # a word that ends the sentence: `credentials are strong!`
