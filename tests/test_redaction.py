@@ -100,7 +100,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round12.json", {"tuning"}),
                               ("redaction_round13.json", {"tuning"}),
                               ("redaction_round14.json", {"tuning"}),
-                              ("redaction_round15.json", {"tuning"}))]
+                              ("redaction_round15.json", {"tuning"}),
+                              ("redaction_round16.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
@@ -1228,4 +1229,34 @@ def test_variables_build_constants_placeholder_messages_scopes_and_quoted_option
     "api_key: sk-...",  # a prefix and an ellipsis
 ])
 def test_references_to_secrets_kept_elsewhere_masks_and_elided_values_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("Nomad:\nSecret ID    = 9e8d7c6b-5a4f-4e3d-8c1b-0a9f8e7d6c5b", "9e8d7c6b-5a4f-4e3d-8c1b-0a9f8e7d6c5b"),
+    ('{"SecretID": "7b9d1f3a-5c7e-4a9b-8d1f-3a5c7e9b1d3f", "Description": "ci"}', "7b9d1f3a-5c7e-4a9b-8d1f-3a5c7e9b1d3f"),
+    ("| reporting | *6BB4837EB74329105EE4568DDA7DC67ED2CA2AD9 |", "*6BB4837EB74329105EE4568DDA7DC67ED2CA2AD9"),
+    ("Das Kennwort für den Drucker lautet Drucker-Admin-2026.", "Drucker-Admin-2026"),  # other languages' words
+    ("mdp du wifi invités : Invite-Wifi-77", "Invite-Wifi-77"),
+    ("Пароль администратора: Adm-Ru-2026!", "Adm-Ru-2026!"),
+    ("ログイン用のパスワードは Login-Jp-55 です", "Login-Jp-55"),
+    ("서버 비밀번호는 Srv-Kr-2026 입니다", "Srv-Kr-2026"),
+    ("the padlock combination on the rack is 7-31-22", "7-31-22"),  # a physical lock's code
+    ("door code for the lab: 5519#", "5519#"),
+])
+def test_generated_secret_ids_mysql_hashes_other_languages_and_lock_codes_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    '{"requestParameters": {"secretId": "prod/payments/stripe-api-key"}}',  # a secret's name, not a generated id
+    "Das Passwort muss mindestens 14 Zeichen lang sein und darf nicht wiederverwendet werden.",
+    "Passwort falsch für Benutzer admin2",  # a short account name after the word
+    "Hasło do konta serwisowego zmieniamy co 90 dni przez portal.",
+    'Het wachtwoord staat in de kluis onder "NAS beheer".',
+    "Пароль сбрасывается через портал самообслуживания, срок действия 90 дней.",
+    "パスワードは社内のパスワードマネージャーで共有してください。",
+    "the gate code changes every quarter; the error code is 0x18 and the combo box is broken",
+])
+def test_secret_names_and_sentences_about_passwords_in_other_languages_are_kept(line):
     assert REDACTOR.redact(line).text == line

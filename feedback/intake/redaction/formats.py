@@ -52,6 +52,8 @@ VENDOR_FORMATS: list[tuple[str, re.Pattern]] = [(kind, re.compile(rx)) for kind,
     # crypt(3) password hashes (shadow, htpasswd, device configs): crackable, so as secret as the password
     ("password_hash", r"\$(?:1|2[abxy]|5|6|y|gy|7|apr1|md5|sha1|argon2(?:id|i|d)?|scrypt|pbkdf2(?:-sha\d+)?)\$"
                       r"[./A-Za-z0-9$=,+-]{8,}"),
+    # MySQL's native password hash (`authentication_string`, `SELECT PASSWORD(…)`): a star and 40 upper-case hex
+    ("password_hash", r"(?<![\w*])\*[0-9A-F]{40}(?![\w])"),
     # Windows' cached domain logon (mscash2) as dumping tools print it: `$DCC2$10240#account#hash`
     ("password_hash", r"\$DCC2\$\d{1,6}#[^#\s]{1,64}#[0-9a-fA-F]{32}"),
     # NetNTLMv2 and v1 responses as capture tools print them (`user::DOMAIN:challenge:NTProofStr:blob`,

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from secbot.feedback.intake.redaction import evidence
 from secbot.feedback.intake.redaction.names import META, RESOURCE_VERBS, STRONG, Field, classify, classify_option, words
-from secbot.feedback.intake.redaction.prose import chinese, prose
+from secbot.feedback.intake.redaction.prose import other_languages, prose
 from secbot.feedback.intake.redaction.slot import VALUE_END, Slot
 
 
@@ -116,6 +116,9 @@ def _tight_pair(text: str, start: int, value_start: int, value_end: int, field: 
     return evidence.secret_shaped(text[value_start:value_end])
 
 
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def assignments(text: str) -> Iterator[Slot]:
     newlines = [m.start() for m in re.finditer("\n", text)]
     for m in ASSIGNMENT.finditer(text):
@@ -152,6 +155,9 @@ def assignments(text: str) -> Iterator[Slot]:
                 and re.fullmatch(r"[^\W\d_]+", text[value[0]:value[1]]) \
                 and WORDS_BEFORE.search(text, max(line, m.start() - 40), m.start()):
             continue  # a colon in a sentence: `scope access to your secrets: one should not …`
+        label = words(text[max(line, m.start() - 8):m.start()] + " " + m.group("name"))[-2:]  # `Secret ID  = …`
+        if field is Field.IDENTIFIER and label == ["secret", "id"] and UUID.fullmatch(text[value[0]:value[1]]):
+            field = Field.CREDENTIAL  # a generated secret id (Vault's AppRole, Consul's and Nomad's tokens), not a name
         slot = judge(text, *value, field, "assignment")
         if slot and not value[2] and not in_query:
             rest = PASSPHRASE_REST.match(text, slot.end)
@@ -718,7 +724,7 @@ def defaults(text: str) -> Iterator[Slot]:
             yield Slot(m.start("s"), m.end("s"), "placeholder_default", Field.CREDENTIAL)
 
 
-FINDERS = (assignments, headers, urls, command_lines, calls, defaults, prose, chinese)
+FINDERS = (assignments, headers, urls, command_lines, calls, defaults, prose, other_languages)
 
 
 def slots(text: str) -> Iterator[Slot]:

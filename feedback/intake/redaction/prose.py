@@ -17,7 +17,8 @@ from secbot.feedback.intake.redaction.slot import VALUE_END, Slot
 
 # --- prose, English: a password word, a short window, a marker, then the value
 PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:p[a@4](?:ss|55|\$\$)(?:w[o0]rd|wd|phrase|code)?s?|pwd|pw|psk|pin|creds"
-                       r"|credentials|login|logon"
+                       r"|credentials|login|logon|combo|(?:safe|lock|padlock|door|gate|alarm|keypad|entry|building)\s+"
+                       r"(?:code|combo|combination)s?"
                        r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key"
                        r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|secret|token|key)(?![\w-])")
 MARKERS = {"is", "was", "are", "=", ":", "->", "=>", "→", "now", "still", "to", "as", "be", "became"}
@@ -36,7 +37,10 @@ VERB_BEFORE = {"to", "will", "would", "can", "could", "must", "should", "may", "
 VERB_KEYS = {"pass", "login", "logon"}
 # `the key is …`, `your API2CART key is …`: a determiner, perhaps with the vendor's or the system's name.
 DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+(?:[\w.-]{1,30}\s+)?$")
-PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
+PIN_KEYS = {"pin", "pins", "passcode", "passcodes", "combo"}
+# A physical lock's code (`door code`, `safe combination`): digits, or a dial's numbers joined by hyphens.
+PHYSICAL_CODE = re.compile(r"\w+\s+(?:code|combo|combination)s?")
+PIN_VALUE = re.compile(r"\d{4,10}#?|\d{1,3}(?:-\d{1,3}){2,5}")
 # A field's dotted name (`event.name`, `objectRef.namespace`): a marker after it assigns to that field (an
 # account's name, `svc_deploy`, is not one: `login svc_deploy = …` gives its password).
 FIELD_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
@@ -208,7 +212,7 @@ def prose(text: str) -> Iterator[Slot]:
         words = list(WORD.finditer(window))[:17]
         marker, previous, limit = False, key.group().lower(), 6
         needs_marker = previous in ("login", "logon", "creds", "credentials")
-        pin = previous in PIN_KEYS
+        pin = previous in PIN_KEYS or bool(PHYSICAL_CODE.fullmatch(previous))
         # `the key is …` is a credential only as that sentence, with a value plainly one (letters and digits);
         # `key: network_connect_4` is a setting's name
         strict = previous == "key"
@@ -264,7 +268,7 @@ def prose(text: str) -> Iterator[Slot]:
                 if value.startswith("--") or re.match(r"[a-z_][a-z0-9_.-]*=(?!=)", value):
                     break  # an option (`rotate-secret --secret-id …`) or another field (`Login: user=<jsmith>, …`)
                 s = key.end() + word.start() + raw.find(value)
-                if pin and (marker and re.fullmatch(r"\d{4,10}", value) or re.fullmatch(r"\d{6,10}", value)):
+                if pin and (marker and PIN_VALUE.fullmatch(value) or re.fullmatch(r"\d{6,10}", value)):
                     yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
                     break
                 if strict and not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
@@ -305,9 +309,17 @@ def _paired(text: str, start: int, value: str) -> Iterator[Slot]:
         yield Slot(s, s + len(spaced.group(group).rstrip(".,;")), "prose_password", Field.CREDENTIAL)
 
 
-# --- prose, Chinese: a keyword, then the first ASCII value in the same clause
+# --- prose, Chinese and other languages: a keyword, then the first ASCII value in the same clause
 ZH_KEY = re.compile(rf"(?:{ZH_SECRET_NOUNS}|(?i:pin)码"
                     r"|(?i:access\s*key\s*secret|secret\s*key|secretkey|accesskeysecret|api\s*key|token|secret))")
+# The word for a password in other languages a team writes in (German, French, Spanish, Portuguese, Russian and
+# Ukrainian, Polish, Dutch, Swedish, Danish, Norwegian, Finnish, Czech, Hungarian, Turkish, Greek, Hebrew, Arabic,
+# Hindi, Thai, Vietnamese, Indonesian, Japanese, Korean). In a script of letters the value must be longer to count:
+# the clause's other words are ASCII too.
+OTHER_KEY = re.compile(r"(?i:(?<!\w)(?:passwort|kennwort|mot\s+de\s+passe|mdp|contraseña|clave\s+de\s+acceso|senha"
+                       r"|парол[ьяюе]\w*|hasł[oa]|wachtwoord|lösenord|adgangskode|passord|salasana|heslo|jelszó|şifre"
+                       r"|κωδικός|סיסמה|كلمة\s+(?:المرور|السر)|पासवर्ड|รหัสผ่าน|mật\s+khẩu|kata\s+sandi)(?!\w))"
+                       r"|パスワード|暗証番号|비밀번호")
 ZH_ACCOUNT = re.compile(r"(?:账号|帐号|账户|帐户|用户名|登录|登陆)")
 ZH_CLAUSE_END = re.compile(r"[，。！？；、\n（]|[,;!?(](?=\s|$)")
 ZH_MARKER = re.compile(r"^\s*(?:是|为|是：|：|:|=|就是|还是|改成了?|改为|设为|设置为|变成了?)\s*")
@@ -317,15 +329,18 @@ INLINE_CODE = re.compile(r"`[^`\n]+`")
 ZH_ABOUT = re.compile(r"管理|策略|长度|复杂度|有效期|别名|名称|名字|编号|路径|文件|位置|类型|格式|规则|服务|(?i:\bid\b|\barn\b)")
 
 
-def chinese(text: str) -> Iterator[Slot]:
-    if not re.search(r"[\u4e00-\u9fff]", text):
+def other_languages(text: str) -> Iterator[Slot]:
+    chinese = bool(re.search(r"[\u4e00-\u9fff]", text))
+    if not chinese and not OTHER_KEY.search(text):
         return
     code = [m.span() for m in INLINE_CODE.finditer(text)]  # in order, not overlapping
-    for key in ZH_KEY.finditer(text):
+    keys = [*(ZH_KEY.finditer(text) if chinese else ()), *OTHER_KEY.finditer(text)]
+    for key in keys:
         i = bisect.bisect_right(code, (key.start(), len(text))) - 1
         if i >= 0 and code[i][0] < key.start() < code[i][1]:
             continue  # a command quoted in the sentence (`vault kv put … token=@file`) is read as a command
-        clause = text[key.end():key.end() + 40]
+        lettered = key.re is OTHER_KEY and bool(re.search(r"[A-Za-z]", key.group()))  # a Latin-script language
+        clause = text[key.end():key.end() + (60 if key.re is OTHER_KEY else 40)]
         cut = ZH_CLAUSE_END.search(clause)
         start = key.end()
         if cut and not ASCII_TOKEN.search(clause[:cut.start()]) and ZH_MARKER.match(clause[cut.end():]) \
@@ -341,9 +356,14 @@ def chinese(text: str) -> Iterator[Slot]:
             value = token.group().strip("\"'“”`")
             immediate = direct and token.start() == direct.end() or token.start() == 0 \
                 or not clause[:token.start()].strip() and len(value) >= 8  # `授权码 qwmzxkplrtvbnhyc`
+            if lettered:  # the clause's words are ASCII too: a label (`serwisowego:`) or a word is no value
+                value = value.rstrip(VALUE_END).strip("\"'“”`")
+                immediate = direct and token.start() == direct.end() and not re.fullmatch(r"[^\W\d_]+", value)
+                if token.group().rstrip("\"'“”`").endswith(":"):
+                    continue
             if evidence.is_not_secret(value) or re.fullmatch(r"[A-Za-z]+", value) and not immediate:
                 continue
-            if (immediate and len(value) >= 4) or evidence.has_password_shape(value, 6):
+            if (immediate and len(value) >= 4) or evidence.has_password_shape(value, 8 if lettered else 6):
                 s = start + token.start() + token.group().find(value)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
                 break
