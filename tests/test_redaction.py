@@ -1257,6 +1257,8 @@ def test_generated_secret_ids_mysql_hashes_other_languages_and_lock_codes_are_re
     "Пароль сбрасывается через портал самообслуживания, срок действия 90 дней.",
     "パスワードは社内のパスワードマネージャーで共有してください。",
     "the gate code changes every quarter; the error code is 0x18 and the combo box is broken",
+    "Jul 27 14:41:57 combo kernel:  BIOS-e820: 00000000000f0000 - 0000000000100000 (reserved)",  # a host's name
+    "Jul 11 11:33:17 combo gdm-binary[2803]: Couldn't authenticate user",
 ])
 def test_secret_names_and_sentences_about_passwords_in_other_languages_are_kept(line):
     assert REDACTOR.redact(line).text == line

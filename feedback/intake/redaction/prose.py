@@ -17,7 +17,7 @@ from secbot.feedback.intake.redaction.slot import VALUE_END, Slot
 
 # --- prose, English: a password word, a short window, a marker, then the value
 PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:p[a@4](?:ss|55|\$\$)(?:w[o0]rd|wd|phrase|code)?s?|pwd|pw|psk|pin|creds"
-                       r"|credentials|login|logon|combo|(?:safe|lock|padlock|door|gate|alarm|keypad|entry|building)\s+"
+                       r"|credentials|login|logon|(?:safe|lock|padlock|door|gate|alarm|keypad|entry|building)\s+"
                        r"(?:code|combo|combination)s?"
                        r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key"
                        r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|secret|token|key)(?![\w-])")
@@ -37,7 +37,7 @@ VERB_BEFORE = {"to", "will", "would", "can", "could", "must", "should", "may", "
 VERB_KEYS = {"pass", "login", "logon"}
 # `the key is …`, `your API2CART key is …`: a determiner, perhaps with the vendor's or the system's name.
 DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+(?:[\w.-]{1,30}\s+)?$")
-PIN_KEYS = {"pin", "pins", "passcode", "passcodes", "combo"}
+PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
 # A physical lock's code (`door code`, `safe combination`): digits, or a dial's numbers joined by hyphens.
 PHYSICAL_CODE = re.compile(r"\w+\s+(?:code|combo|combination)s?")
 PIN_VALUE = re.compile(r"\d{4,10}#?|\d{1,3}(?:-\d{1,3}){2,5}")
