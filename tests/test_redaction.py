@@ -1262,3 +1262,28 @@ def test_generated_secret_ids_mysql_hashes_other_languages_and_lock_codes_are_re
 ])
 def test_secret_names_and_sentences_about_passwords_in_other_languages_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("| host | user | password |\n|---|---|---|\n| db01 | admin | Md-Table-2026 |", "Md-Table-2026"),  # tables
+    (" usename  |  passwd\n----------+--------\n reporter | Psql-Row-2026\n(1 row)", "Psql-Row-2026"),
+    ("name\tapi_token\nexporter\tTsv-Tok-2026x", "Tsv-Tok-2026x"),
+    ('host,user,password\n10.0.0.2,root,"Quoted,Pw-2026"', "Quoted,Pw-2026"),
+    ("Wi-Fi: CORP-GUEST / Welcome2026!", "Welcome2026!"),  # a network and its key
+    ("root / toor123 on the kali box", "toor123"),  # a default account's pair, spaced
+    ("otp: 482913", "482913"),
+])
+def test_table_columns_wifi_pairs_spaced_default_accounts_and_one_time_codes_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "| field | description |\n|---|---|\n| password | the account password |",  # a column that describes
+    "| user | password_last_set |\n|---|---|\n| jdoe | 2026-11-30 |",
+    "user,password\nalice,",  # an empty cell
+    "Logon GUID: {7A3C9E1F-2B4D-6E8A-0C1B-3D5F7E9A2C4B}",  # a braced GUID
+    "OTP: enabled for all admins; OTP policy: 6 digits, 30 s",
+    "use eu-west-1 / us-east-1 for the replica; admin / user2 roles were merged",
+])
+def test_describing_columns_empty_cells_guids_and_otp_settings_are_kept(line):
+    assert REDACTOR.redact(line).text == line

@@ -39,7 +39,7 @@ NOT_SECRET_GRAMMARS = [
     r"(?:[ \t]*\r?\n[ \t]*[\w-]+:[^\n]*)*(?:(?:[ \t]*\r?\n)+[ \t]*[A-Za-z0-9+/=]+|[ \t]+[A-Za-z0-9+/=]{40,})*"
     r"(?:\s*-----END [A-Z0-9 ]+-----)?",  # line by line: a truncated block does not reach the words after it
     r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com)\s+AAAA[A-Za-z0-9+/]+={0,3}",
-    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",  # UUIDs
+    r"\{?\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b\}?",  # UUIDs, `{…}` GUIDs
     # image references (a name of at most 255 characters, as the OCI spec has it: linear to match)
     r"(?<![\w.-])[\w.-]{1,255}(?::\d+)?(?:/[\w./-]{1,255})?(?::\w[\w.-]{0,127})?@sha256:[0-9a-f]{64}",
     r"\b[A-Z][A-Za-z]+:[A-Za-z0-9]+/[A-Za-z0-9]+(?:[.!][A-Za-z0-9]+)*",  # GuardDuty/Defender finding types

@@ -10,6 +10,7 @@ Identifier fields are reported too, so that nothing inside them is redacted for 
 from __future__ import annotations
 
 import bisect
+import csv
 import re
 from typing import Iterator
 
@@ -724,7 +725,66 @@ def defaults(text: str) -> Iterator[Slot]:
             yield Slot(m.start("s"), m.end("s"), "placeholder_default", Field.CREDENTIAL)
 
 
-FINDERS = (assignments, headers, urls, command_lines, calls, defaults, prose, other_languages)
+# A table (CSV, TSV, Markdown, psql's and other clients' output): a header row of names, then rows with as many
+# cells; the cells under a column named for a credential (`password`, `api_token`) are credentials.
+TABLE_CELL_NAME = re.compile(r"[A-Za-z_][\w .-]{0,40}")
+TABLE_RULE = re.compile(r"^[\s|+:-]*-{3,}[\s|+:-]*$")  # `|---|---|`, `------+------`
+
+
+def _cells(line: str, delimiter: str) -> list[tuple[int, int]]:
+    """The spans of a row's cells without their spaces and quotes (CSV's quoting kept whole; a Markdown
+    row's outer pipes left out)."""
+    if delimiter == "|":
+        stripped = line.strip()
+        start = line.index("|") + 1 if stripped.startswith("|") else 0
+        end = line.rstrip().rfind("|") if stripped.endswith("|") and len(stripped) > 1 else len(line)
+        bounds = [start - 1] + [m.start() for m in re.finditer(r"\|", line[start:end])] + [end]
+        bounds = [start - 1] + [start + b for b in bounds[1:-1]] + [end]
+        raw = [(a + 1, b) for a, b in zip(bounds, bounds[1:])]
+    else:
+        raw, at = [], 0
+        for value in next(csv.reader([line], delimiter=delimiter)):
+            found = line.find(value, at)
+            raw.append((found, found + len(value)) if found >= 0 else (at, at))
+            at = raw[-1][1]
+    spans = []
+    for a, b in raw:
+        cell = line[a:b]
+        a += len(cell) - len(cell.lstrip())
+        spans.append((a, a + len(cell.strip())))
+    return spans
+
+
+def tables(text: str) -> Iterator[Slot]:
+    lines = text.split("\n")
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    for i, header in enumerate(lines[:-1]):
+        ruled = bool(TABLE_RULE.match(lines[i + 1]))
+        delimiter = next((d for d in ",|\t;" if header.count(d) >= (2 if d == "|" and not ruled else 1)), None)
+        if delimiter is None:
+            continue
+        names = [header[a:b] for a, b in _cells(header, delimiter)]
+        if len(names) < 2 or not all(TABLE_CELL_NAME.fullmatch(n) for n in names):
+            continue
+        columns = [k for k, n in enumerate(names) if classify(n.strip()) is Field.CREDENTIAL]
+        if not columns:
+            continue
+        for j in range(i + 1, len(lines)):
+            row = lines[j]
+            if TABLE_RULE.match(row):
+                continue
+            cells = _cells(row, delimiter)
+            if delimiter not in row or len(cells) != len(names):
+                break
+            for k in columns:
+                slot = judge(row, *cells[k], False, Field.CREDENTIAL, "table_cell")
+                if slot:
+                    yield Slot(offsets[j] + slot.start, offsets[j] + slot.end, slot.kind, slot.field)
+
+
+FINDERS = (assignments, headers, urls, command_lines, calls, defaults, tables, prose, other_languages)
 
 
 def slots(text: str) -> Iterator[Slot]:

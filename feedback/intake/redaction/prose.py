@@ -20,7 +20,7 @@ PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:p[a@4](?:ss|55|\$\$)(?:w[o0]rd|wd|phra
                        r"|credentials|login|logon|(?:safe|lock|padlock|door|gate|alarm|keypad|entry|building)\s+"
                        r"(?:code|combo|combination)s?"
                        r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key"
-                       r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|secret|token|key)(?![\w-])")
+                       r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|otp|secret|token|key)(?![\w-])")
 MARKERS = {"is", "was", "are", "=", ":", "->", "=>", "→", "now", "still", "to", "as", "be", "became"}
 CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
 FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
@@ -37,7 +37,7 @@ VERB_BEFORE = {"to", "will", "would", "can", "could", "must", "should", "may", "
 VERB_KEYS = {"pass", "login", "logon"}
 # `the key is …`, `your API2CART key is …`: a determiner, perhaps with the vendor's or the system's name.
 DETERMINER = re.compile(r"(?i)\b(?:the|its|our|their|this|that|my|your|his|her)\s+(?:[\w.-]{1,30}\s+)?$")
-PIN_KEYS = {"pin", "pins", "passcode", "passcodes"}
+PIN_KEYS = {"pin", "pins", "passcode", "passcodes", "otp"}
 # A physical lock's code (`door code`, `safe combination`): digits, or a dial's numbers joined by hyphens.
 PHYSICAL_CODE = re.compile(r"\w+\s+(?:code|combo|combination)s?")
 PIN_VALUE = re.compile(r"\d{4,10}#?|\d{1,3}(?:-\d{1,3}){2,5}")
@@ -100,7 +100,7 @@ VALUE_FIRST_ZH = re.compile(r"(?:^|(?<=[\s，。：:（(]))(?P<s>[\x21-\x7e]{6,6
 LOGIN_WITH = re.compile(r"(?i)\b(?:log(?:in|on)|sign[- ]?in|auth(?:entication)?)\b[^.\n]{0,20}?\bwith\s+(?P<s>\S+)")
 # An account and its password as a pair, bracketed or after a colon, a few words after a word for credentials:
 # `got in with the creds you sent (svc_etl / X)`, `login for the demo: admin/X`.
-CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account)\b[^.\n]{0,40}?"
+CREDENTIALS_PAIR = re.compile(r"(?i)\b(?:creds|credentials|login|logon|account|wi-?fi|wlan|ssid)\b[^.\n]{0,40}?"
                               r"(?:[(\[]\s*[\w.@\\-]{2,64}\s*/\s*(?P<s>[^\s)\]]{6,64})\s*[)\]]"  # `(user / X)`
                               r"|:\s*[\w.@\\-]{2,64}\s*/\s*(?P<t>\S{6,64})(?!\S))")  # `: user/X`
 CREDENTIAL_NEAR = re.compile(r"(?i)(?<![\w-])(?:pass(?:word|wd|phrase|code)?s?|pwd|pw|creds|credentials?|log(?:in|on)s?"
@@ -125,7 +125,7 @@ SECRECY = re.compile(r"(?i)\b(?:don'?t|do\s+not|never|pls\s+don'?t)\s+(?:share|f
                      r"|别外传|不要外传|勿外传|不要告诉别人|用完(?:就)?改掉|登录后(?:请)?修改")
 QUOTED_TOKEN = re.compile(r"(?<![\w])[\"'“‘`](?P<s>[^\s\"'”’`]{6,64})[\"'”’`](?![\w])")
 MIXED_CASE_DIGITS = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)")
-ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")(?P<sep>[/:])(?P<s>[^\s/\"',:]{6,64})")
+ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")(?P<sep>[/:]| / )(?P<s>[^\s/\"',:]{6,64})")
 
 
 def _chosen_password(value: str) -> bool:
@@ -145,8 +145,11 @@ def prose(text: str) -> Iterator[Slot]:
             value, s = _given(m)
             # `admin:X` as well as `admin/X`, where a colon also joins a role to a scope (`admin:read-all`)
             colon = rx is ACCOUNT_PAIR and m.group("sep") == ":"
+            spaced = rx is ACCOUNT_PAIR and m.group("sep") == " / "  # `root / toor123`: letters and digits
             if _chosen_password(value) and not colon or colon and MIXED_CASE_DIGITS.search(value) \
-                    and evidence.has_password_shape(value, 8) and not evidence.is_not_secret(value):
+                    and evidence.has_password_shape(value, 8) and not evidence.is_not_secret(value) \
+                    or spaced and evidence.has_password_shape(value, 6) and re.search(r"\d", value) \
+                    and not evidence.is_not_secret(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in DOMAIN_ACCOUNT_PAIR.finditer(text):
         value, s = _given(m)
