@@ -1287,3 +1287,24 @@ def test_table_columns_wifi_pairs_spaced_default_accounts_and_one_time_codes_are
 ])
 def test_describing_columns_empty_cells_guids_and_otp_settings_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("john finished overnight, cracked: Winter-Cracked-9", "Winter-Cracked-9"),  # what a password was used for
+    ('the contractor used "Vend0r!Login" to log in from home', "Vend0r!Login"),
+    ("is Spring#2026x in the rockyou list or not?", "Spring#2026x"),
+    ("[*] DefaultPassword\n(Unknown User):Lsa-Dflt-2026", "Lsa-Dflt-2026"),  # secretsdump's LSA secrets
+    ("snmp community string = Ro-Comm-2026", "Ro-Comm-2026"),
+])
+def test_cracked_used_to_log_in_breach_list_lsa_secrets_and_community_strings_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "we used terraform to access the state bucket; I used v2.1.3-beta to log in to the new portal",
+    "the hash was cracked in 4 minutes: see ticket SEC-4471",
+    "CVE-2024-3400 is in the KEV list; is rockyou.txt in the wordlist folder?",
+    "the community string is managed by ansible",
+])
+def test_tools_versions_tickets_and_lists_in_such_sentences_are_kept(line):
+    assert REDACTOR.redact(line).text == line

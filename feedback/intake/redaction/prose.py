@@ -20,7 +20,8 @@ PROSE_KEY = re.compile(r"(?i)(?<![\w-])(?:p[a@4](?:ss|55|\$\$)(?:w[o0]rd|wd|phra
                        r"|credentials|login|logon|(?:safe|lock|padlock|door|gate|alarm|keypad|entry|building)\s+"
                        r"(?:code|combo|combination)s?"
                        r"|(?:api|license|licence|wifi|wi-fi|access|secret|private|app)\s+key"
-                       r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|otp|secret|token|key)(?![\w-])")
+                       r"|(?:otp|totp|hotp|mfa|2fa|authenticator)\s+(?:seed|secret)|otp|secret|token|key"
+                       r"|(?:snmp\s+)?community\s+string|snmp\s+community)(?![\w-])")
 MARKERS = {"is", "was", "are", "=", ":", "->", "=>", "→", "now", "still", "to", "as", "be", "became"}
 CHANGE_VERBS = {"reset", "set", "changed", "change", "rotated", "updated", "switched", "moved", "got", "back"}
 FILLER_AFTER_MARKER = {"now", "still", "just", "currently", "also", "again", "simply", "always", "set", "reset",
@@ -116,8 +117,17 @@ CODE = re.compile(r"[A-Za-z0-9]{4,12}(?:-[A-Za-z0-9]{4,12})*")
 # An account named with its domain, then its password after a colon, as tools print a working pair and leaked
 # combination lists hold them: `CORP\\svc_backup:X` (NetExec, Metasploit), `alerts@corp.example:X` (Postfix's
 # sasl_passwd, combo lists). Not a port (`:587`), a path (`git@host:org/repo`) or a placeholder (`:<blank>`).
-DOMAIN_ACCOUNT_PAIR = re.compile(r"(?<![\w.\\/@+-])(?:[\w.-]{1,64}\\[\w.$-]{1,64}|[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+)"
+DOMAIN_ACCOUNT_PAIR = re.compile(r"(?<![\w.\\/@+-])(?:[\w.-]{1,64}\\[\w.$-]{1,64}|[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+"
+                                 r"|\((?:Unknown User|null)\))"  # secretsdump's LSA secrets: `(Unknown User):X`
                                  r":(?P<s>[^\s:/\\'\"<>()\[\]{},;]{4,64})(?=[\s'\"<>()\[\],;]|$)")
+# What a password was used for, cracked into or checked against: `used 'X' to log in`, `hashcat cracked it: X`,
+# `is X in the breach list?`. The value must be shaped like a chosen password.
+USED_TO_LOG_IN = re.compile(r"(?i)\b(?:used|using|with|typed|entered|tried)\s+(?P<s>[\"'`“‘]?[^\s\"'`”’]{6,64}[\"'`”’]?)"
+                            r"\s+to\s+(?:log\s*(?:in|on)|login|sign\s*in|authenticate|unlock|get\s+in|access)\b")
+CRACKED = re.compile(r"(?i)\b(?:cracked|recovered|plaintext|cleartext)\b[^.\n]{0,30}?[:=]\s*(?P<s>\S{6,64})")
+IN_BREACH_LIST = re.compile(r"(?i)(?:(?:^|(?<=\s))|\b(?:is|was)\s+)(?P<s>[\"'`]?[^\s\"'`]{6,64}[\"'`]?)\s+"
+                            r"(?:(?:is|was|are)\s+)?(?:in|on)\s+(?:the\s+|a\s+|any\s+)?(?:\w+\s+)?"
+                            r"(?:breach|leak|pwned|rockyou|wordlist|dictionary|hibp)")
 # Words that tell the reader to keep what the sentence gives to themselves: `it's 'X', don't share it`, `别外传`.
 SECRECY = re.compile(r"(?i)\b(?:don'?t|do\s+not|never|pls\s+don'?t)\s+(?:share|forward|post|paste|give|send|tell|reuse)\b"
                      r"|\bkeep\s+(?:it|this|that)\s+(?:secret|private|to\s+yourself)\b"
@@ -151,6 +161,11 @@ def prose(text: str) -> Iterator[Slot]:
                     or spaced and evidence.has_password_shape(value, 6) and re.search(r"\d", value) \
                     and not evidence.is_not_secret(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in [*USED_TO_LOG_IN.finditer(text), *CRACKED.finditer(text), *IN_BREACH_LIST.finditer(text)]:
+        value, s = _given(m)
+        if _chosen_password(value) or evidence.has_password_shape(value, 8) and MIXED_CASE_DIGITS.search(value) \
+                and not evidence.is_not_secret(value) and not evidence.is_reference(value, False):
+            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in DOMAIN_ACCOUNT_PAIR.finditer(text):
         value, s = _given(m)
         if evidence.has_password_shape(value, 4) and not re.fullmatch(r"[\d.]+", value) \
