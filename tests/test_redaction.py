@@ -1308,3 +1308,13 @@ def test_cracked_used_to_log_in_breach_list_lsa_secrets_and_community_strings_ar
 ])
 def test_tools_versions_tickets_and_lists_in_such_sentences_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("line", [
+    "Key Vault secret 'db-password' version 3f9c1e7a2b4d4f6e8a0c1b3d5f7e9a2c was accessed by sp-ir-automation",
+    "the API key prefix is sk-live-7Hq (last 4: 9f2c)",  # a part that names the key, not the key
+    "Set-Cookie: session=deleted; expires=Thu, 01 Jan 1970 00:00:00 GMT",  # a cookie cleared
+    "passwd: all authentication tokens updated successfully.",  # a program's message after its name
+])
+def test_versions_prefixes_cleared_cookies_and_program_messages_are_kept(line):
+    assert REDACTOR.redact(line).text == line

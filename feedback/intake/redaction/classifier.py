@@ -30,6 +30,7 @@ FLAG_BEFORE = re.compile(r"(?:^|\s)-{1,2}[A-Za-z][\w-]*[\s:]*$")
 SHORT_FLAG_P = re.compile(r"(?:^|\s)-[pP]\s*$")
 SYMBOL = re.compile(r"[!@#$%^&*?~+]")
 LOOK_BACK = 48
+NAMED_BY = re.compile(r"(?P<word>[A-Za-z][\w-]*)[ \t]*[:=#]?[ \t]*[\"'`]?$")  # the word just before a value
 # Parts of grammars that values of ordinary text are written in: a mention or a channel, an option's
 # name, percent-encoding, an environment variable, a path separator, a version number, a file extension.
 GRAMMAR_HINTS = [re.compile(rx) for rx in (r"^[@#][\w-]+$", r"^--?[A-Za-z][\w-]*$", r"%[0-9A-Fa-f]{2}",
@@ -126,6 +127,9 @@ class Model:
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
     def secret(self, text: str, start: int, end: int) -> bool:
+        named = NAMED_BY.search(text, max(0, start - 40), start)
+        if named and classify(named.group("word")) is Field.IDENTIFIER:
+            return False  # the word right before names it an identifier: `version 3f9c…`, `commit 4f1a…`
         return self.score(features(text, start, end)) > self.threshold
 
 

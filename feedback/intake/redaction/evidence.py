@@ -92,7 +92,7 @@ PLACEHOLDER = re.compile(
     r"|%\(?\w+\)?s?%?(?:\\(?:[nrt0]|x[0-9a-f]{2}))*"  # printf's `%s\n`
     r"|%[a-z_]+(?:\.[\w\[\]]+)+(?:=.*)?"  # Falco's output fields: `%proc.name`
     r"|<[^>]*>|<[a-z][\w:-]*|\[[^\]]*\]|\*+|x{4,}|\.{3,}|…|your[_-]?\w*"
-    r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
+    r"|none|null|nil|true|false|yes|no|on|off|undefined|redacted|deleted|example|\{\{.*\}\}|\{%.*%\}|!vault\b.*|enc\[.*\]"
     r"|(?:id|src|source|env|type|target|dst|required)=[^,\s]*(?:,\w+=[^,\s]*)+"  # a mount spec: `id=npmrc,src=.npmrc`
     r"|vault:.*|ref\+.*|secretref:.*|os\.environ.*|process\.env.*|getenv.*|env\(.*|getpass.*|read-host.*"
     # other tools' references: Octopus `#{…}`, CloudFormation's and Home Assistant's tags (`!Ref X`, `!secret x`),

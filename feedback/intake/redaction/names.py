@@ -47,7 +47,8 @@ IDENTIFIER_KEYS = {"object", "partition", "sort", "primary", "foreign", "cache",
                    "request", "password", "passwd", "pwd", "token", "value", "item", "attribute", "dict", "json",
                    "yaml", "env"}
 # After the head: the field is about the credential, not the credential.
-META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename", "files", "dir", "directory",
+META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename", "files", "dir", "directory", "prefix",
+        "suffix",
         "endpoint", "endpoints", "url", "uri", "host", "type", "types", "kind", "age", "length", "len", "min",
         "max", "expiry", "expires", "expiration", "expired", "expire", "ttl", "lifetime", "timeout", "set", "last",
         "changed", "change", "required", "require", "policy", "policies", "reset", "rotation", "rotated", "rotate",

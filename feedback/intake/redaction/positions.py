@@ -68,6 +68,8 @@ def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str
         return None
     if evidence.is_reference(value, quoted) or evidence.is_not_secret(value.strip(), in_slot=True):
         return None
+    if not quoted and evidence.function_word(value.strip().lower()):
+        return None  # a sentence after a name and a colon (`passwd: all authentication tokens updated`)
     if evidence.yara_modifiers_at(text, end + 1):
         return None  # a YARA string definition: `$pass = "password" nocase wide`
     if field is Field.WEAK and not evidence.looks_random(value):
@@ -223,7 +225,8 @@ def headers(text: str) -> Iterator[Slot]:
                 yield Slot(start + value.start("s"), start + value.end("s"), "auth_header", Field.CREDENTIAL)
         elif name in ("cookie", "set-cookie"):
             for pair in COOKIE_PAIR.finditer(rest):
-                yield Slot(start + pair.start("s"), start + pair.end("s"), "cookie", Field.CREDENTIAL)
+                if not evidence.is_reference(pair.group("s"), False):  # `session=deleted` clears a cookie
+                    yield Slot(start + pair.start("s"), start + pair.end("s"), "cookie", Field.CREDENTIAL)
         elif "-" in name and classify(name) is Field.IDENTIFIER and rest:
             # X-Request-Id, DKIM-Signature; a mail header's value goes on over its folded lines (RFC 5322)
             end = FOLDED.match(text, m.end("rest")).end() if at_line_start else m.end("rest")
