@@ -1295,6 +1295,8 @@ def test_describing_columns_empty_cells_guids_and_otp_settings_are_kept(line):
     ("is Spring#2026x in the rockyou list or not?", "Spring#2026x"),
     ("[*] DefaultPassword\n(Unknown User):Lsa-Dflt-2026", "Lsa-Dflt-2026"),  # secretsdump's LSA secrets
     ("snmp community string = Ro-Comm-2026", "Ro-Comm-2026"),
+    ("lftp -u backup,Lftp-U-2026 sftp://nas01", "Lftp-U-2026"),  # lftp's `user,password`
+    ('lftp -e "open -u ftpuser,Lftp-Open-26 ftp.corp.example; mirror"', "Lftp-Open-26"),
 ])
 def test_cracked_used_to_log_in_breach_list_lsa_secrets_and_community_strings_are_redacted(text, secret):
     assert secret not in REDACTOR.redact(text).text
@@ -1305,6 +1307,7 @@ def test_cracked_used_to_log_in_breach_list_lsa_secrets_and_community_strings_ar
     "the hash was cracked in 4 minutes: see ticket SEC-4471",
     "CVE-2024-3400 is in the KEV list; is rockyou.txt in the wordlist folder?",
     "the community string is managed by ansible",
+    "ps -u alice,bob -o pid,cmd",  # a list of users elsewhere
 ])
 def test_tools_versions_tickets_and_lists_in_such_sentences_are_kept(line):
     assert REDACTOR.redact(line).text == line

@@ -348,6 +348,7 @@ TOKEN = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
 WRAPPERS = {"sudo", "env", "time", "nohup", "exec", "command", "xargs", "nice", "doas", "watch", "timeout", "$", "#",
             ">", "powershell", "pwsh", "cmd", "/c", "-c", "bash", "sh", "start"}
 USER_PASS_OPTIONS = {"-u", "--user", "-U", "--username", "/user:", "-user"}  # `u:p`, `u%p` forms
+COMMA_PAIR_PROGRAMS = {"lftp", "open"}  # lftp and its `open` command: `-u user,password`
 # Options named for an identity or authentication take `account:password` too (`nikto -id u:p`, `-auth u:p`,
 # `--creds u:p`): there the part after the colon counts when it is shaped like a password.
 AUTH_PAIR_WORDS = {"auth", "cred", "creds", "credential", "credentials", "login", "userpass", "basic"}
@@ -519,7 +520,8 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 option.group(2).lower() == "id" or AUTH_PAIR_WORDS & set(words(option.group(2))))
             if (raw in USER_PASS_OPTIONS or named) and nxt is not None:
                 s, e = _unquote(nxt)
-                pair = re.match(r"[^:%\s]+[:%](?P<s>(?!//).{3,})", segment.group()[s:e])
+                joiner = ":%," if program in COMMA_PAIR_PROGRAMS else ":%"  # lftp's `-u user,password`
+                pair = re.match(rf"[^{joiner}\s]+[{joiner}](?P<s>(?!//).{{3,}})", segment.group()[s:e])
                 if pair and program not in ("net",) and not evidence.is_reference(pair.group("s"), True) and (
                         raw in USER_PASS_OPTIONS or evidence.secret_shaped(pair.group("s"))
                         and not evidence.is_not_secret(segment.group()[s:e])):
