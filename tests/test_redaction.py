@@ -101,7 +101,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round13.json", {"tuning"}),
                               ("redaction_round14.json", {"tuning"}),
                               ("redaction_round15.json", {"tuning"}),
-                              ("redaction_round16.json", {"tuning"}))]
+                              ("redaction_round16.json", {"tuning"}),
+                              ("redaction_round17.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
@@ -1320,4 +1321,23 @@ def test_tools_versions_tickets_and_lists_in_such_sentences_are_kept(line):
     "passwd: all authentication tokens updated successfully.",  # a program's message after its name
 ])
 def test_versions_prefixes_cleared_cookies_and_program_messages_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ('new Secret(this, "s", { secretStringValue: SecretValue.unsafePlainText("Cdk-Plain-2026") });', "Cdk-Plain-2026"),
+    ("Grafana service account: grafana-sa / Graf-Sa-2026x (viewer)", "Graf-Sa-2026x"),  # a label, an account, its pw
+    ("badge printer: admin, pin 7731", "7731"),
+])
+def test_plain_text_secret_values_labelled_pairs_and_bare_pins_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "Versions: v1.2 / V2.0-Beta; Regions: eu-west-1 / us-east-1",
+    "the GPIO pin 17 is high",
+    "iDRAC 默认密码已全部修改，清单见 SEC-4471。",  # an issue key
+    'x.plainText("abc") and getConnection("jdbc:h2:mem:test")',
+])
+def test_versions_regions_gpio_pins_issue_keys_and_single_urls_are_kept(line):
     assert REDACTOR.redact(line).text == line

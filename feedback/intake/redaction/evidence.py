@@ -53,6 +53,7 @@ NOT_SECRET_GRAMMARS = [
     # MITRE (`T1552.004`, and tags' `T1552_004`), CVE, CWE
     r"\b(?:T\d{4}(?:[._]\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",
     r"\bS-1-\d{1,2}(?:-\d{1,10}){1,14}\b",  # Windows security identifiers
+    r"\b[A-Z][A-Z0-9]{1,9}-\d{1,7}\b",  # issue keys (Jira's `SEC-4471`), `CVE-`-like ids
     r"\bENC\[\w{1,40},data:[^\]\s]{0,10000}\]",  # a value sops encrypted: ciphertext, its key is elsewhere
     # a disassembler's memory operand: `[rsp+98h+pExecInfo.lpVerb]`, `[ebp+var_1C]`
     r"\[(?:[re]?[a-z]{2}|r\d{1,2}[dwb]?)(?:[+-][0-9A-Fa-f]+h?)*(?:[+-][A-Za-z_][\w.@]*)+(?:[+-][0-9A-Fa-f]+h?)*\]",

@@ -644,7 +644,8 @@ POSITIONAL_CALLS = {"getconnection": -1, "pdo": 2, "mysqli": 2, "mysqli_connect"
                     "cx_oracle.connect": 1, "oracledb.connect": 1, "pymssql.connect": 2, "mysqldb.connect": 2,
                     "pymysql.connect": 2, "dbi.connect": 2, "smbconnection": 1, "ftp": 2, "ftp_tls": 2,
                     "passwordauthentication": 1, "usernamepasswordauthenticationtoken": 1, "createcredential": 2,
-                    "createscramsha1credential": 2, "createscramsha256credential": 2, "createplaincredential": 2}
+                    "createscramsha1credential": 2, "createscramsha256credential": 2, "createplaincredential": 2,
+                    "unsafeplaintext": 0, "secretvalue.plaintext": 0}  # the CDK's plain-text secret
 CALL_NAME = re.compile(r"(?<!\w)(?:(?P<qual>[A-Za-z_]\w*)(?:\.|::|->))?(?P<name>[A-Za-z_]\w*)\s*\(")
 STRING_ARGUMENT = re.compile(r"""\s*(?P<q>["'])(?P<s>[^"'\n]{3,200})(?P=q)(?:\.(?:toCharArray|getBytes)\(\))?\s*$""")
 # A constant that names a credential, then a literal: `env.put(Context.SECURITY_CREDENTIALS, "…")`.
@@ -695,7 +696,7 @@ def calls(text: str) -> Iterator[Slot]:
         if place is None:
             continue
         arguments = _arguments(text, m.end())
-        if len(arguments) >= 2 and -len(arguments) <= place < len(arguments):
+        if (len(arguments) >= 2 or place == 0) and -len(arguments) <= place < len(arguments):
             literal = STRING_ARGUMENT.match(text[slice(*arguments[place])])
             if literal and not evidence.is_reference(literal.group("s"), True):
                 s = arguments[place][0] + literal.start("s")

@@ -128,6 +128,9 @@ CRACKED = re.compile(r"(?i)\b(?:cracked|recovered|plaintext|cleartext)\b[^.\n]{0
 IN_BREACH_LIST = re.compile(r"(?i)(?:(?:^|(?<=\s))|\b(?:is|was)\s+)(?P<s>[\"'`]?[^\s\"'`]{6,64}[\"'`]?)\s+"
                             r"(?:(?:is|was|are)\s+)?(?:in|on)\s+(?:the\s+|a\s+|any\s+)?(?:\w+\s+)?"
                             r"(?:breach|leak|pwned|rockyou|wordlist|dictionary|hibp)")
+# A label, then an account and its password (`Jamf API: jamf-api-ro / X`, `integration user: svc / X`): the
+# password must be plainly chosen (mixed case and digits, or a symbol), never a version (`v1.2 / V2.0-Beta`).
+LABELED_PAIR = re.compile(r"(?m)^[^\n:]{1,40}:[ \t]*[\w.@\\-]{2,64}[ \t]+/[ \t]+(?P<s>[^\s,;()]{8,64})(?=[ \t]*(?:[(,;]|$))")
 # Words that tell the reader to keep what the sentence gives to themselves: `it's 'X', don't share it`, `别外传`.
 SECRECY = re.compile(r"(?i)\b(?:don'?t|do\s+not|never|pls\s+don'?t)\s+(?:share|forward|post|paste|give|send|tell|reuse)\b"
                      r"|\bkeep\s+(?:it|this|that)\s+(?:secret|private|to\s+yourself)\b"
@@ -165,6 +168,12 @@ def prose(text: str) -> Iterator[Slot]:
         value, s = _given(m)
         if _chosen_password(value) or evidence.has_password_shape(value, 8) and MIXED_CASE_DIGITS.search(value) \
                 and not evidence.is_not_secret(value) and not evidence.is_reference(value, False):
+            yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
+    for m in LABELED_PAIR.finditer(text):
+        value, s = _given(m)
+        if (_chosen_password(value) or MIXED_CASE_DIGITS.search(value) and evidence.has_password_shape(value, 8)) \
+                and not re.search(r"\d\.\d", value) and not evidence.is_not_secret(value) \
+                and not evidence.is_reference(value, False):
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in DOMAIN_ACCOUNT_PAIR.finditer(text):
         value, s = _given(m)
@@ -286,7 +295,8 @@ def prose(text: str) -> Iterator[Slot]:
                 if value.startswith("--") or re.match(r"[a-z_][a-z0-9_.-]*=(?!=)", value):
                     break  # an option (`rotate-secret --secret-id …`) or another field (`Login: user=<jsmith>, …`)
                 s = key.end() + word.start() + raw.find(value)
-                if pin and (marker and PIN_VALUE.fullmatch(value) or re.fullmatch(r"\d{6,10}", value)):
+                if pin and (marker and PIN_VALUE.fullmatch(value) or re.fullmatch(r"\d{6,10}", value)
+                            or previous == "pin" and n == 0 and re.fullmatch(r"\d{4,10}", value)):  # `pin 48213`
                     yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
                     break
                 if strict and not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
