@@ -146,6 +146,13 @@ def _chosen_password(value: str) -> bool:
                 and not evidence.is_not_secret(value) and not evidence.is_reference(value, False))
 
 
+def _plainly_chosen(value: str) -> bool:
+    """Shaped like a password a person chose, where nothing else in the sentence says so: a symbol among
+    letters and digits, or mixed case with digits (`Oncall-Lap-99`)."""
+    return (_chosen_password(value) or bool(MIXED_CASE_DIGITS.search(value)) and evidence.has_password_shape(value, 8)) \
+        and not evidence.is_not_secret(value) and not evidence.is_reference(value, False)
+
+
 def _given(m: re.Match, group: str = "s") -> tuple[str, int]:
     """The value a sentence's pattern captured, without its quotes and closing marks, and where it starts."""
     value = m.group(group).strip("\"'`").rstrip(VALUE_END)
@@ -159,21 +166,17 @@ def prose(text: str) -> Iterator[Slot]:
             # `admin:X` as well as `admin/X`, where a colon also joins a role to a scope (`admin:read-all`)
             colon = rx is ACCOUNT_PAIR and m.group("sep") == ":"
             spaced = rx is ACCOUNT_PAIR and m.group("sep") == " / "  # `root / toor123`: letters and digits
-            if _chosen_password(value) and not colon or colon and MIXED_CASE_DIGITS.search(value) \
-                    and evidence.has_password_shape(value, 8) and not evidence.is_not_secret(value) \
+            if _chosen_password(value) and not colon or colon and _plainly_chosen(value) \
                     or spaced and evidence.has_password_shape(value, 6) and re.search(r"\d", value) \
                     and not evidence.is_not_secret(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in [*USED_TO_LOG_IN.finditer(text), *CRACKED.finditer(text), *IN_BREACH_LIST.finditer(text)]:
         value, s = _given(m)
-        if _chosen_password(value) or evidence.has_password_shape(value, 8) and MIXED_CASE_DIGITS.search(value) \
-                and not evidence.is_not_secret(value) and not evidence.is_reference(value, False):
+        if _plainly_chosen(value):
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in LABELED_PAIR.finditer(text):
         value, s = _given(m)
-        if (_chosen_password(value) or MIXED_CASE_DIGITS.search(value) and evidence.has_password_shape(value, 8)) \
-                and not re.search(r"\d\.\d", value) and not evidence.is_not_secret(value) \
-                and not evidence.is_reference(value, False):
+        if _plainly_chosen(value) and not re.search(r"\d\.\d", value):
             yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in DOMAIN_ACCOUNT_PAIR.finditer(text):
         value, s = _given(m)
@@ -186,8 +189,7 @@ def prose(text: str) -> Iterator[Slot]:
             quoted = m.re is QUOTED_TOKEN
             value = m.group("s") if quoted else m.group().strip("\"'`“”‘’").rstrip(VALUE_END)
             s = m.start() + m.group().find(value)
-            if (_chosen_password(value) or evidence.has_password_shape(value, 8) and MIXED_CASE_DIGITS.search(value)) \
-                    and not evidence.is_reference(value, False) and not evidence.is_not_secret(value):
+            if _plainly_chosen(value):
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
     for m in RECOVERY_CODES.finditer(text):
         window = text[m.end():m.end() + 400]
