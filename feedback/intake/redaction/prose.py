@@ -1,6 +1,7 @@
-"""Credentials given in sentences, English and Chinese: a credential's word, a short window, a marker, then
-the value (`the vpn password is now X`, `密码跟上次一样是 X`), and the sentence shapes around it (a value before
-its noun, a login with a value, an account/password pair, a changed credential named by a pronoun).
+"""Credentials given in sentences, English, Chinese and other languages: a credential's word, a short window,
+a marker, then the value (`the vpn password is now X`, `密码跟上次一样是 X`, `Das Passwort lautet X`), and the
+sentence shapes around it (a value before its noun, a login with a value, an account/password pair as people
+and tools write it, a changed credential named by a pronoun, recovery codes, cues such as "don't share it").
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Credentials out of text before anything is stored: each secret becomes `[REDACTED:<kind>]`.
 
 By structure, then by evidence, all found on the same text and replaced once:
-1. Where credentials sit (`positions`): the value slot of an assignment, option, header, URL
-   userinfo, call argument, or a sentence in English or Chinese (`prose`), judged by the field's name,
-   all read with Markdown's markup blanked and HTML's character references decoded (`markup`).
+1. Where credentials sit (`positions`): the value slot of an assignment, header, URL userinfo, call
+   argument, placeholder default or table column, an option on a command line (`commands`), or a
+   sentence in English, Chinese or another language (`prose`), judged by the field's name, all read
+   with Markdown's markup blanked and HTML's character references decoded (`markup`).
 2. Their own formats (`formats`): key blocks, vendor tokens, maintained detectors.
 3. Decoding: base64 that decodes to a private key, to `user:pass` or to a known token.
 4. Entropy (`evidence.looks_secret`), judged per value and never inside a grammar of things

@@ -1,9 +1,11 @@
-"""A value slot: where a value sits in a text, what kind of position found it, and what its field says."""
+"""A value slot: where a value sits in a text, what kind of position found it, and what its field says; and
+how a value found in a slot is judged."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from secbot.feedback.intake.redaction import evidence
 from secbot.feedback.intake.redaction.names import Field
 
 
@@ -21,3 +23,21 @@ class Slot:
 
 # The marks that close a value given in a sentence or in code quotes: `it's X.`, `(X)`, `"X",`.
 VALUE_END = ".,;?)\"'}]”’"
+
+
+def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str) -> Slot | None:
+    """A slot when the value in it is a secret for a field of this kind."""
+    value = text[start:end]
+    if field is Field.IDENTIFIER:
+        return Slot(start, end, kind, field)
+    if field not in (Field.CREDENTIAL, Field.WEAK) or len(value.strip()) < 3:
+        return None
+    if evidence.is_reference(value, quoted) or evidence.is_not_secret(value.strip(), in_slot=True):
+        return None
+    if not quoted and evidence.function_word(value.strip().lower()):
+        return None  # a sentence after a name and a colon (`passwd: all authentication tokens updated`)
+    if evidence.yara_modifiers_at(text, end + 1):
+        return None  # a YARA string definition: `$pass = "password" nocase wide`
+    if field is Field.WEAK and not evidence.looks_random(value):
+        return None
+    return Slot(start, end, kind, field)
