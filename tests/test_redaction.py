@@ -102,7 +102,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round14.json", {"tuning"}),
                               ("redaction_round15.json", {"tuning"}),
                               ("redaction_round16.json", {"tuning"}),
-                              ("redaction_round17.json", {"tuning"}))]
+                              ("redaction_round17.json", {"tuning"}),
+                              ("redaction_round18.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
@@ -1340,4 +1341,21 @@ def test_plain_text_secret_values_labelled_pairs_and_bare_pins_are_redacted(text
     'x.plainText("abc") and getConnection("jdbc:h2:mem:test")',
 ])
 def test_versions_regions_gpio_pins_issue_keys_and_single_urls_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("app-specific password for the release bot's Apple ID: zxqv-plmn-okbw-trcd", "zxqv-plmn-okbw-trcd"),
+    ("the password for the lab account id: Lab-Acct-2026!", "Lab-Acct-2026!"),  # the label names its owner
+])
+def test_a_password_after_a_label_that_names_its_owner_is_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "token for the service id: svc-123",  # an id after an id's label
+    "password for user id: jdoe42",
+    "api key for the tenant id: 0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
+])
+def test_ids_after_an_owners_label_are_kept(line):
     assert REDACTOR.redact(line).text == line

@@ -138,6 +138,7 @@ SECRECY = re.compile(r"(?i)\b(?:don'?t|do\s+not|never|pls\s+don'?t)\s+(?:share|f
                      r"|\b(?:change|reset|rotate)\s+(?:it|this|that)\s+(?:after|at|on|when|once|before)\b"  # a temporary one
                      r"|别外传|不要外传|勿外传|不要告诉别人|用完(?:就)?改掉|登录后(?:请)?修改")
 QUOTED_TOKEN = re.compile(r"(?<![\w])[\"'“‘`](?P<s>[^\s\"'”’`]{6,64})[\"'”’`](?![\w])")
+UNWORDED_GROUPS = re.compile(r"[a-z]{3,8}(?:-[a-z]{3,8}){2,7}")  # `qwzx-mnbv-plok-ijuh`, when not words
 MIXED_CASE_DIGITS = re.compile(r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)")
 ACCOUNT_PAIR = re.compile(r"(?i)(?:^|(?<=[\s(`]))(?:" + DEFAULT_ACCOUNTS + r")(?P<sep>[/:]| / )(?P<s>[^\s/\"',:]{6,64})")
 
@@ -257,14 +258,19 @@ def prose(text: str) -> Iterator[Slot]:
                 s = key.end() + first_word.start(1)
                 yield Slot(s, s + len(value), "prose_password", Field.CREDENTIAL)
             continue
+        owner = owned = False  # `… for <its owner>`: a label naming the owner opens the value
         for n, word in enumerate(words):
             raw = word.group()
             bare = raw.lower().strip(",;")
             about = bare.rstrip(":") in ABOUT or _STEM(bare.rstrip(":")) in ABOUT_STEMS
+            if not marker and about and owner and raw.endswith(":") and n < 7:
+                marker, previous, owned = True, bare, True  # `password for the CI's Apple ID: X`: the owner's id
+                continue
             if not marker and about and (limit <= 6 or raw.endswith(":")) \
                     or re.search(r"[\"”'][,:}\]]+$", raw) and not marker:
                 break  # about the credential (not the place it is kept in: `in the vault`), or the quoted string
                 # this sentence lives in has ended
+            owner = owner or n == 0 and bare == "for"
             if raw.endswith(":") and len(raw) > 1 and (n < 7 or limit > 6):
                 marker, previous = True, bare
                 continue
@@ -304,6 +310,9 @@ def prose(text: str) -> Iterator[Slot]:
                     break
                 if strict and not (re.search(r"\d", value) and re.search(r"[A-Za-z]", value)):
                     break
+                if owned and not (_plainly_chosen(value) or UNWORDED_GROUPS.fullmatch(value)
+                                  and evidence.has_password_shape(value)):
+                    break  # after an owner's label the value must be plainly a password, not an id (`svc-123`)
                 if n > 11 and not (_chosen_password(value) or MIXED_CASE_DIGITS.search(value)):
                     break  # far from the place it is kept (`…in the vault, if you're in a hurry: X`): plainly chosen
                 found = list(_person_value(text, s, value, marker))
