@@ -1329,6 +1329,7 @@ def test_versions_prefixes_cleared_cookies_and_program_messages_are_kept(line):
     ('new Secret(this, "s", { secretStringValue: SecretValue.unsafePlainText("Cdk-Plain-2026") });', "Cdk-Plain-2026"),
     ("Grafana service account: grafana-sa / Graf-Sa-2026x (viewer)", "Graf-Sa-2026x"),  # a label, an account, its pw
     ("badge printer: admin, pin 7731", "7731"),
+    ("PASSWORD=PROD-2026", "PROD-2026"),  # shaped like an issue key, but in a password's slot
 ])
 def test_plain_text_secret_values_labelled_pairs_and_bare_pins_are_redacted(text, secret):
     assert secret not in REDACTOR.redact(text).text

@@ -18,6 +18,7 @@ from functools import lru_cache
 
 # Grammars of things that are not secrets. Matched on the text; a candidate found only by its
 # look (entropy) inside one of these spans is kept.
+ISSUE_KEY = r"\b[A-Z][A-Z0-9]{1,9}-\d{1,7}\b"
 NOT_SECRET_GRAMMARS = [
     # a DNS resource record as zone files and `dig` print it (first: it is a whole line): what DNS publishes
     # is public (DKIM keys, SPF, site-verification tokens)
@@ -53,7 +54,7 @@ NOT_SECRET_GRAMMARS = [
     # MITRE (`T1552.004`, and tags' `T1552_004`), CVE, CWE
     r"\b(?:T\d{4}(?:[._]\d{3})?|TA\d{4}|CVE-\d{4}-\d{4,}|CWE-\d+)\b",
     r"\bS-1-\d{1,2}(?:-\d{1,10}){1,14}\b",  # Windows security identifiers
-    r"\b[A-Z][A-Z0-9]{1,9}-\d{1,7}\b",  # issue keys (Jira's `SEC-4471`), `CVE-`-like ids
+    ISSUE_KEY,  # issue keys (Jira's `SEC-4471`), `CVE-`-like ids
     r"\bENC\[\w{1,40},data:[^\]\s]{0,10000}\]",  # a value sops encrypted: ciphertext, its key is elsewhere
     # a disassembler's memory operand: `[rsp+98h+pExecInfo.lpVerb]`, `[ebp+var_1C]`
     r"\[(?:[re]?[a-z]{2}|r\d{1,2}[dwb]?)(?:[+-][0-9A-Fa-f]+h?)*(?:[+-][A-Za-z_][\w.@]*)+(?:[+-][0-9A-Fa-f]+h?)*\]",
@@ -82,8 +83,10 @@ NOT_SECRET_GRAMMARS = [
 ]
 NOT_SECRET = re.compile("|".join(f"(?:{rx})" for rx in NOT_SECRET_GRAMMARS), re.MULTILINE)
 _GRAMMARS = [re.compile(rx) for rx in NOT_SECRET_GRAMMARS]
-# A UUID or an AWS id in a credential's own slot is that credential (`HEROKU_API_KEY=<uuid>`).
-_SLOT_GRAMMARS = [g for g in _GRAMMARS if "[0-9a-fA-F]{8}-" not in g.pattern and "AIDA" not in g.pattern]
+# A UUID, an AWS id or an issue-key-shaped value in a credential's own slot is that credential
+# (`HEROKU_API_KEY=<uuid>`, `PASSWORD=PROD-2026`).
+_SLOT_GRAMMARS = [g for g in _GRAMMARS if "[0-9a-fA-F]{8}-" not in g.pattern and "AIDA" not in g.pattern
+                  and g.pattern != ISSUE_KEY]
 # Template expressions (Jinja, Helm, Go templates): what is inside names a value, it holds none.
 TEMPLATE = re.compile(r"\{\{.{0,400}?\}\}|\{%.{0,400}?%\}")
 DATE = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]+Z?)?")
