@@ -19,6 +19,7 @@ from functools import lru_cache
 # Grammars of things that are not secrets. Matched on the text; a candidate found only by its
 # look (entropy) inside one of these spans is kept.
 ISSUE_KEY = r"\b[A-Z][A-Z0-9]{1,9}-\d{1,7}\b"
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 NOT_SECRET_GRAMMARS = [
     # a DNS resource record as zone files and `dig` print it (first: it is a whole line): what DNS publishes
     # is public (DKIM keys, SPF, site-verification tokens)
@@ -40,7 +41,7 @@ NOT_SECRET_GRAMMARS = [
     r"(?:[ \t]*\r?\n[ \t]*[\w-]+:[^\n]*)*(?:(?:[ \t]*\r?\n)+[ \t]*[A-Za-z0-9+/=]+|[ \t]+[A-Za-z0-9+/=]{40,})*"
     r"(?:\s*-----END [A-Z0-9 ]+-----)?",  # line by line: a truncated block does not reach the words after it
     r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-ssh-ed25519@openssh\.com)\s+AAAA[A-Za-z0-9+/]+={0,3}",
-    r"\{?\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b\}?",  # UUIDs, `{…}` GUIDs
+    rf"\{{?\b{UUID.pattern}\b\}}?",  # UUIDs, `{…}` GUIDs
     # image references (a name of at most 255 characters, as the OCI spec has it: linear to match)
     r"(?<![\w.-])[\w.-]{1,255}(?::\d+)?(?:/[\w./-]{1,255})?(?::\w[\w.-]{0,127})?@sha256:[0-9a-f]{64}",
     r"\b[A-Z][A-Za-z]+:[A-Za-z0-9]+/[A-Za-z0-9]+(?:[.!][A-Za-z0-9]+)*",  # GuardDuty/Defender finding types
@@ -132,7 +133,7 @@ FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|cr
 IOC_SHAPES = [
     re.compile(r"^[0-9a-fA-F]+$"),  # hashes and other hex indicators
     re.compile(r"^[0-9a-fA-F]+(?:[-:][0-9a-fA-F]+)+$"),  # GUIDs and their fragments, MAC addresses
-    re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),  # UUIDs
+    re.compile(rf"^{UUID.pattern}$"),  # UUIDs
     re.compile(r"^(?:bc1|tb1)[02-9ac-hj-np-z]{25,87}$"),  # bech32 bitcoin wallets
     re.compile(r"^[13][1-9A-HJ-NP-Za-km-z]{25,34}$"),  # base58 bitcoin wallets
     re.compile(r"^4[0-9AB][1-9A-HJ-NP-Za-km-z]{93}$"),  # monero wallets

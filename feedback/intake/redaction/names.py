@@ -115,13 +115,13 @@ def words(name: str) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=4096)
 def classify_option(name: str) -> Field:
     """What a command-line option's name says about the value after it."""
     field = classify(name)
     return Field.IDENTIFIER if field is Field.CREDENTIAL and words(name)[0] in ACTION_VERBS else field
 
 
+@lru_cache(maxsize=4096)
 def classify(name: str) -> Field:
     parts = words(name)
     if not parts:

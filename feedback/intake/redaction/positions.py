@@ -102,9 +102,6 @@ def _tight_pair(text: str, start: int, value_start: int, value_end: int, field: 
     return evidence.secret_shaped(text[value_start:value_end])
 
 
-UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
 def assignments(text: str) -> Iterator[Slot]:
     newlines = [m.start() for m in re.finditer("\n", text)]
     for m in ASSIGNMENT.finditer(text):
@@ -142,7 +139,7 @@ def assignments(text: str) -> Iterator[Slot]:
                 and WORDS_BEFORE.search(text, max(line, m.start() - 40), m.start()):
             continue  # a colon in a sentence: `scope access to your secrets: one should not …`
         label = words(text[max(line, m.start() - 8):m.start()] + " " + m.group("name"))[-2:]  # `Secret ID  = …`
-        if field is Field.IDENTIFIER and label == ["secret", "id"] and UUID.fullmatch(text[value[0]:value[1]]):
+        if field is Field.IDENTIFIER and label == ["secret", "id"] and evidence.UUID.fullmatch(text[value[0]:value[1]]):
             field = Field.CREDENTIAL  # a generated secret id (Vault's AppRole, Consul's and Nomad's tokens), not a name
         slot = judge(text, *value, field, "assignment")
         if slot and not value[2] and not in_query:
@@ -399,8 +396,7 @@ def _cells(line: str, delimiter: str) -> list[tuple[int, int]]:
         stripped = line.strip()
         start = line.index("|") + 1 if stripped.startswith("|") else 0
         end = line.rstrip().rfind("|") if stripped.endswith("|") and len(stripped) > 1 else len(line)
-        bounds = [start - 1] + [m.start() for m in re.finditer(r"\|", line[start:end])] + [end]
-        bounds = [start - 1] + [start + b for b in bounds[1:-1]] + [end]
+        bounds = [start - 1, *(m.start() for m in re.finditer(r"\|", line[:end]) if m.start() >= start), end]
         raw = [(a + 1, b) for a, b in zip(bounds, bounds[1:])]
     else:
         raw, at = [], 0
