@@ -103,7 +103,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round15.json", {"tuning"}),
                               ("redaction_round16.json", {"tuning"}),
                               ("redaction_round17.json", {"tuning"}),
-                              ("redaction_round18.json", {"tuning"}))]
+                              ("redaction_round18.json", {"tuning"}),
+                              ("redaction_round19.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
@@ -1359,4 +1360,39 @@ def test_a_password_after_a_label_that_names_its_owner_is_redacted(text, secret)
     "api key for the tenant id: 0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
 ])
 def test_ids_after_an_owners_label_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    # a program after a shell's history number, a cron schedule (with a system crontab's user) or a prompt
+    ("  731  redis-cli -h cache01 -a Cache-Heron-41 info", "Cache-Heron-41"),
+    ("30 4 * * 1-5 oracle /opt/scripts/sqlcmd -S db02 -U etl -P Etl-Maple-0923 -i nightly.sql", "Etl-Maple-0923"),
+    ("@hourly sshpass -p Rsync-Vole-77 rsync -a /srv/ backup@nas:/vol1/", "Rsync-Vole-77"),
+    ("[admin@bastion-02 ~]$ mysql -h 10.2.0.8 -uaudit -pAud!t-Sage-5", "Aud!t-Sage-5"),
+    ("PS C:\\Windows\\system32> net user svc_sync Sync-Finch-88 /add /domain", "Sync-Finch-88"),
+    # what a secret store or a generator printed on the next line
+    ("$ bw get password 'Edge firewall'\nFw-Hollow-Reed-30\n$ exit", "Fw-Hollow-Reed-30"),
+    ("me@laptop ~ % security find-internet-password -s git.corp.example -w\nghp_Ew2k9Qm8Zr2Lp7Tv4Xk9Bn1Hc6Js3Wd0F",
+     "ghp_Ew2k9Qm8Zr2Lp7Tv4Xk9Bn1Hc6Js3Wd0F"),
+    ("kubectl -n auth get secret keycloak-admin -o jsonpath='{.data.password}' | base64 --decode\nKc-Summit-3311",
+     "Kc-Summit-3311"),
+    ("az keyvault secret show --vault-name kv-prod --name smtp --query value -o tsv\nSmtpRelay!2026-q4",
+     "SmtpRelay!2026-q4"),
+    ("pwgen -s 20 1\nuT4mQ9xZ2kL7rV1cB8nW", "uT4mQ9xZ2kL7rV1cB8nW"),
+])
+def test_programs_after_prompts_and_schedules_and_what_secret_stores_print_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "  731  redis-cli -h cache01 info replication",
+    "30 4 * * 1-5 oracle /opt/scripts/nightly.sh --config /etc/nightly.conf",
+    "$ bw get password 'Edge firewall' | pbcopy\nCopied.",  # copied, not printed
+    "kubectl get secret keycloak-admin -o jsonpath='{.data.password}' | base64 -d | wc -c\n23",
+    "$ pass ls\nPassword Store\n└── infra",
+    "op read op://Infra/edge-fw/password\n[ERROR] 2026/12/08 10:02:11 you are not currently signed in",
+    "set smtp_pass = \"`gpg -dq ~/.mutt/smtp.gpg`\"",  # a command substitution reads the secret
+    "export DB_PASSWORD=\"$(vault kv get -field=password secret/app/db)\"",
+])
+def test_prompts_schedules_copied_or_counted_output_and_command_substitutions_are_kept(line):
     assert REDACTOR.redact(line).text == line

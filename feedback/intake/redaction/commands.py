@@ -33,6 +33,8 @@ SHORT_PASSWORD_OPTIONS = {
 # Windows programs whose options take a password after a space (`schtasks /rp X`, `cmdkey /pass X`).
 SLASH_PASSWORD_OPTIONS = {"schtasks": {"p", "rp"}, "cmdkey": {"pass"}, "wmic": {"password"}, "tscon": {"password"}}
 FROM_SOURCE = {"env", "file"}
+# Options that name the field a command prints, not a value: `lpass show --password ENTRY`.
+OUTPUT_SELECTORS = {"lpass": {"password"}}
 # The options that name what `--value` sets, and the types that make it secret (SSM's SecureString).
 NAMING_OPTIONS = ("name", "key", "parameter-name", "secret-name", "setting")
 SECURE_TYPES = {"securestring", "secret", "secure"}
@@ -67,6 +69,15 @@ IMPACKET = {"secretsdump", "psexec", "wmiexec", "smbexec", "atexec", "dcomexec",
             "gettgt", "getst", "mssqlclient", "lookupsid"}
 SEGMENT = re.compile(r"[^|;&\n]+")
 TOKEN = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+")
+# What comes before a program on its line: a shell's history number (and HISTTIMEFORMAT's time), a cron
+# schedule (and a system crontab's user before a path), a prompt (`user@host:~$`, `[root@db01 ~]#`, `PS C:\>`).
+LINE_PREFIX = re.compile(r"""[ \t]*(?:
+      \d{1,6}[ \t]+(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d)?[ \t]+)?(?=[^\d\s])
+    | (?:@(?:reboot|yearly|annually|monthly|weekly|daily|midnight|hourly)|(?:[\d*/,-]+[ \t]+){4}[\d*/,-]+)[ \t]+
+      (?:[a-z_][a-z0-9_-]{0,31}[ \t]+(?=/))?
+    | (?:\([\w.-]+\)[ \t]+)?(?:\[[^\]\n]{1,60}\][$#]|[\w.-]+@[\w.-]+(?::[^\s$#]*)?[$#%>]
+      |(?:PS[ \t]+)?[A-Za-z]:\\[^>\n]*>)[ \t]+
+)?""", re.X)
 WRAPPERS = {"sudo", "env", "time", "nohup", "exec", "command", "xargs", "nice", "doas", "watch", "timeout", "$", "#",
             ">", "powershell", "pwsh", "cmd", "/c", "-c", "bash", "sh", "start"}
 USER_PASS_OPTIONS = {"-u", "--user", "-U", "--username", "/user:", "-user"}  # `u:p`, `u%p` forms
@@ -86,6 +97,45 @@ PASSWORD_STDIN = re.compile(r"--password-stdin|--passphrase-fd\s+0|\bsudo\s+(?:-
                             r"|(?<![\w-])-{0,2}(?:password|passwd|passphrase|secret|token)[=\s]-(?!\S)")
 
 
+# Commands whose output is a secret: a password manager's or a secret store's read, a generator (program → what
+# its arguments must hold). Their output line in a pasted transcript is the secret itself.
+REVEALING = {
+    "lpass": re.compile(r"\bshow\b.*\s--password\b"), "bw": re.compile(r"\bget\s+(?:password|totp)\b"),
+    "op": re.compile(r"\bread\b|\s--reveal\b"), "pass": re.compile(r"^\s*(?:show\s+)?(?!-)[\w./@-]+\s*$"),
+    "gopass": re.compile(r"\bshow\b(?!.*\s-c\b)"), "secret-tool": re.compile(r"\blookup\b"),
+    "keepassxc-cli": re.compile(r"(?i)\bshow\b.*(?:-a|--attributes)\s+password\b|\bshow\b.*\s(?:-s|--show-protected)\b"),
+    "security": re.compile(r"\bfind-(?:generic|internet)-password\b.*\s-w\b"),
+    "vault": re.compile(r"(?i)\s-field[= ]\S*(?:password|secret|token|key)\b"),
+    "gcloud": re.compile(r"\bsecrets\s+versions\s+access\b"),
+    "aws": re.compile(r"(?i)secretsmanager\s+get-secret-value\b.*SecretString|ssm\s+get-parameter\b.*--with-decryption"),
+    "az": re.compile(r"\bkeyvault\s+secret\s+show\b.*--query\s+[\"']?value\b"),
+    "kubectl": re.compile(r"\bget\s+secrets?\b.*(?:jsonpath|go-template).*\bdata\b"),
+    "openssl": re.compile(r"\brand\b"), "pwgen": re.compile(r""), "apg": re.compile(r""),
+}
+# Programs a revealed value may pass through and still be printed (`| base64 -d`, `| jq -r .password`).
+PASSING = {"base64", "jq", "yq", "head", "tail", "tr", "cut", "awk", "sed", "grep", "xargs", "cat"}
+
+
+def revealed_output(text: str) -> Iterator[Slot]:
+    """The line a revealing command printed (`$ lpass show --password Infra/iDRAC` then `X`): one word."""
+    lines = list(re.finditer(r"(?m)^.*$", text))
+    for line, output in zip(lines, lines[1:]):
+        stages = line.group().split("|")
+        tokens = list(TOKEN.finditer(stages[0]))
+        program, first = _program(tokens, LINE_PREFIX.match(stages[0]).end())
+        rest = stages[0][tokens[first].end():] if first < len(tokens) else ""
+        if program not in REVEALING or not REVEALING[program].search(rest):
+            continue
+        if any(_program(list(TOKEN.finditer(stage)))[0] not in PASSING for stage in stages[1:]):
+            continue
+        word = re.fullmatch(r"\s*(\S{6,200})\s*", output.group())
+        if word and not LINE_PREFIX.match(output.group()).group().strip():
+            start = output.start() + word.start(1)
+            slot = judge(text, start, start + len(word.group(1)), False, Field.CREDENTIAL, "command_output")
+            if slot:
+                yield slot
+
+
 # PowerShell's plain-text SecureString, its switches in any order: `ConvertTo-SecureString -Force -String X`.
 SECURE_STRING = re.compile(r"""(?i)\bConvertTo-SecureString(?:\s+-(?:String|AsPlainText|Force)\b)*\s+\\?"""
                            r"""(?P<q>["']?)(?P<s>(?![-$(])[^"'\s\\]{3,})\\?(?P=q)""")
@@ -102,10 +152,11 @@ PROMPTED_SEND = re.compile(r"""(?i)\bexpect\w*\s*\(?\s*(?:-\w+\s+)*["'{][^"'}\n]
                            r"""(?:--\s+)?["'{](?P<s>[^"'}\n\\]{3,200})(?:\\+[rn])*["'}]""")
 
 
-def _program(tokens: list[re.Match]) -> tuple[str, int]:
+def _program(tokens: list[re.Match], prefix: int = 0) -> tuple[str, int]:
+    """The program a segment runs and its token's index, past `prefix` characters of prompt or schedule."""
     for i, token in enumerate(tokens):
         word = token.group().strip("\"'")
-        if word.lower() in WRAPPERS or re.fullmatch(r"[A-Za-z_]\w*=\S*", word) or word.startswith("-") and i == 0:
+        if token.start() < prefix or word.lower() in WRAPPERS or re.fullmatch(r"[A-Za-z_]\w*=\S*", word) or word.startswith("-") and i == 0:
             continue
         name = re.split(r"[\\/]", word)[-1].lower()
         name = re.sub(r"\.(?:exe|py|sh|ps1)$", "", name)
@@ -155,6 +206,7 @@ def command_lines(text: str) -> Iterator[Slot]:
     """Credentials in command lines, also in a command nested inside one (`$(…)`, backticks, a quoted
     command string), read once more at one level of depth."""
     yield from _command_lines(text)
+    yield from revealed_output(text)
     inner = [(m.start(g), m.group(g)) for m in NESTED.finditer(text) for g in ("sub", "tick") if m.group(g)]
     inner += [(m.start() + 1, m.group()[1:-1]) for m in re.finditer(r"\"[^\"\n]{5,400}\"|'[^'\n]{5,400}'", text)
               if re.search(r"\s-{1,2}[A-Za-z]", m.group())]
@@ -168,7 +220,7 @@ def _command_lines(text: str) -> Iterator[Slot]:
     for segment in SEGMENT.finditer(text):
         offset = segment.start()
         tokens = list(TOKEN.finditer(segment.group()))
-        program, first = _program(tokens)
+        program, first = _program(tokens, LINE_PREFIX.match(segment.group()).end())
         short = SHORT_PASSWORD_OPTIONS.get(program, "")
         if program in SUBCOMMAND and (len(tokens) <= first + 1 or tokens[first + 1].group() != SUBCOMMAND[program]):
             short = ""
@@ -186,6 +238,8 @@ def _command_lines(text: str) -> Iterator[Slot]:
             option = re.match(r"(--?|/)([A-Za-z][\w-]{0,40})(=|:)?", raw)
             if option and raw[option.end():option.end() + 1] in tuple(",);]}"):
                 option = None  # `options (-L, -P, -pw) used for …`: an option named in a list, not given
+            elif option and not option.group(3) and option.group(2).lower() in OUTPUT_SELECTORS.get(program, ()):
+                option = None
             slash_password = bool(option) and option.group(2).lower() in SLASH_PASSWORD_OPTIONS.get(program, ())
             if option and (option.group(1) != "/" or option.group(3) == ":" or slash_password):
                 name, attached = option.group(2), option.group(3)

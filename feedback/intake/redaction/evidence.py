@@ -127,6 +127,8 @@ YARA_MODIFIERS = re.compile(r"^\s*(?:ascii|wide|nocase|fullword|private|xor|base
 # All the modifiers after a string, with their arguments (`xor(0x01-0xff)`, `base64("…")`): part of the evidence.
 YARA_MODIFIER_LIST = re.compile(r"(?:[ \t]+(?:ascii|wide|nocase|fullword|private|xor|base64|base64wide)\b"
                                 r"(?:\([^)\n]{0,200}\))?)*")
+# A shell's command substitution, quoted or not (muttrc's `"`pass show mail`"`): a command that reads the secret.
+COMMAND_SUBSTITUTION = re.compile(r"`[^`\n]*\w\s+[^`\n]*`|\$\([^()\n]*\w\s+[^()\n]*\)")
 PROMPT = re.compile(r"[^\W\d][^:\n]{0,200}\s[^:\n]{0,200}:")  # `Enter your passphrase:` asks for one, holds none
 FILE_NAME = re.compile(r"^[\w.-]+\.(?:ya?ml|json|txt|conf|cfg|ini|env|key|pem|crt|p12|pfx|jks|kdbx|csv|log|xml|sh"
                        r"|ps1|py|tf|tfvars|zip|gz|tgz|7z|enc|gpg|asc)$", re.IGNORECASE)
@@ -189,6 +191,7 @@ def is_reference(value: str, quoted: bool) -> bool:
     expression = not quoted and (EXPRESSION.match(value.removeprefix("!")) and not looks_secret(value)
                                  or CMDLET.match(value))
     return bool(PLACEHOLDER.match(value) or expression or PROMPT.fullmatch(value) or "[REDACTED:" in value
+                or COMMAND_SUBSTITUTION.fullmatch(value)
                 or value.startswith(("(", "@(", "$(")) and not quoted
                 or value.startswith("@") and (FILE_NAME.match(value[1:]) or value.startswith(("@/", "@./", "@~/")))
                 or value.startswith(("${", "{{", "%", "<%")) and value.endswith(("}", ")", "%", "%>")))
