@@ -1396,3 +1396,31 @@ def test_programs_after_prompts_and_schedules_and_what_secret_stores_print_are_r
 ])
 def test_prompts_schedules_copied_or_counted_output_and_command_substitutions_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    # JSON inside a JSON string, as the AWS CLI, container logs and queues print it
+    ('{"ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/app-Qx1", '
+     '"SecretString": "{\\"engine\\":\\"mysql\\",\\"password\\":\\"Rds-Tern-5520\\"}"}', "Rds-Tern-5520"),
+    ('{"log":"{\\"ts\\":1764750000,\\"smtp_password\\":\\"Mail-Dune-073\\"}\\n","stream":"stdout"}', "Mail-Dune-073"),
+    # credential words still name a credential when an environment or encoding follows them
+    ("SMTP_PASSWORD_STAGING=Stg-Lupin-4402", "Stg-Lupin-4402"),
+    ('"credentials": [{"user": "ci", "password": "Ci-Mallow-91"}]', "Ci-Mallow-91"),
+])
+def test_json_inside_strings_and_credentials_in_lists_of_objects_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    # a word after the credential word that names or describes something else
+    '"keyFingerprint": "b7:2c:91:4e:0a:d3:58:6f:1e:97:c4:3b:8a:05:ed:62"',
+    '"VersionStages": ["AWSCURRENT"], "secretStage": "AWSPENDING"',
+    '"tokenBinding": "referred", "tokenState": "revoked"',
+    '"apiKeyRole": "Editor", "apiKeyLevel": "org"',
+    # a list of objects after a credential word: their own names decide
+    '"keyCredentials": [{"keyId": "0d9c8b7a-6f5e-4d3c-9b2a-1f0e9d8c7b6a", "usage": "Verify"}]',
+    # an escaped message that is not JSON
+    '"message": "secrets \\"grafana-admin\\" is forbidden: User \\"ci\\" cannot get resource"',
+])
+def test_words_after_a_credential_word_lists_of_objects_and_escaped_messages_are_kept(line):
+    assert REDACTOR.redact(line).text == line

@@ -54,21 +54,34 @@ def blank(text: str) -> str:
 
 # HTML's character references (`&quot;`, `&#39;`, `&#x27;`), as pasted from a page's source or a ticket's HTML.
 CHARACTER_REFERENCE = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]{2,10});")
+# JSON inside a JSON string (`"SecretString": "{\\"password\\":\\"…\\"}"`, a log line's escaped body): the
+# string's escapes are read, so its members are judged as the document they are.
+EMBEDDED_JSON = re.compile(r'"(?P<body>[\[{]\s*\\"(?:[^"\\\n]|\\.)*)"')
+STRING_ESCAPE = re.compile(r"\\([\"\\/])|\\u([0-9a-fA-F]{4})")
+
+
+def _decoded(m: re.Match) -> str:
+    if m.group().startswith("&"):
+        return html.unescape(m.group())
+    return m.group(1) or chr(int(m.group(2), 16))
 
 
 def unescaped(text: str) -> tuple[str, list[int], list[int]] | None:
-    """`text` with its character references decoded, and for each decoded character where it began and
-    ended in `text`, so a value found in the decoded text is cut from the original; None when it has none."""
-    if "&" not in text:
-        return None
+    """`text` with its character references and the escapes of JSON embedded in a string decoded, and
+    for each decoded character where it began and ended in `text`, so a value found in the decoded text is
+    cut from the original; None when it has none."""
+    found = list(CHARACTER_REFERENCE.finditer(text)) if "&" in text else []
+    if '\\"' in text:
+        found += [e for m in EMBEDDED_JSON.finditer(text)
+                  for e in STRING_ESCAPE.finditer(text, m.start("body"), m.end("body"))]
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     last = 0
-    for m in CHARACTER_REFERENCE.finditer(text):
-        char = html.unescape(m.group())
-        if char == m.group():
-            continue  # not a reference HTML knows
+    for m in sorted(found, key=lambda m: m.start()):
+        char = _decoded(m)
+        if char == m.group() or m.start() < last:
+            continue  # not a reference HTML knows, or inside one already read
         out += [text[last:m.start()], char]
         starts += [*range(last, m.start()), *[m.start()] * len(char)]
         ends += [*range(last + 1, m.start() + 1), *[m.end()] * len(char)]

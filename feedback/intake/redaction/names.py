@@ -62,6 +62,8 @@ META = {"id", "ids", "name", "names", "arn", "path", "paths", "file", "filename"
         "revocation", "refresh", "audience", "aud", "claims", "lifespan", "rotator", "spray", "spraying",
         "string", "hash", "hashes", "salt", "mfa", "reuse", "ok", "success", "failed", "failure", "attempts",
         "sync", "inventory", "kv", "engine", "mount", "arns", "identifier", "identifiers", "access", "accessor"}
+# After the head in a field's name (not in a sentence): what the field describes (`secretStage`, `tokenBinding`).
+FIELD_ABOUT = {"stage", "binding", "state", "level", "score", "quality", "lockout", "locked"}
 # Before the head: the field is a setting about the credential (`update_password: always`, `min_password_length`).
 SETTING = {"update", "min", "max", "minimum", "maximum", "require", "requires", "enforce", "allow", "allowed",
            "show", "hide", "mask", "reuse", "expire", "check", "validate", "total", "num",
@@ -133,7 +135,8 @@ def classify(name: str) -> Field:
         return Field.IDENTIFIER
     head = heads[-1]
     word, before = parts[head], parts[head - 1] if head else None
-    if any(w in META for w in parts[head + 1:]) or any(w in SETTING for w in parts[:head]):
+    # a word after the head that names or is about a thing (`keyFingerprint`, `apiKeyRole`, `secretStage`)
+    if any(w in META or w in IDENTIFIER_HEADS or w in FIELD_ABOUT for w in parts[head + 1:]) or any(w in SETTING for w in parts[:head]):
         return Field.IDENTIFIER
     if word in ("token", "tokens") and before in REQUEST_TOKENS:
         return Field.IDENTIFIER

@@ -73,7 +73,7 @@ XML_PAIR = re.compile(r"""(?:key|name)\s*=\s*["'](?P<name>[^"'\n]{1,80})["']\s*"
 NAME_VALUE = re.compile(r"""(?<![\w-])(?P<q>["']?)name(?P=q)[ \t]*[:=][ \t]*["']?(?P<name>[A-Za-z_][\w.-]{0,80})["']?"""
                         r"""[ \t]*,?[ \t]*(?:\r?\n[ \t]*(?:-[ \t]+)?)?(?P<v>["']?)value(?P=v)[ \t]*[:=]""")
 HCL_VARIABLE = re.compile(r"""\bvariable\s+"(?P<name>[^"]+)"\s*\{[^}]*?\bdefault\s*=\s*""")
-JSON_LIST = re.compile(r"[ \t]*\[(?P<items>[^\[\]\n]{0,2000})\]")
+JSON_LIST = re.compile(r"[ \t]*\[(?P<items>[^\[\]{}\n]{0,2000})\]")  # strings, not objects
 JSON_ITEM = re.compile(r"\"(?P<s>[^\"\n]*)\"")
 # A stage of a query pipeline (KQL, SPL): an unquoted value there is a column or an expression over columns
 # (`| extend TokenLevel = AF.OriginalTokenIntegrityLevel`); a literal is quoted.
