@@ -1424,3 +1424,22 @@ def test_json_inside_strings_and_credentials_in_lists_of_objects_are_redacted(te
 ])
 def test_words_after_a_credential_word_lists_of_objects_and_escaped_messages_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    # a credential's constructor as PowerShell and Rust write it
+    ("$cred = [System.Management.Automation.PSCredential]::new('CORP\\svc_scan', 'Scn-Briar-4410')", "Scn-Briar-4410"),
+    ("New-Object System.Net.NetworkCredential -ArgumentList 'relay', 'Rly-Gannet-27'", "Rly-Gannet-27"),
+    ('let creds = Credentials::new("alerts".to_owned(), "Smtp-Kestrel-66".to_owned());', "Smtp-Kestrel-66"),
+])
+def test_credential_constructors_in_powershell_and_rust_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    'let creds = Credentials::new(env::var("SMTP_USER")?, env::var("SMTP_PASS")?);',
+    "$cred = [System.Management.Automation.PSCredential]::new('CORP\\svc_scan', $secure)",
+    'let token = Token::parse(&header_value)?;',  # a path-qualified call is an expression
+])
+def test_constructors_with_references_and_qualified_calls_are_kept(line):
+    assert REDACTOR.redact(line).text == line

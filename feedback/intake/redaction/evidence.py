@@ -111,7 +111,7 @@ PLACEHOLDER = re.compile(
     r"|(?-i:[A-Z]+(?:_[A-Z]+)+))$")  # CONSTANT_CASE words: HIDDEN_DUE_TO_SECURITY_REASONS, SIGNATURE_HERE
 # An unquoted HCL/Python expression (`var.db_password`, `random_password.db.result`, `get_secret(x)`), or a
 # keyword that opens one (`token = await getSecret(…)`, `key = new Key(…)`): a computed value, not a literal.
-EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|[\w.]+\(.*"
+EXPRESSION = re.compile(r"^(?:[a-z_][\w-]*(?:\.[\w-]+|\[[^\]]*\])+|\w[\w.]*(?:::\w+)*\(.*"
                         r"|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\.[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+"  # `BuildConfig.API_KEY`
                         r"|await|new|yield|typeof|lambda|function|async|require|this|self)$")
 # PowerShell's approved verbs (`Get-Verb`): `$pw = ConvertTo-SecureString …` assigns what a cmdlet returns.

@@ -272,8 +272,10 @@ def urls(text: str) -> Iterator[Slot]:
 
 
 # --- calls: auth=("user", "pw"), HTTPBasicAuth('u', 'pw'), PSCredential("u", …), simple_bind_s(dn, pw)
-CALL = re.compile(r"(?i)(?:\bauth\s*=\s*|\b(?P<fn>\w*(?:auth|credential|bind\w*|login|logon|authenticate))\s*)"
-                  r"[(\[]\s*(?P<q1>[\"'])[^\"'\n]{0,200}(?P=q1)\s*,\s*(?P<q2>[\"'])(?P<s>[^\"'\n]{3,})(?P=q2)")
+# A constructor too, as PowerShell and Rust write one: `[System.Net.NetworkCredential]::new('u', X)`,
+# `New-Object PSCredential -ArgumentList 'u', X`, `Credentials::new("u".to_string(), X)`.
+CALL = re.compile(r"(?i)(?:\bauth\s*=\s*[(\[]|\b(?P<fn>\w*(?:auth|credentials?|bind\w*|login|logon|authenticate))"
+                  r"(?:\]?::new)?\s*(?:[(\[]|-ArgumentList\s*\(?))\s*(?P<q1>[\"'])[^\"'\n]{0,200}(?P=q1)(?:\.\w+\(\))?\s*,\s*(?P<q2>[\"'])(?P<s>[^\"'\n]{3,})(?P=q2)")
 
 
 # A call or index that pairs a credential's name with a literal: define('DB_PASSWORD', '…'),
