@@ -1443,3 +1443,27 @@ def test_credential_constructors_in_powershell_and_rust_are_redacted(text, secre
 ])
 def test_constructors_with_references_and_qualified_calls_are_kept(line):
     assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("line", [
+    # a message after a credential word's colon: two words, then a clause's punctuation
+    '{"msg": "Invalid/incorrect password: Permission denied, please try again.", "unreachable": true}',
+    # a query's token is machine-made, never a word
+    '203.0.113.9 - - [08/Dec/2026:02:11:40 +0000] "GET /verify?token=invalid HTTP/1.1" 400 0',
+    # where a secret is kept, not the secret
+    'level=error msg="cannot read secret" secret=ci/github/token path=kv/',
+    'api_key: payments/stripe/api_key',
+    # a field's name, then its value, as a console lists them
+    "Finding: Recon:IAMUser/UserPermissions, accessKeyId ASIAEXAMPLEV3QPZR7KLM, userName ci-deploy",
+])
+def test_messages_after_a_colon_words_in_queries_secret_paths_and_listed_ids_are_kept(line):
+    assert REDACTOR.redact(line).text == line
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("password: correct horse battery staple", "correct horse battery staple"),  # words, no clause: a passphrase
+    ("https://hooks.corp.example/in?token=Zr2Lp7Tv4Xk9Bn1Hq8", "Zr2Lp7Tv4Xk9Bn1Hq8"),
+    ("password=team/shared/Sx-Plover-81", "Sx-Plover-81"),  # a slash inside a password
+])
+def test_passphrases_query_tokens_and_passwords_with_slashes_are_still_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text

@@ -323,6 +323,10 @@ def _command_lines(text: str) -> Iterator[Slot]:
                 continue  # `kubectl get secret NAME`: the name of a secret
             name = tokens[i].group()
             field = classify(name) if PAIR_NAMES.fullmatch(name) else Field.OTHER
+            if field is Field.IDENTIFIER and re.search(r"[a-z][A-Z]|[a-z]_[a-z]", name):
+                s, e = _unquote(tokens[i + 1])  # `accessKeyId ASIA…`: a field's name, then its value, as consoles list them
+                yield Slot(offset + s, offset + e, "pair", Field.IDENTIFIER)
+                continue
             if field is Field.CREDENTIAL or name.lower() == "community" or device and (
                     field is Field.WEAK or name.lower() in DEVICE_SECRET_WORDS):
                 at = i + 1  # past a one-digit type and an encoding word, as device configs write them

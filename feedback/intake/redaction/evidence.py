@@ -345,7 +345,7 @@ def _pronounceable(segment: str) -> bool:
     of four letters or more by wordfreq's word list (`Block`, `Strings`, `Rights`)."""
     vowels = sum(c in VOWELS for c in segment)
     return (vowels >= 0.25 * len(segment) and not CONSONANTS_RUN.search(segment)) or (
-        len(segment) >= 4 and _english_word(segment.lower()))
+        len(segment) >= 4 and english_word(segment.lower()))
 
 
 @lru_cache(maxsize=65536)
@@ -355,7 +355,7 @@ def _zipf(word: str) -> float:
     return zipf_frequency(word, "en")
 
 
-def _english_word(word: str) -> bool:
+def english_word(word: str) -> bool:
     return _zipf(word) >= 3.0
 
 
@@ -451,7 +451,7 @@ def has_password_shape(value: str, minimum: int = 6) -> bool:
     letters = re.search(r"[^\W\d_]", value)
     if re.fullmatch(r"[A-Za-z]+(?:[-/][A-Za-z]+)+", value):  # words joined (`read-only`), not `kzqw-hbtr-mfxa-pvne`
         groups = re.split(r"[-/]", value)
-        named = [len(g) <= 2 or g.isupper() or g.istitle() and _pronounceable(g) or _english_word(g.lower())
+        named = [len(g) <= 2 or g.isupper() or g.istitle() and _pronounceable(g) or english_word(g.lower())
                  for g in groups]  # words, acronyms, names: `read-only`, `AES-GCM`, `Kerberos/NTLM`
         return sum(named) * 2 < len(groups)
     return bool(letters and re.search(r"[\d\W_]", value))

@@ -84,6 +84,7 @@ QUERY_STAGE = re.compile(r"(?i)^[ \t]*\|[ \t]*(?:extend|project(?:-\w+)?|where|s
 # Up to six words after a colon's first word: the colon introduced a sentence when one is a function word
 # (`is`, `should`, `the`); a passphrase (`purple monkey dishwasher`) is made of content words.
 SENTENCE_GOES_ON = re.compile(r"(?:[ \t]+[^\W\d_]+){1,6}")
+CLAUSE_PUNCTUATION = re.compile(r"[^\n\"]{0,80}?[,.;!?](?:\s|\"|$)")
 WORDS_BEFORE = re.compile(r"[^\W\d_]{2,}[ \t]+$")  # and words before its key: the colon is inside a sentence
 # The words that end a line after an unquoted value: with no function word among them, one passphrase.
 PASSPHRASE_REST = re.compile(r"(?:[ \t]+[^\s=:#\"'`]+){1,6}[ \t]*(?=$|\n|[ \t]#)", re.MULTILINE)
@@ -91,6 +92,13 @@ PASSPHRASE_REST = re.compile(r"(?:[ \t]+[^\s=:#\"'`]+){1,6}[ \t]*(?=$|\n|[ \t]#)
 BLOCK_HEADER = re.compile(r"^[ \t]*(?:if|elif|else|while|for|with|except|try|def|class|lambda|match|case)\b")
 # In a URL's query, a signature grants what the URL grants (SAS `sig`, presigned `X-Amz-Signature`).
 QUERY_SIGNATURES = {"sig", "signature"}
+
+
+def _message(value: str, following: str, text: str, at: int) -> bool:
+    """A message after the colon (`incorrect password: Permission denied, please try again.`): two words, then
+    a clause's punctuation before the line or string ends; a passphrase of words has none."""
+    return evidence.english_word(value.lower()) and evidence.english_word(following.lower()) \
+        and bool(CLAUSE_PUNCTUATION.match(text, at))
 
 
 def _tight_pair(text: str, start: int, value_start: int, value_end: int, field: Field) -> bool:
@@ -134,10 +142,14 @@ def assignments(text: str) -> Iterator[Slot]:
         if not value[2] and QUERY_STAGE.match(text, line):
             continue
         goes_on = m.group("sep") == ":" and not value[2] and SENTENCE_GOES_ON.match(text, value[1])
-        if goes_on and any(evidence.function_word(w) for w in goes_on.group().split()) \
-                and re.fullmatch(r"[^\W\d_]+", text[value[0]:value[1]]) \
-                and WORDS_BEFORE.search(text, max(line, m.start() - 40), m.start()):
+        if goes_on and re.fullmatch(r"[^\W\d_]+", text[value[0]:value[1]]) \
+                and WORDS_BEFORE.search(text, max(line, m.start() - 40), m.start()) and (
+                    any(evidence.function_word(w) for w in goes_on.group().split())
+                    or _message(text[value[0]:value[1]], goes_on.group().split()[0], text, goes_on.end())):
             continue  # a colon in a sentence: `scope access to your secrets: one should not …`
+        if in_query and not value[2] and evidence.english_word(text[value[0]:value[1]].lower()) \
+                and text[value[0]:value[1]].isalpha():
+            continue  # `?token=expired`: a query's tokens are machine-made, never a word
         label = words(text[max(line, m.start() - 8):m.start()] + " " + m.group("name"))[-2:]  # `Secret ID  = …`
         if field is Field.IDENTIFIER and label == ["secret", "id"] and evidence.UUID.fullmatch(text[value[0]:value[1]]):
             field = Field.CREDENTIAL  # a generated secret id (Vault's AppRole, Consul's and Nomad's tokens), not a name

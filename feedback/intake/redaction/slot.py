@@ -3,10 +3,11 @@ how a value found in a slot is judged."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from secbot.feedback.intake.redaction import evidence
-from secbot.feedback.intake.redaction.names import Field
+from secbot.feedback.intake.redaction.names import Field, classify
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class Slot:
 VALUE_END = ".,;?)\"'}]”’"
 
 
+# A path of names whose last part names a credential: a secret store's path, not the secret.
+SECRET_PATH = re.compile(r"(?:[\w.-]+/)+[\w.-]+(?:#[\w.-]+)?")
+
+
 def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str) -> Slot | None:
     """A slot when the value in it is a secret for a field of this kind."""
     value = text[start:end]
@@ -34,6 +39,8 @@ def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str
         return None
     if evidence.is_reference(value, quoted) or evidence.is_not_secret(value.strip(), in_slot=True):
         return None
+    if SECRET_PATH.fullmatch(value) and classify(re.split(r"[/#]", value)[-1]) in (Field.CREDENTIAL, Field.WEAK):
+        return None  # where a secret is kept: `secret=prod/db/password`, `kv/ci/deploy#token`
     if not quoted and evidence.function_word(value.strip().lower()):
         return None  # a sentence after a name and a colon (`passwd: all authentication tokens updated`)
     if evidence.yara_modifiers_at(text, end + 1):
