@@ -104,7 +104,8 @@ SPLIT = [(json.loads((DATA / name).read_text(encoding="utf-8")), halves)
                               ("redaction_round16.json", {"tuning"}),
                               ("redaction_round17.json", {"tuning"}),
                               ("redaction_round18.json", {"tuning"}),
-                              ("redaction_round19.json", {"tuning"}))]
+                              ("redaction_round19.json", {"tuning"}),
+                              ("redaction_round20.json", {"tuning"}))]
 FRESH_PASTE = [c for split, halves in SPLIT for c in split["paste"] if c["split"] in halves]
 FRESH_ORDINARY = [c["text"] for split, halves in SPLIT for c in split["ordinary"] if c["split"] in halves]
 KNOWN_MISSES = {  # no keyword, no slot; a UUID in a bare `key`; a macro whose name says nothing; a host-shaped password;
