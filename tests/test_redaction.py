@@ -1468,3 +1468,25 @@ def test_messages_after_a_colon_words_in_queries_secret_paths_and_listed_ids_are
 ])
 def test_passphrases_query_tokens_and_passwords_with_slashes_are_still_redacted(text, secret):
     assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("requirepass Cache-Osprey-7710", "Cache-Osprey-7710"),  # servers' directives that hold a password
+    ("masterauth Cache-Osprey-7710\nreplicaof 10.2.0.5 6379", "Cache-Osprey-7710"),
+    ("rootpw Slapd-Wicket-218", "Slapd-Wicket-218"),
+    ("NEO4J_AUTH=neo4j/Graph-Marten-4410", "Graph-Marten-4410"),  # an auth field's account and password
+    ("PROXY_AUTH: squid:Sqd-Bramble-1907", "Sqd-Bramble-1907"),
+])
+def test_password_directives_and_account_pairs_in_auth_fields_are_redacted(text, secret):
+    assert secret not in REDACTOR.redact(text).text
+
+
+@pytest.mark.parametrize("line", [
+    "token_secret_backend = vault/ci/deploy_token",  # a store's path of names
+    "Jenkins credentials: id=ops-ssh, kind=SSH Username with private key",  # the label of fields
+    "the password is synced by the ExternalSecret pg-auth from the cluster store",  # a reference to one
+    "auth: kubernetes.io/basic-auth",  # a type in an auth field
+    "requirepass \"\"",
+])
+def test_store_paths_field_labels_external_secrets_and_auth_types_are_kept(line):
+    assert REDACTOR.redact(line).text == line

@@ -73,7 +73,10 @@ SETTING = {"update", "min", "max", "minimum", "maximum", "require", "requires", 
 # in CloudTrail); a client's credential is its secret (`clientSecret`), not its token.
 REQUEST_TOKENS = {"client"}
 # Words that make any field a reference: `existingSecret`, `secretRef`, `valueFrom`, `passwordFile`.
-REFERENCE = {"existing", "ref", "from", "use", "ask", "no", "without", "is", "has", "should"}
+REFERENCE = {"existing", "ref", "from", "use", "ask", "no", "without", "is", "has", "should", "external"}
+# Servers' directives that hold a password though their words say otherwise (Redis's `requirepass` and
+# `masterauth`, slapd's `rootpw`, keepalived's `auth_pass`).
+CREDENTIAL_DIRECTIVES = {"requirepass", "masterauth", "rootpw", "auth_pass", "authpass", "masterpassword"}
 # A `key` after one of these is where that credential is kept (`passwordKey`, `passwordSecretKey`).
 HOLDERS = {"password", "passwd", "pwd", "pass", "token"}
 # `kubectl get secret NAME`, `vault delete token X`: after a verb, a credential word is a kind of resource.
@@ -125,6 +128,8 @@ def classify_option(name: str) -> Field:
 
 @lru_cache(maxsize=4096)
 def classify(name: str) -> Field:
+    if name.lower() in CREDENTIAL_DIRECTIVES:
+        return Field.CREDENTIAL
     parts = words(name)
     if not parts:
         return Field.OTHER

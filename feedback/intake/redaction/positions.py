@@ -84,6 +84,9 @@ QUERY_STAGE = re.compile(r"(?i)^[ \t]*\|[ \t]*(?:extend|project(?:-\w+)?|where|s
 # Up to six words after a colon's first word: the colon introduced a sentence when one is a function word
 # (`is`, `should`, `the`); a passphrase (`purple monkey dishwasher`) is made of content words.
 SENTENCE_GOES_ON = re.compile(r"(?:[ \t]+[^\W\d_]+){1,6}")
+ANOTHER_FIELD = re.compile(r"[a-z_]{2,20}=(?![=\s])")
+# An account and its password in an `auth` field: `user/X`, `user:X`.
+AUTH_PAIR = re.compile(r"[\w.@-]{1,64}[/:](?P<s>[^\s/:]{4,128})")
 CLAUSE_PUNCTUATION = re.compile(r"[^\n\"]{0,80}?[,.;!?](?:\s|\"|$)")
 WORDS_BEFORE = re.compile(r"[^\W\d_]{2,}[ \t]+$")  # and words before its key: the colon is inside a sentence
 # The words that end a line after an unquoted value: with no function word among them, one passphrase.
@@ -140,6 +143,12 @@ def assignments(text: str) -> Iterator[Slot]:
             if BLOCK_HEADER.match(text, line):
                 continue
         if not value[2] and QUERY_STAGE.match(text, line):
+            continue
+        if not value[2] and ANOTHER_FIELD.match(text, value[0]):
+            continue  # `credentials: id=deploy-ssh, kind=…`: the label of fields, each judged by its own name
+        pair = AUTH_PAIR.fullmatch(text, value[0], value[1]) if "auth" in words(m.group("name")) else None
+        if pair and evidence.has_password_shape(pair.group("s"), 8) and not evidence.is_reference(pair.group("s"), False):
+            yield Slot(pair.start("s"), pair.end("s"), "assignment", Field.CREDENTIAL)  # `NEO4J_AUTH=neo4j/X`
             continue
         goes_on = m.group("sep") == ":" and not value[2] and SENTENCE_GOES_ON.match(text, value[1])
         if goes_on and re.fullmatch(r"[^\W\d_]+", text[value[0]:value[1]]) \

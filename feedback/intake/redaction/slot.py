@@ -26,8 +26,10 @@ class Slot:
 VALUE_END = ".,;?)\"'}]”’"
 
 
-# A path of names whose last part names a credential: a secret store's path, not the secret.
+# A path of names whose last part names a credential, or of three lower-case names: a secret store's path,
+# not the secret (`prod/db/password`, `airflow/connections/metadata_db`).
 SECRET_PATH = re.compile(r"(?:[\w.-]+/)+[\w.-]+(?:#[\w.-]+)?")
+STORE_PATH = re.compile(r"[a-z][a-z0-9_.-]*(?:/[a-z][a-z0-9_.-]*){2,}")
 
 
 def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str) -> Slot | None:
@@ -39,7 +41,8 @@ def judge(text: str, start: int, end: int, quoted: bool, field: Field, kind: str
         return None
     if evidence.is_reference(value, quoted) or evidence.is_not_secret(value.strip(), in_slot=True):
         return None
-    if SECRET_PATH.fullmatch(value) and classify(re.split(r"[/#]", value)[-1]) in (Field.CREDENTIAL, Field.WEAK):
+    if SECRET_PATH.fullmatch(value) and classify(re.split(r"[/#]", value)[-1]) in (Field.CREDENTIAL, Field.WEAK) \
+            or STORE_PATH.fullmatch(value):
         return None  # where a secret is kept: `secret=prod/db/password`, `kv/ci/deploy#token`
     if not quoted and evidence.function_word(value.strip().lower()):
         return None  # a sentence after a name and a colon (`passwd: all authentication tokens updated`)
